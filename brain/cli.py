@@ -1,0 +1,101 @@
+"""The brain command: serve, engine-check, engine-bench."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import click
+
+from brain.server.config import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_MAX_TXN_OPS,
+    DEFAULT_VERSION,
+    ListenURL,
+    ServerConfig,
+    TLSConfig,
+)
+
+
+def _urls(value: str) -> list[ListenURL]:
+    try:
+        return [ListenURL.parse(u) for u in value.split(",") if u.strip()]
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
+        stream=sys.stderr,
+    )
+
+
+@click.group()
+def cli() -> None:
+    """brain: an etcd v3 API server for Kubernetes over pluggable engines."""
+
+
+@cli.command()
+@click.option("--name", default="default", show_default=True, help="Human-readable name for this member.")
+@click.option("--data-dir", default=None, help="Path to the data directory (default: ${name}.brain).")
+@click.option("--engine", type=click.Choice(["leveldb", "memory", "tikv"]), default="leveldb", show_default=True)
+@click.option("--listen-client-urls", default="http://127.0.0.1:2379", show_default=True, help="Comma-separated URLs to serve clients on.")
+@click.option("--advertise-client-urls", default="", help="Client URLs reported in MemberList (default: the listen URLs).")
+@click.option("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES, show_default=True)
+@click.option("--max-txn-ops", type=int, default=DEFAULT_MAX_TXN_OPS, show_default=True)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warn", "error"]), default="info", show_default=True)
+@click.option("--server-version", default=DEFAULT_VERSION, show_default=True, help="etcd version reported by Maintenance.Status.")
+@click.option("--unsafe-no-fsync", is_flag=True, help="Do not fsync writes (like etcd's flag: data loss on power failure).")
+@click.option("--cert-file", default="", help="Server TLS certificate (for https:// client URLs).")
+@click.option("--key-file", default="", help="Server TLS key.")
+@click.option("--trusted-ca-file", default="", help="CA to verify client certificates.")
+@click.option("--client-cert-auth", is_flag=True, help="Require client certificates signed by --trusted-ca-file.")
+def serve(name, data_dir, engine, listen_client_urls, advertise_client_urls, max_request_bytes, max_txn_ops,
+          log_level, server_version, unsafe_no_fsync, cert_file, key_file, trusted_ca_file, client_cert_auth) -> None:
+    """Serve the etcd v3 API."""
+    setup_logging("warning" if log_level == "warn" else log_level)
+    urls = _urls(listen_client_urls)
+    if any(u.scheme == "https" for u in urls) and not (cert_file and key_file):
+        raise click.BadParameter("https:// listen URLs need --cert-file and --key-file")
+    config = ServerConfig(
+        name=name,
+        data_dir=data_dir or f"{name}.brain",
+        engine=engine,
+        listen_client_urls=urls,
+        advertise_client_urls=[u for u in advertise_client_urls.split(",") if u],
+        max_request_bytes=max_request_bytes,
+        max_txn_ops=max_txn_ops,
+        version=server_version,
+        sync_writes=not unsafe_no_fsync,
+        tls=TLSConfig(cert_file, key_file, trusted_ca_file, client_cert_auth),
+    )
+    from brain.server.server import serve as run
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(run(config))
+    else:
+        uvloop.run(run(config))
+
+
+def _register_engine_commands() -> None:
+    try:
+        from brain.engine_commands import engine_bench, engine_check
+    except ImportError:
+        return
+    cli.add_command(engine_check, "engine-check")
+    cli.add_command(engine_bench, "engine-bench")
+
+
+_register_engine_commands()
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Revisioned key-value storage over an engine: etcd's MVCC model."""

@@ -1,0 +1,113 @@
+"""How MVCC state is laid out in the engine's single ordered keyspace.
+
+Every engine key starts with a one-byte namespace:
+
+  k<user key>                 -> latest live version of the key (serialized
+                                 mvccpb.KeyValue). The "latest index": reads at
+                                 the current revision scan only this, never
+                                 history. Deleted keys have no entry.
+  r<esc(user key)><rev:8>     -> the version written at rev: a KeyValue, or a
+                                 tombstone (version == 0). History, for reads
+                                 at past revisions; compaction prunes it.
+  e<rev:8>                    -> the user keys changed at rev, in change
+                                 order. Lets watches replay from the engine and
+                                 lets compaction find what to prune without a
+                                 full scan.
+  m<name>                     -> metadata (current revision, compaction).
+  l<lease id:8>               -> a lease (see brain/lease).
+
+User keys are arbitrary bytes. In the history namespace a revision follows
+the key, so the key is escaped (0x00 -> 0x00 0xff, then a 0x00 0x01
+terminator): this keeps the byte order of user keys and makes no escaped key
+a prefix of another, so all versions of one key sort together, oldest first.
+"""
+from __future__ import annotations
+
+import struct
+
+INDEX = b"k"
+INDEX_END = b"l"
+HISTORY = b"r"
+HISTORY_END = b"s"
+EVENTS = b"e"
+EVENTS_END = b"f"
+LEASE = b"l"
+LEASE_END = b"m"
+
+META_REVISION = b"mrev"
+META_COMPACT_SCHEDULED = b"mcompact-scheduled"
+META_COMPACT_FINISHED = b"mcompact-finished"
+META_CLUSTER_ID = b"mcluster-id"
+
+_REV = struct.Struct(">Q")
+pack_rev = _REV.pack
+unpack_rev = _REV.unpack
+
+
+def index_key(key: bytes) -> bytes:
+    return INDEX + key
+
+
+def index_range(key: bytes, end: bytes | None) -> tuple[bytes, bytes]:
+    """Engine range for user keys [key, end); end None means no upper bound."""
+    return INDEX + key, (INDEX_END if end is None else INDEX + end)
+
+
+def escape(key: bytes) -> bytes:
+    return key.replace(b"\x00", b"\x00\xff") + b"\x00\x01"
+
+
+def unescape(escaped: bytes) -> bytes:
+    # escaped ends with the 0x00 0x01 terminator
+    return escaped[:-2].replace(b"\x00\xff", b"\x00")
+
+
+def history_key(key: bytes, rev: int) -> bytes:
+    return HISTORY + escape(key) + _REV.pack(rev)
+
+
+def history_prefix(key: bytes) -> bytes:
+    return HISTORY + escape(key)
+
+
+def history_range(key: bytes, end: bytes | None) -> tuple[bytes, bytes]:
+    return HISTORY + escape(key), (HISTORY_END if end is None else HISTORY + escape(end))
+
+
+def events_key(rev: int) -> bytes:
+    return EVENTS + _REV.pack(rev)
+
+
+def lease_key(lease_id: int) -> bytes:
+    return LEASE + _REV.pack(lease_id & 0xFFFFFFFFFFFFFFFF)
+
+
+def encode_key_list(keys: list[bytes]) -> bytes:
+    parts = []
+    for k in keys:
+        parts.append(struct.pack(">I", len(k)))
+        parts.append(k)
+    return b"".join(parts)
+
+
+def decode_key_list(data: bytes) -> list[bytes]:
+    out = []
+    i = 0
+    n = len(data)
+    while i < n:
+        (ln,) = struct.unpack_from(">I", data, i)
+        i += 4
+        out.append(data[i : i + ln])
+        i += ln
+    return out
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key with this prefix (None: none)."""
+    b = bytearray(prefix)
+    while b:
+        if b[-1] != 0xFF:
+            b[-1] += 1
+            return bytes(b)
+        b.pop()
+    return None

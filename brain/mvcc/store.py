@@ -1,0 +1,223 @@
+"""The MVCC store: revisioned keys over an engine, with one group-committing writer.
+
+Reads never queue: they use the current ReadView (the last committed engine
+snapshot and its revision). Writes are functions of a WriteTxn, queued to one
+writer task. The writer applies every queued request to one Batch, commits the
+batch as one engine write (one fsync), then publishes a new view, tells the
+commit listeners (watch, lease) what changed, and answers the requests. The
+revision counter is allocated inside that loop, so it is gap-free, and a
+request that changes nothing (a failed compare) consumes no revision.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable, Sequence
+
+from brain import errors
+from brain.mvcc import keys as K
+from brain.mvcc.compactor import Compactor
+from brain.mvcc.txn_write import Batch, Change, WriteTxn
+from brain.mvcc.view import ReadView
+from engines.base import Engine, EngineError, WriteBatch
+
+log = logging.getLogger(__name__)
+
+WriteFn = Callable[[WriteTxn], Awaitable[Any]]
+CommitListener = Callable[[Sequence[Change], int], None]
+
+# Upper bound of requests folded into one engine commit: keeps one batch's
+# apply time (and so the latency of its first request) bounded.
+MAX_BATCH = 512
+
+
+class StoreClosedError(Exception):
+    pass
+
+
+def encode_batch(changes: Sequence[Change], rev: int) -> WriteBatch:
+    """The engine writes for a batch of changes ending at revision rev."""
+    wb = WriteBatch()
+    put = wb.ops.append
+    by_rev: dict[int, list[bytes]] = {}
+    for c in changes:
+        if c.deleted:
+            put((K.INDEX + c.key, None))
+        else:
+            put((K.INDEX + c.key, c.kv))
+        put((K.history_key(c.key, c.rev), c.kv))
+        by_rev.setdefault(c.rev, []).append(c.key)
+    for r, ks in by_rev.items():
+        put((K.events_key(r), K.encode_key_list(ks)))
+    put((K.META_REVISION, K.pack_rev(rev)))
+    return wb
+
+
+class MVCCStore:
+    def __init__(self, engine: Engine, *, sync: bool = True) -> None:
+        self.engine = engine
+        self.sync = sync
+        self._view: ReadView | None = None
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._writer: asyncio.Task | None = None
+        self._listeners: list[CommitListener] = []
+        self._closed = False
+        self.lease_exists: Callable[[int], bool] = lambda _id: False
+        self.compactor = Compactor(self)
+        # figures for metrics
+        self.batches = 0
+        self.batched_requests = 0
+
+    @classmethod
+    async def open(cls, engine: Engine, *, sync: bool = True) -> MVCCStore:
+        store = cls(engine, sync=sync)
+        raw = await engine.get(K.META_REVISION)
+        rev = K.unpack_rev(raw)[0] if raw else 1  # a fresh store is at revision 1
+        scheduled = await engine.get(K.META_COMPACT_SCHEDULED)
+        finished = await engine.get(K.META_COMPACT_FINISHED)
+        compact_rev = K.unpack_rev(scheduled)[0] if scheduled else 0
+        finished_rev = K.unpack_rev(finished)[0] if finished else 0
+        store._view = ReadView(engine.snapshot(), rev, compact_rev)
+        store.compactor.finished = finished_rev
+        store._writer = asyncio.get_running_loop().create_task(store._write_loop(), name="mvcc-writer")
+        if finished_rev < compact_rev:
+            log.info("resuming interrupted compaction %d -> %d", finished_rev, compact_rev)
+            store.compactor.start(compact_rev)
+        return store
+
+    @property
+    def view(self) -> ReadView:
+        return self._view  # type: ignore[return-value]
+
+    @property
+    def rev(self) -> int:
+        return self._view.rev  # type: ignore[union-attr]
+
+    @property
+    def compact_rev(self) -> int:
+        return self._view.compact_rev  # type: ignore[union-attr]
+
+    def add_listener(self, fn: CommitListener) -> None:
+        """fn(changes, rev) runs on the event loop after each durable commit."""
+        self._listeners.append(fn)
+
+    async def write(self, fn: WriteFn) -> Any:
+        """Apply fn to a WriteTxn in the next group commit; its result once durable."""
+        if self._closed:
+            raise errors.ErrStopped
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((fn, fut))
+        return await fut
+
+    async def compact(self, rev: int, physical: bool) -> int:
+        """etcd's Compact: returns the store revision at the time it was applied."""
+        if self._closed:
+            raise errors.ErrStopped
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((("compact", rev), fut))
+        cur = await fut
+        if physical:
+            await self.compactor.wait(rev)
+        return cur
+
+    # -- the writer ----------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        q = self._queue
+        while True:
+            item = await q.get()
+            if item is None:
+                return
+            items = [item]
+            stop = False
+            while len(items) < MAX_BATCH and not q.empty():
+                nxt = q.get_nowait()
+                if nxt is None:
+                    stop = True
+                    break
+                items.append(nxt)
+            try:
+                await self._commit(items)
+            except Exception:  # never let the writer die: fail the batch instead
+                log.exception("write batch failed")
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(errors.ErrTimeout)
+            if stop:
+                return
+
+    async def _commit(self, items: list) -> None:
+        view = self._view
+        assert view is not None
+        batch = Batch.on(view)
+        done: list[tuple[asyncio.Future, Any]] = []
+        compactions: list[tuple[asyncio.Future, int]] = []
+        lease_exists = self.lease_exists
+        for fn, fut in items:
+            if isinstance(fn, tuple):
+                compactions.append((fut, fn[1]))
+                continue
+            txn = WriteTxn(batch, lease_exists)
+            try:
+                resp = await fn(txn)
+            except Exception as e:  # the request fails alone; its changes are dropped
+                if not fut.done():
+                    fut.set_exception(e)
+                continue
+            batch.absorb(txn)
+            done.append((fut, resp))
+        if batch.changes:
+            wb = encode_batch(batch.changes, batch.rev)
+            try:
+                await self.engine.write(wb, sync=self.sync)
+            except EngineError as e:
+                log.error("engine commit failed: %s", e)
+                for fut, _ in done:
+                    if not fut.done():
+                        fut.set_exception(errors.ErrTimeout)
+                done = []
+                batch.changes = []
+            else:
+                self._view = view = ReadView(self.engine.snapshot(), batch.rev, view.compact_rev)
+                self.batches += 1
+                self.batched_requests += len(done)
+                for listener in self._listeners:
+                    try:
+                        listener(batch.changes, batch.rev)
+                    except Exception:
+                        log.exception("commit listener failed")
+        for fut, resp in done:
+            if not fut.done():
+                fut.set_result(resp)
+        for fut, rev in compactions:
+            try:
+                await self._schedule_compaction(rev)
+            except Exception as e:
+                if not fut.done():
+                    fut.set_exception(e)
+            else:
+                if not fut.done():
+                    fut.set_result(self._view.rev)
+
+    async def _schedule_compaction(self, rev: int) -> None:
+        view = self._view
+        assert view is not None
+        if rev <= view.compact_rev:
+            raise errors.ErrCompacted
+        if rev > view.rev:
+            raise errors.ErrFutureRev
+        wb = WriteBatch()
+        wb.put(K.META_COMPACT_SCHEDULED, K.pack_rev(rev))
+        await self.engine.write(wb, sync=self.sync)
+        self._view = ReadView(view.snapshot, view.rev, rev)
+        self.compactor.start(rev)
+
+    async def close(self) -> None:
+        """Finish queued writes, stop compaction, leave the engine open to the caller."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put_nowait(None)
+        if self._writer is not None:
+            await self._writer
+        await self.compactor.stop()

@@ -1,0 +1,169 @@
+"""The write side of MVCC: a group-commit batch and the write transactions in it.
+
+A `Batch` collects the changes of every request the writer applies between
+two engine commits. Requests in one batch see each other's writes (the batch
+overlay on top of the last committed view), so applying them one after
+another in one batch gives the same answers as committing each alone, while
+one engine write (one fsync) makes them all durable.
+
+A `WriteTxn` is one request's view of the batch, with etcd's TxnWrite
+semantics: all its changes share one revision (begin_rev + 1); a request that
+changes nothing consumes no revision; its ranges see its own earlier writes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from brain import errors
+from brain.etcdpb import kv_pb2
+from brain.mvcc.view import RangeEnd, RawRange, ReadView
+
+KeyValue = kv_pb2.KeyValue
+_parse_kv = KeyValue.FromString
+
+
+@dataclass(slots=True)
+class Change:
+    """One key changed at one revision. kv is the serialized new version
+    (for a delete: the tombstone {key, mod_revision}); prev is the serialized
+    version it replaced, if the key was live."""
+
+    rev: int
+    key: bytes
+    kv: bytes
+    prev: bytes | None
+    deleted: bool
+    lease: int = 0
+    prev_lease: int = 0
+
+
+def _in_range(k: bytes, key: bytes, end: RangeEnd) -> bool:
+    if end is None:
+        return k == key
+    if end == b"":
+        return k >= key
+    return key <= k < end
+
+
+@dataclass(slots=True)
+class Batch:
+    view: ReadView
+    rev: int
+    latest: dict[bytes, bytes | None] = field(default_factory=dict)
+    changes: list[Change] = field(default_factory=list)
+
+    @classmethod
+    def on(cls, view: ReadView) -> Batch:
+        return cls(view, view.rev)
+
+    def absorb(self, txn: WriteTxn) -> None:
+        if not txn.changes:
+            return
+        self.rev = txn.begin_rev + 1
+        self.changes.extend(txn.changes)
+        self.latest.update(txn.latest)
+
+
+class WriteTxn:
+    __slots__ = ("batch", "begin_rev", "changes", "latest", "lease_exists")
+
+    def __init__(self, batch: Batch, lease_exists=None) -> None:
+        self.batch = batch
+        self.begin_rev = batch.rev
+        self.changes: list[Change] = []
+        self.latest: dict[bytes, bytes | None] = {}
+        self.lease_exists = lease_exists
+
+    # -- reads -------------------------------------------------------------
+
+    def rev(self) -> int:
+        """The revision reads see: begin_rev, or begin_rev + 1 once written."""
+        return self.begin_rev + 1 if self.changes else self.begin_rev
+
+    @property
+    def compact_rev(self) -> int:
+        return self.batch.view.compact_rev
+
+    def check_rev(self, rev: int) -> int:
+        cur = self.rev()
+        if rev > cur:
+            raise errors.ErrFutureRev
+        if rev <= 0:
+            return cur
+        if rev < self.batch.view.compact_rev:
+            raise errors.ErrCompacted
+        return rev
+
+    async def get(self, key: bytes) -> bytes | None:
+        """The serialized live KeyValue of key, this txn's writes included."""
+        latest = self.latest
+        if key in latest:
+            return latest[key]
+        latest = self.batch.latest
+        if key in latest:
+            return latest[key]
+        return await self.batch.view.get_latest(key)
+
+    async def range(
+        self, key: bytes, end: RangeEnd, rev: int = 0, limit: int = 0, count_only: bool = False
+    ) -> RawRange:
+        rev = self.check_rev(rev)
+        view = self.batch.view
+        if rev == self.rev() and end is None:
+            raw = await self.get(key)
+            if raw is None:
+                return RawRange([], 0)
+            return RawRange([] if count_only else [raw], 1)
+        overlay = [c for c in self.batch.changes if c.rev <= rev and _in_range(c.key, key, end)]
+        if rev > self.begin_rev:
+            overlay.extend(c for c in self.changes if _in_range(c.key, key, end))
+        base_rev = min(rev, view.rev)
+        if not overlay:
+            return await view.range(key, end, base_rev, limit, count_only)
+        base = await view.range(key, end, base_rev, 0, False)
+        state: dict[bytes, bytes] = {_parse_kv(raw).key: raw for raw in base.kvs}
+        for c in overlay:
+            if c.deleted:
+                state.pop(c.key, None)
+            else:
+                state[c.key] = c.kv
+        count = len(state)
+        if count_only:
+            return RawRange([], count)
+        kvs = [state[k] for k in sorted(state)]
+        if limit > 0:
+            kvs = kvs[:limit]
+        return RawRange(kvs, count)
+
+    # -- writes ------------------------------------------------------------
+
+    async def put(self, key: bytes, value: bytes, lease: int) -> int:
+        rev = self.begin_rev + 1
+        prev = await self.get(key)
+        prev_lease = 0
+        if prev is None:
+            kv = KeyValue(key=key, value=value, create_revision=rev, mod_revision=rev, version=1, lease=lease)
+        else:
+            p = _parse_kv(prev)
+            prev_lease = p.lease
+            kv = KeyValue(
+                key=key, value=value, create_revision=p.create_revision,
+                mod_revision=rev, version=p.version + 1, lease=lease,
+            )
+        raw = kv.SerializeToString()
+        self.latest[key] = raw
+        self.changes.append(Change(rev, key, raw, prev, False, lease, prev_lease))
+        return rev
+
+    async def delete_range(self, key: bytes, end: RangeEnd) -> tuple[int, int]:
+        """Delete live keys in [key, end); returns (deleted, revision)."""
+        found = await self.range(key, end, 0, 0, False)
+        if not found.kvs:
+            return 0, self.rev()
+        rev = self.begin_rev + 1
+        for raw in found.kvs:
+            p = _parse_kv(raw)
+            tomb = KeyValue(key=p.key, mod_revision=rev).SerializeToString()
+            self.latest[p.key] = None
+            self.changes.append(Change(rev, p.key, tomb, raw, True, 0, p.lease))
+        return len(found.kvs), rev

@@ -1,0 +1,140 @@
+"""A consistent read view of the store at one committed revision.
+
+The writer publishes a new ReadView after every group commit: an engine
+snapshot paired with the revision it holds. Every read and every response
+header uses one view, so a reader never sees a write whose revision is above
+the header it returns (the committed-revision watermark).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from brain import errors
+from brain.etcdpb import kv_pb2
+from brain.mvcc import keys as K
+from engines.base import Snapshot
+
+KeyValue = kv_pb2.KeyValue
+_parse_kv = KeyValue.FromString
+
+# A range end of None selects the single key; b"" selects every key >= key
+# (etcd's "\0" range end); anything else is the exclusive upper bound.
+RangeEnd = bytes | None
+
+
+@dataclass(slots=True)
+class RawRange:
+    """Serialized KeyValues in key order, the exact total in the range, and
+    the revision the result was read at."""
+
+    kvs: list[bytes]
+    count: int
+
+
+def is_tombstone(kv: KeyValue) -> bool:
+    return kv.version == 0
+
+
+def _empty_range(key: bytes, end: RangeEnd) -> bool:
+    return end is not None and end != b"" and end <= key
+
+
+class ReadView:
+    __slots__ = ("snapshot", "rev", "compact_rev")
+
+    def __init__(self, snapshot: Snapshot, rev: int, compact_rev: int) -> None:
+        self.snapshot = snapshot
+        self.rev = rev
+        self.compact_rev = compact_rev
+
+    def check_rev(self, rev: int) -> int:
+        """etcd's rules for a requested revision: 0 means current; above the
+        current is a future revision; below the compact revision is gone."""
+        if rev > self.rev:
+            raise errors.ErrFutureRev
+        if rev <= 0:
+            return self.rev
+        if rev < self.compact_rev:
+            raise errors.ErrCompacted
+        return rev
+
+    async def get_latest(self, key: bytes) -> bytes | None:
+        """The serialized live KeyValue of key at this view's revision."""
+        return await self.snapshot.get(K.INDEX + key)
+
+    async def range(
+        self,
+        key: bytes,
+        end: RangeEnd,
+        rev: int = 0,
+        limit: int = 0,
+        count_only: bool = False,
+    ) -> RawRange:
+        """Keys in [key, end) live at rev (0: this view's revision).
+
+        limit <= 0 means no limit; count is always the full total."""
+        rev = self.check_rev(rev)
+        if _empty_range(key, end):
+            return RawRange([], 0)
+        if rev == self.rev:
+            return await self._range_latest(key, end, limit, count_only)
+        return await self._range_history(key, end, rev, limit, count_only)
+
+    async def _range_latest(self, key: bytes, end: RangeEnd, limit: int, count_only: bool) -> RawRange:
+        snap = self.snapshot
+        if end is None:
+            raw = await snap.get(K.INDEX + key)
+            if raw is None:
+                return RawRange([], 0)
+            return RawRange([] if count_only else [raw], 1)
+        start, stop = K.index_range(key, end or None)
+        if count_only:
+            return RawRange([], len(await snap.scan(start, stop, keys_only=True)))
+        if limit <= 0:
+            items = await snap.scan(start, stop)
+            return RawRange([v for _, v in items], len(items))
+        items = await snap.scan(start, stop, limit=limit)
+        count = len(items)
+        if count == limit:
+            # count ignores limit: the rest of the range is counted, not read
+            last = items[-1][0]
+            count += len(await snap.scan(last + b"\x00", stop, keys_only=True))
+        return RawRange([v for _, v in items], count)
+
+    async def _range_history(self, key: bytes, end: RangeEnd, rev: int, limit: int, count_only: bool) -> RawRange:
+        snap = self.snapshot
+        if end is None:
+            prefix = K.history_prefix(key)
+            items = await snap.scan(prefix, prefix + K.pack_rev(rev + 1), limit=1, reverse=True)
+            if not items:
+                return RawRange([], 0)
+            raw = items[0][1]
+            if is_tombstone(_parse_kv(raw)):
+                return RawRange([], 0)
+            return RawRange([] if count_only else [raw], 1)
+        start, stop = K.history_range(key, end or None)
+        items = await snap.scan(start, stop)
+        out: list[bytes] = []
+        count = 0
+        cur_prefix = None
+        cand: bytes | None = None
+        for ek, ev in items:
+            p = ek[:-8]
+            if p != cur_prefix:
+                if cand is not None:
+                    if not is_tombstone(_parse_kv(cand)):
+                        count += 1
+                        if not count_only and (limit <= 0 or len(out) < limit):
+                            out.append(cand)
+                cur_prefix = p
+                cand = None
+            if K.unpack_rev(ek[-8:])[0] <= rev:
+                cand = ev
+        if cand is not None and not is_tombstone(_parse_kv(cand)):
+            count += 1
+            if not count_only and (limit <= 0 or len(out) < limit):
+                out.append(cand)
+        return RawRange(out, count)
+
+    def close(self) -> None:
+        self.snapshot.close()

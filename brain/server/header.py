@@ -1,0 +1,56 @@
+"""Response headers: the identity of this one-member cluster, and the revision."""
+from __future__ import annotations
+
+import hashlib
+import os
+
+from brain.mvcc import keys as K
+from brain.mvcc.store import MVCCStore
+from engines.base import Engine, WriteBatch
+
+# A single member is always the leader of term 1: there is no election.
+RAFT_TERM = 1
+
+
+class Header:
+    """Fills cluster_id, member_id and raft_term; revision when a response left it 0."""
+
+    __slots__ = ("cluster_id", "member_id", "raft_term", "store")
+
+    def __init__(self, store: MVCCStore, cluster_id: int, member_id: int) -> None:
+        self.store = store
+        self.cluster_id = cluster_id
+        self.member_id = member_id
+        self.raft_term = RAFT_TERM
+
+    def fill(self, h) -> None:
+        h.cluster_id = self.cluster_id
+        h.member_id = self.member_id
+        h.raft_term = self.raft_term
+        if h.revision == 0:
+            h.revision = self.store.rev
+
+    def fill_without_revision(self, h) -> None:
+        h.cluster_id = self.cluster_id
+        h.member_id = self.member_id
+        h.raft_term = self.raft_term
+
+    def new(self, header_cls):
+        h = header_cls(cluster_id=self.cluster_id, member_id=self.member_id, raft_term=self.raft_term)
+        h.revision = self.store.rev
+        return h
+
+
+async def load_identity(engine: Engine, name: str) -> tuple[int, int]:
+    """Stable ids: the cluster id is drawn once and kept in the engine; the
+    member id is derived from it and the member name."""
+    raw = await engine.get(K.META_CLUSTER_ID)
+    if raw is None:
+        raw = os.urandom(8)
+        wb = WriteBatch()
+        wb.put(K.META_CLUSTER_ID, raw)
+        await engine.write(wb, sync=True)
+    cluster_id = int.from_bytes(raw, "big") & 0x7FFFFFFFFFFFFFFF or 1
+    digest = hashlib.sha256(raw + name.encode()).digest()
+    member_id = int.from_bytes(digest[:8], "big") & 0x7FFFFFFFFFFFFFFF or 1
+    return cluster_id, member_id

@@ -1,0 +1,85 @@
+"""etcdserverpb.KV: Range, Put, DeleteRange, Txn, Compact."""
+from __future__ import annotations
+
+import grpc
+
+from brain import errors
+from brain.apply import validate
+from brain.apply.range import execute_range
+from brain.apply.txn import apply_delete, apply_put, apply_txn, is_read_only
+from brain.etcdpb import rpc_pb2
+from brain.mvcc.store import MVCCStore
+from brain.mvcc.txn_write import Batch, WriteTxn
+from brain.server.header import Header
+from brain.server.status import generic, unary
+
+# What etcd adds around a request before its size check (the raft request's
+# header and framing), so the limit bites at the same request size.
+_RAFT_FRAMING_BYTES = 16
+
+
+class KVService:
+    def __init__(self, store: MVCCStore, header: Header, max_request_bytes: int, max_txn_ops: int) -> None:
+        self.store = store
+        self.header = header
+        self.max_request_bytes = max_request_bytes
+        self.max_txn_ops = max_txn_ops
+
+    def _check_size(self, r) -> None:
+        if r.ByteSize() + _RAFT_FRAMING_BYTES > self.max_request_bytes:
+            raise errors.ErrRequestTooLarge
+
+    async def range(self, r: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
+        validate.check_range(r)
+        view = self.store.view
+        resp = await execute_range(view, r, view.rev)
+        self.header.fill(resp.header)
+        return resp
+
+    async def put(self, r: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
+        validate.check_put(r)
+        self._check_size(r)
+        resp = await self.store.write(lambda txn: apply_put(txn, r))
+        self.header.fill(resp.header)
+        return resp
+
+    async def delete_range(self, r: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
+        validate.check_delete(r)
+        self._check_size(r)
+        resp = await self.store.write(lambda txn: apply_delete(txn, r))
+        self.header.fill(resp.header)
+        return resp
+
+    async def txn(self, r: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+        validate.check_txn(r, self.max_txn_ops)
+        validate.check_intervals(r.success)
+        validate.check_intervals(r.failure)
+        if is_read_only(r):
+            # like etcd, a read-only txn is answered from the committed view
+            store = self.store
+            resp = await apply_txn(WriteTxn(Batch.on(store.view), store.lease_exists), r)
+        else:
+            self._check_size(r)
+            resp = await self.store.write(lambda txn: apply_txn(txn, r))
+        self.header.fill(resp.header)
+        return resp
+
+    async def compact(self, r: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
+        rev = await self.store.compact(r.revision, r.physical)
+        resp = rpc_pb2.CompactionResponse()
+        resp.header.revision = rev
+        self.header.fill(resp.header)
+        return resp
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        pb = rpc_pb2
+        return generic(
+            "etcdserverpb.KV",
+            {
+                "Range": unary(self.range, pb.RangeRequest, pb.RangeResponse),
+                "Put": unary(self.put, pb.PutRequest, pb.PutResponse),
+                "DeleteRange": unary(self.delete_range, pb.DeleteRangeRequest, pb.DeleteRangeResponse),
+                "Txn": unary(self.txn, pb.TxnRequest, pb.TxnResponse),
+                "Compact": unary(self.compact, pb.CompactionRequest, pb.CompactionResponse),
+            },
+        )

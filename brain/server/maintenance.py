@@ -1,0 +1,103 @@
+"""etcdserverpb.Maintenance and etcdserverpb.Cluster for a one-member cluster."""
+from __future__ import annotations
+
+import grpc
+
+from brain import errors
+from brain.etcdpb import rpc_pb2
+from brain.mvcc.store import MVCCStore
+from brain.server.config import ServerConfig
+from brain.server.header import Header
+from brain.server.status import generic, unary
+from engines.base import Engine
+
+
+def engine_size(engine: Engine) -> int:
+    """Bytes the engine holds on disk; 0 for engines that cannot tell."""
+    fn = getattr(engine, "disk_size", None)
+    return int(fn()) if fn is not None else 0
+
+
+class MaintenanceService:
+    def __init__(self, store: MVCCStore, engine: Engine, header: Header, config: ServerConfig) -> None:
+        self.store = store
+        self.engine = engine
+        self.header = header
+        self.config = config
+
+    async def status(self, r: rpc_pb2.StatusRequest) -> rpc_pb2.StatusResponse:
+        size = engine_size(self.engine)
+        resp = rpc_pb2.StatusResponse(
+            version=self.config.version,
+            dbSize=size,
+            dbSizeInUse=size,
+            leader=self.header.member_id,
+            raftIndex=self.store.rev,
+            raftTerm=self.header.raft_term,
+            raftAppliedIndex=self.store.rev,
+            isLearner=False,
+        )
+        self.header.fill(resp.header)
+        return resp
+
+    async def alarm(self, r: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
+        # brain raises no alarms (no space quota, no corruption checker): GET
+        # lists none, and activating or deactivating one is accepted as a no-op.
+        resp = rpc_pb2.AlarmResponse()
+        self.header.fill(resp.header)
+        return resp
+
+    async def defragment(self, r: rpc_pb2.DefragmentRequest) -> rpc_pb2.DefragmentResponse:
+        compact = getattr(self.engine, "compact_range", None)
+        if compact is not None:
+            await compact()
+        resp = rpc_pb2.DefragmentResponse()
+        self.header.fill(resp.header)
+        return resp
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        pb = rpc_pb2
+        return generic(
+            "etcdserverpb.Maintenance",
+            {
+                "Status": unary(self.status, pb.StatusRequest, pb.StatusResponse),
+                "Alarm": unary(self.alarm, pb.AlarmRequest, pb.AlarmResponse),
+                "Defragment": unary(self.defragment, pb.DefragmentRequest, pb.DefragmentResponse),
+            },
+        )
+
+
+class ClusterService:
+    def __init__(self, header: Header, config: ServerConfig) -> None:
+        self.header = header
+        self.config = config
+
+    def _member(self) -> rpc_pb2.Member:
+        return rpc_pb2.Member(
+            ID=self.header.member_id,
+            name=self.config.name,
+            peerURLs=[],
+            clientURLs=self.config.client_urls(),
+        )
+
+    async def member_list(self, r: rpc_pb2.MemberListRequest) -> rpc_pb2.MemberListResponse:
+        resp = rpc_pb2.MemberListResponse(members=[self._member()])
+        self.header.fill_without_revision(resp.header)  # as etcd: membership has no revision
+        return resp
+
+    async def _refuse(self, r):
+        # membership is fixed: brain scales through its engine, not raft members
+        raise errors.EtcdError(grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: membership changes are not supported by brain")
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        pb = rpc_pb2
+        return generic(
+            "etcdserverpb.Cluster",
+            {
+                "MemberList": unary(self.member_list, pb.MemberListRequest, pb.MemberListResponse),
+                "MemberAdd": unary(self._refuse, pb.MemberAddRequest, pb.MemberAddResponse),
+                "MemberRemove": unary(self._refuse, pb.MemberRemoveRequest, pb.MemberRemoveResponse),
+                "MemberUpdate": unary(self._refuse, pb.MemberUpdateRequest, pb.MemberUpdateResponse),
+                "MemberPromote": unary(self._refuse, pb.MemberPromoteRequest, pb.MemberPromoteResponse),
+            },
+        )

@@ -1,0 +1,113 @@
+"""Assembly: engine -> MVCC store -> gRPC services -> listening sockets."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from brain.mvcc.store import MVCCStore
+from brain.server.config import GRPC_OVERHEAD_BYTES, ServerConfig
+from brain.server.header import Header, load_identity
+from brain.server.kv import KVService
+from brain.server.maintenance import ClusterService, MaintenanceService
+from engines import open_engine
+from engines.base import Engine
+
+log = logging.getLogger("brain.server")
+
+
+def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
+    return [
+        # kube-apiserver pings every 30 s; etcd accepts pings every 5 s, while
+        # grpcio's defaults would answer such pings with GOAWAY too_many_pings.
+        ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.keepalive_time_ms", 2 * 60 * 60 * 1000),
+        ("grpc.keepalive_timeout_ms", 20 * 1000),
+        ("grpc.max_receive_message_length", config.max_request_bytes + GRPC_OVERHEAD_BYTES),
+        ("grpc.max_send_message_length", 2**31 - 1),
+        # never share a port with another process by accident
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def _credentials(config: ServerConfig) -> grpc.ServerCredentials:
+    tls = config.tls
+    with open(tls.key_file, "rb") as f:
+        key = f.read()
+    with open(tls.cert_file, "rb") as f:
+        cert = f.read()
+    ca = None
+    if tls.trusted_ca_file:
+        with open(tls.trusted_ca_file, "rb") as f:
+            ca = f.read()
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=tls.client_cert_auth
+    )
+
+
+class BrainServer:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.engine: Engine | None = None
+        self.store: MVCCStore | None = None
+        self.grpc: grpc.aio.Server | None = None
+        self.header: Header | None = None
+        self.ports: list[int] = []
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.engine = open_engine(cfg.engine, data_dir=cfg.data_dir, **cfg.engine_options)
+        log.info("engine %s opened (data dir %s, durable=%s)", cfg.engine, cfg.data_dir if cfg.engine != "memory" else "-", self.engine.durable)
+        self.store = store = await MVCCStore.open(self.engine, sync=cfg.sync_writes)
+        cluster_id, member_id = await load_identity(self.engine, cfg.name)
+        self.header = header = Header(store, cluster_id, member_id)
+        log.info("store at revision %d (compacted at %d); cluster %x member %x", store.rev, store.compact_rev, cluster_id, member_id)
+
+        server = grpc.aio.server(options=grpc_options(cfg))
+        server.add_generic_rpc_handlers(
+            [
+                KVService(store, header, cfg.max_request_bytes, cfg.max_txn_ops).handler(),
+                MaintenanceService(store, self.engine, header, cfg).handler(),
+                ClusterService(header, cfg).handler(),
+            ]
+        )
+        hs = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(hs, server)
+        await hs.set("", health_pb2.HealthCheckResponse.SERVING)
+        for url in cfg.listen_client_urls:
+            if url.scheme == "https":
+                port = server.add_secure_port(url.address, _credentials(cfg))
+            else:
+                port = server.add_insecure_port(url.address)
+            self.ports.append(port)
+        await server.start()
+        self.grpc = server
+        for url, port in zip(cfg.listen_client_urls, self.ports):
+            log.info("serving etcd v3 API on %s://%s:%d", url.scheme, url.host, port)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Drain in-flight requests, flush queued writes, close the engine."""
+        if self.grpc is not None:
+            await self.grpc.stop(grace)
+        if self.store is not None:
+            await self.store.close()
+        if self.engine is not None:
+            await self.engine.close()
+        log.info("stopped")
+
+
+async def serve(config: ServerConfig) -> None:
+    server = BrainServer(config)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await server.stop()

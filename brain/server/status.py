@@ -1,0 +1,32 @@
+"""The one place where exceptions become gRPC statuses."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable
+
+import grpc
+
+from brain.errors import EtcdError
+
+log = logging.getLogger(__name__)
+
+
+def unary(fn: Callable[[Any], Awaitable[Any]], req_cls, resp_cls) -> grpc.RpcMethodHandler:
+    async def handler(request, context):
+        try:
+            return await fn(request)
+        except EtcdError as e:
+            await context.abort(e.code, e.message)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as e:  # a bug must cost one request, not the server
+            log.exception("unexpected error in %s", getattr(fn, "__qualname__", fn))
+            await context.abort(grpc.StatusCode.UNKNOWN, f"brain: internal error: {e.__class__.__name__}")
+
+    return grpc.unary_unary_rpc_method_handler(
+        handler, request_deserializer=req_cls.FromString, response_serializer=resp_cls.SerializeToString
+    )
+
+
+def generic(service: str, methods: dict[str, grpc.RpcMethodHandler]) -> grpc.GenericRpcHandler:
+    return grpc.method_handlers_generic_handler(service, methods)
