@@ -1,0 +1,317 @@
+"""The LevelDB engine (via plyvel): brain's default, single-process engine.
+
+Threading model:
+- Reads run synchronously inside the coroutines: a LevelDB get or a short
+  iterator step takes microseconds, far less than a hop to a thread.
+- Synced writes run on a single thread owned by the engine, so an fsync never
+  blocks the event loop. One thread keeps the writes in submission order and
+  means at most one fsync is in flight (the MVCC layer already groups many
+  requests into one batch, so more write threads would buy nothing).
+- Unsynced writes are applied inline (LevelDB only appends to its log and
+  memtable), unless a synced write holds the commit lock: then they queue
+  behind it on the write thread instead of blocking the loop.
+- `_lock` (a threading.Lock: one process, possibly several threads each with
+  an event loop) makes commit_if's check-then-write atomic with respect to
+  every other write.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+from threading import Lock
+from typing import Any, Sequence
+
+import plyvel
+
+from engines.base import (
+    ConflictError,
+    EngineClosedError,
+    EngineError,
+    EngineLockedError,
+    WriteBatch,
+    check_key,
+)
+from engines.validate import Op, check_batch, check_expect, check_keys, check_scan
+
+log = logging.getLogger(__name__)
+
+# LevelDB reports a held LOCK file as "IO error: lock <dir>/LOCK: <reason>"
+# (another process: fcntl's EAGAIN; this process: "already held by process").
+# Other IO errors on the LOCK file (e.g. permission denied) lack the "lock "
+# prefix and stay plain EngineErrors.
+_LOCK_HELD = re.compile(r"\block \S*LOCK\b")
+
+
+def _message(e: BaseException) -> str:
+    # plyvel's exceptions carry LevelDB's status as bytes
+    arg = e.args[0] if e.args else e
+    return arg.decode(errors="replace") if isinstance(arg, bytes) else str(arg)
+
+
+def _scan(reader: Any, start: bytes, end: bytes | None, limit: int, reverse: bool, keys_only: bool) -> list[tuple[bytes, bytes]]:
+    """Scan a plyvel DB or snapshot (both have the same iterator API)."""
+    it = reader.iterator(start=start, stop=end, reverse=reverse, include_value=not keys_only)
+    try:
+        found = list(islice(it, limit)) if limit else list(it)
+    finally:
+        it.close()
+    if keys_only:
+        return [(k, b"") for k in found]
+    return found
+
+
+class LevelDBSnapshot:
+    """A plyvel snapshot; released by close() or when garbage collected."""
+
+    __slots__ = ("_engine", "_snap", "__weakref__")
+
+    def __init__(self, engine: LevelDBEngine, snap: Any) -> None:
+        self._engine = engine
+        self._snap = snap
+
+    def _reader(self) -> Any:
+        if self._engine._closed:
+            raise EngineClosedError("leveldb snapshot used after its engine was closed")
+        if self._snap is None:
+            raise EngineClosedError("leveldb snapshot used after close()")
+        return self._snap
+
+    async def get(self, key: bytes) -> bytes | None:
+        key = check_key(key)
+        try:
+            return self._reader().get(key)
+        except RuntimeError as e:  # plyvel: closed by another thread meanwhile
+            raise EngineClosedError(f"leveldb snapshot: {e}") from None
+
+    async def batch_get(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        ks = check_keys(keys)
+        try:
+            get = self._reader().get
+            return [get(k) for k in ks]
+        except RuntimeError as e:
+            raise EngineClosedError(f"leveldb snapshot: {e}") from None
+
+    async def scan(
+        self,
+        start: bytes,
+        end: bytes | None,
+        limit: int = 0,
+        reverse: bool = False,
+        keys_only: bool = False,
+    ) -> list[tuple[bytes, bytes]]:
+        s, e, n = check_scan(start, end, limit)
+        try:
+            return _scan(self._reader(), s, e, n, reverse, keys_only)
+        except RuntimeError as err:
+            raise EngineClosedError(f"leveldb snapshot: {err}") from None
+
+    def close(self) -> None:
+        snap, self._snap = self._snap, None
+        if snap is not None:
+            snap.close()  # plyvel makes this a no-op once the DB is closed
+
+
+class LevelDBEngine:
+    """An ordered key-value engine in a LevelDB database at data_dir.
+
+    Writes are synced (fsync before returning) unless a caller passes
+    sync=False. Only one process may open a data directory at a time: LevelDB
+    holds a lock on <data_dir>/LOCK, and a second opener gets EngineLockedError.
+    """
+
+    name = "leveldb"
+    durable = True
+
+    def __init__(
+        self,
+        data_dir: str,
+        create: bool = True,
+        *,
+        write_buffer_size: int = 32 << 20,
+        lru_cache_size: int = 64 << 20,
+        block_size: int = 16 << 10,
+        max_open_files: int = 1000,
+        bloom_filter_bits: int = 10,
+        compression: str | None = "snappy",
+        paranoid_checks: bool = False,
+    ) -> None:
+        if not isinstance(data_dir, (str, os.PathLike)):
+            raise TypeError(f"leveldb data_dir must be a path, not {type(data_dir).__name__}")
+        self.data_dir = os.fspath(data_dir)
+        if not self.data_dir:
+            raise ValueError("leveldb needs a data directory")
+        if create:
+            # like etcd: the data directory is private to the server's user
+            os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
+        elif not os.path.isdir(self.data_dir):
+            raise EngineError(f"leveldb data directory {self.data_dir} does not exist (and create is false)")
+        try:
+            self._db = plyvel.DB(
+                self.data_dir,
+                create_if_missing=create,
+                paranoid_checks=paranoid_checks,
+                write_buffer_size=write_buffer_size,
+                lru_cache_size=lru_cache_size,
+                block_size=block_size,
+                max_open_files=max_open_files,
+                bloom_filter_bits=bloom_filter_bits,
+                compression=compression,
+            )
+        except plyvel.IOError as e:
+            msg = _message(e)
+            if _LOCK_HELD.search(msg):
+                raise EngineLockedError(
+                    f"data directory {self.data_dir} is in use by another brain process "
+                    f"(its LevelDB lock file {os.path.join(self.data_dir, 'LOCK')} is held): {msg}"
+                ) from None
+            raise EngineError(f"cannot open leveldb in {self.data_dir}: {msg}") from None
+        except plyvel.Error as e:
+            raise EngineError(f"cannot open leveldb in {self.data_dir}: {_message(e)}") from None
+        self._closed = False
+        self._lock = Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leveldb-sync")
+        # live snapshots, so close() can release them before closing the DB
+        self._snapshots: weakref.WeakSet[LevelDBSnapshot] = weakref.WeakSet()
+
+    def __repr__(self) -> str:
+        return f"LevelDBEngine({self.data_dir!r}{', closed' if self._closed else ''})"
+
+    def _db_open(self) -> Any:
+        if self._closed:
+            raise EngineClosedError(f"leveldb engine ({self.data_dir}) used after close()")
+        return self._db
+
+    # reads
+
+    async def get(self, key: bytes) -> bytes | None:
+        key = check_key(key)
+        try:
+            return self._db_open().get(key)
+        except RuntimeError as e:
+            raise EngineClosedError(f"leveldb: {e}") from None
+
+    async def batch_get(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        ks = check_keys(keys)
+        try:
+            db = self._db_open()
+            if len(ks) <= 1:
+                return [db.get(k) for k in ks]
+            # a synced write may land between two gets (it runs on the write
+            # thread): read all keys from one snapshot so they are consistent
+            snap = db.snapshot()
+            try:
+                return [snap.get(k) for k in ks]
+            finally:
+                snap.close()
+        except RuntimeError as e:
+            raise EngineClosedError(f"leveldb: {e}") from None
+
+    async def scan(
+        self,
+        start: bytes,
+        end: bytes | None,
+        limit: int = 0,
+        reverse: bool = False,
+        keys_only: bool = False,
+    ) -> list[tuple[bytes, bytes]]:
+        s, e, n = check_scan(start, end, limit)
+        try:
+            # a LevelDB iterator reads from an implicit snapshot: consistent
+            return _scan(self._db_open(), s, e, n, reverse, keys_only)
+        except RuntimeError as err:
+            raise EngineClosedError(f"leveldb: {err}") from None
+
+    def snapshot(self) -> LevelDBSnapshot:
+        snap = LevelDBSnapshot(self, self._db_open().snapshot())
+        self._snapshots.add(snap)
+        return snap
+
+    # writes
+
+    async def write(self, batch: WriteBatch, sync: bool = True) -> None:
+        await self._commit((), check_batch(batch), sync)
+
+    async def commit_if(
+        self,
+        expect: Sequence[tuple[bytes, bytes | None]],
+        batch: WriteBatch,
+        sync: bool = True,
+    ) -> None:
+        await self._commit(check_expect(expect), check_batch(batch), sync)
+
+    async def _commit(self, expect: Sequence[Op], ops: list[Op], sync: bool) -> None:
+        self._db_open()
+        sync = bool(sync)
+        if not sync and self._lock.acquire(blocking=False):
+            try:
+                self._commit_locked(expect, ops, False)
+            finally:
+                self._lock.release()
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._commit_on_thread, expect, ops, sync)
+        except RuntimeError as e:  # the executor was shut down by a concurrent close()
+            if self._closed:
+                raise EngineClosedError(f"leveldb engine ({self.data_dir}) closed during a write") from None
+            raise
+
+    def _commit_on_thread(self, expect: Sequence[Op], ops: list[Op], sync: bool) -> None:
+        with self._lock:
+            self._commit_locked(expect, ops, sync)
+
+    def _commit_locked(self, expect: Sequence[Op], ops: list[Op], sync: bool) -> None:
+        db = self._db
+        for key, want in expect:
+            if db.get(key) != want:
+                raise ConflictError(f"commit_if: key {key!r} no longer holds the expected value")
+        wb = db.write_batch(sync=sync)
+        for key, value in ops:
+            if value is None:
+                wb.delete(key)
+            else:
+                wb.put(key, value)
+        try:
+            wb.write()
+        except plyvel.Error as e:
+            raise EngineError(f"leveldb write in {self.data_dir} failed: {_message(e)}") from None
+
+    # maintenance (optional engine features, found by getattr in brain/server)
+
+    def disk_size(self) -> int:
+        """Bytes of the data directory's files."""
+        total = 0
+        with os.scandir(self.data_dir) as it:
+            for entry in it:
+                try:
+                    if entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_size
+                except FileNotFoundError:  # a compaction removed it meanwhile
+                    pass
+        return total
+
+    async def compact_range(self) -> None:
+        """Compact the whole database (etcd's Defragment), off the event loop."""
+        db = self._db_open()
+        await asyncio.get_running_loop().run_in_executor(self._executor, db.compact_range)
+
+    async def close(self) -> None:
+        """Finish queued writes, release snapshots, close the database. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        # the write thread runs jobs in order: once this no-op ran, every
+        # write accepted before close() has been applied
+        await asyncio.get_running_loop().run_in_executor(self._executor, lambda: None)
+        self._executor.shutdown(wait=True)
+        with self._lock:
+            for snap in list(self._snapshots):
+                s, snap._snap = snap._snap, None
+                if s is not None:
+                    s.close()
+            self._db.close()

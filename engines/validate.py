@@ -1,0 +1,60 @@
+"""Argument checks shared by the engines, on top of base.check_key/check_range.
+
+Every engine validates a whole request before touching its store, so a bad
+argument raises TypeError/ValueError and never leaves half a batch written.
+The checks also copy bytearray/memoryview into bytes: an engine must not keep
+a reference to a buffer the caller may mutate later.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from engines.base import WriteBatch, check_key, check_range
+
+Op = tuple[bytes, bytes | None]
+
+
+def check_value(value: object) -> bytes:
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(f"engine values must be bytes, not {type(value).__name__}")
+    return bytes(value)
+
+
+def check_keys(keys: object) -> list[bytes]:
+    # bytes and str are sequences too, but of ints/chars: reject them as a
+    # whole rather than failing on their first element with a puzzling message
+    if isinstance(keys, (bytes, bytearray, memoryview, str)):
+        raise TypeError(f"batch_get takes a sequence of keys, not a single {type(keys).__name__}")
+    return [check_key(k) for k in keys]  # type: ignore[union-attr]
+
+
+def check_scan(start: object, end: object, limit: object) -> tuple[bytes, bytes | None, int]:
+    """Normalized (start, end, limit) of a scan."""
+    # convert first: check_range compares start and end, and memoryviews do
+    # not support ordering
+    s = check_key(start)
+    e = None if end is None else check_key(end)
+    check_range(s, e)
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"scan limit must be an int, not {type(limit).__name__}")
+    if limit < 0:
+        raise ValueError(f"scan limit must be >= 0 (0: no limit), not {limit}")
+    return s, e, limit
+
+
+def check_batch(batch: object) -> list[Op]:
+    if not isinstance(batch, WriteBatch):
+        raise TypeError(f"write takes a WriteBatch, not {type(batch).__name__}")
+    return [(check_key(k), None if v is None else check_value(v)) for k, v in batch.ops]
+
+
+def check_expect(expect: object) -> list[Op]:
+    if isinstance(expect, (bytes, bytearray, memoryview, str)):
+        raise TypeError("commit_if expect is a sequence of (key, value | None) pairs")
+    out: list[Op] = []
+    for pair in expect:  # type: ignore[union-attr]
+        if not isinstance(pair, Sequence) or len(pair) != 2:
+            raise TypeError(f"commit_if expect entries are (key, value | None) pairs, not {pair!r}")
+        k, v = pair
+        out.append((check_key(k), None if v is None else check_value(v)))
+    return out
