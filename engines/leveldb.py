@@ -55,7 +55,9 @@ def _message(e: BaseException) -> str:
 
 def _scan(reader: Any, start: bytes, end: bytes | None, limit: int, reverse: bool, keys_only: bool) -> list[tuple[bytes, bytes]]:
     """Scan a plyvel DB or snapshot (both have the same iterator API)."""
-    it = reader.iterator(start=start, stop=end, reverse=reverse, include_value=not keys_only)
+    if reverse:
+        return _scan_reverse(reader, start, end, limit, keys_only)
+    it = reader.iterator(start=start, stop=end, include_value=not keys_only)
     try:
         found = list(islice(it, limit)) if limit else list(it)
     finally:
@@ -63,6 +65,33 @@ def _scan(reader: Any, start: bytes, end: bytes | None, limit: int, reverse: boo
     if keys_only:
         return [(k, b"") for k in found]
     return found
+
+
+def _scan_reverse(reader: Any, start: bytes, end: bytes | None, limit: int, keys_only: bool) -> list[tuple[bytes, bytes]]:
+    # not plyvel's iterator(reverse=True): with start and stop set it yields
+    # nothing when the only key in range is start itself (plyvel 1.5.1)
+    it = reader.raw_iterator()
+    out: list[tuple[bytes, bytes]] = []
+    try:
+        if end is None:
+            it.seek_to_last()
+        else:
+            it.seek(end)  # the first key >= end, or invalid past the last key
+            if it.valid():
+                it.prev()
+            else:
+                it.seek_to_last()
+        while it.valid():
+            key = it.key()
+            if key < start:
+                break
+            out.append((key, b"" if keys_only else it.value()))
+            if len(out) == limit:
+                break
+            it.prev()
+    finally:
+        it.close()
+    return out
 
 
 class LevelDBSnapshot:
