@@ -5,6 +5,7 @@ import logging
 from typing import Any, Awaitable, Callable
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from brain.errors import EtcdError
 
@@ -12,7 +13,15 @@ log = logging.getLogger(__name__)
 
 
 def unary(fn: Callable[[Any], Awaitable[Any]], req_cls, resp_cls) -> grpc.RpcMethodHandler:
-    async def handler(request, context):
+    parse = req_cls.FromString
+
+    async def handler(raw: bytes, context):
+        # parsed here rather than by grpc, so that bytes which are no protobuf
+        # get gRPC's INTERNAL "error unmarshalling request", as from etcd
+        try:
+            request = parse(raw)
+        except DecodeError as e:
+            await context.abort(grpc.StatusCode.INTERNAL, f"grpc: error unmarshalling request: {e}")
         try:
             return await fn(request)
         except EtcdError as e:
@@ -23,9 +32,7 @@ def unary(fn: Callable[[Any], Awaitable[Any]], req_cls, resp_cls) -> grpc.RpcMet
             log.exception("unexpected error in %s", getattr(fn, "__qualname__", fn))
             await context.abort(grpc.StatusCode.UNKNOWN, f"brain: internal error: {e.__class__.__name__}")
 
-    return grpc.unary_unary_rpc_method_handler(
-        handler, request_deserializer=req_cls.FromString, response_serializer=resp_cls.SerializeToString
-    )
+    return grpc.unary_unary_rpc_method_handler(handler, response_serializer=resp_cls.SerializeToString)
 
 
 def generic(service: str, methods: dict[str, grpc.RpcMethodHandler]) -> grpc.GenericRpcHandler:
