@@ -48,6 +48,18 @@ async def _fill(engine: Engine, items: Items, chunk: int = 64) -> None:
         await engine.write(_batch(items[i : i + chunk]), sync=False)
 
 
+async def check_open(ctx: CheckContext) -> str:
+    engine = await ctx.open()
+    expect(isinstance(engine, Engine), f"{type(engine).__name__} does not implement the Engine protocol")
+    await engine.write(_batch([(b"hello", b"world")]))
+    expect_eq(await engine.get(b"hello"), b"world", "get after write")
+    snap = engine.snapshot()
+    expect(isinstance(snap, Snapshot), f"{type(snap).__name__} does not implement the Snapshot protocol")
+    snap.close()
+    await engine.close()
+    return f"{type(engine).__name__}, durable={engine.durable}"
+
+
 # keys chosen to catch signed-byte comparisons, length-first comparisons and
 # string (NUL-terminated) handling
 EDGE_KEYS = [
@@ -536,6 +548,7 @@ async def check_locked_data_dir(ctx: CheckContext) -> str:
 
 
 CHECKS: tuple[Check, ...] = (
+    Check("open", check_open, "the engine opens, writes, reads, snapshots and closes"),
     Check("ordering", check_ordering, "arbitrary byte keys (0x00, 0xff, prefixes, random) scan in sorted() order; empty values"),
     Check("scan-bounds", check_scan_bounds, "scan returns exactly [start, end); end None is unbounded"),
     Check("scan-limit", check_scan_limit, "scan limits"),

@@ -118,6 +118,9 @@ def run_checks(
             res = run_check(target, check)
             summary.results.append(res)
             emit(res.line())
+            if res.check == "open" and res.status == FAIL:
+                emit("stopping: the engine does not open")
+                break
     finally:
         if scratch is not None:
             if keep:
