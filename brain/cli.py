@@ -43,6 +43,7 @@ def cli() -> None:
 @click.option("--engine", type=click.Choice(["leveldb", "memory", "tikv"]), default="leveldb", show_default=True)
 @click.option("--listen-client-urls", default="http://127.0.0.1:2379", show_default=True, help="Comma-separated URLs to serve clients on.")
 @click.option("--advertise-client-urls", default="", help="Client URLs reported in MemberList (default: the listen URLs).")
+@click.option("--listen-metrics-urls", default="", help="Comma-separated http:// URLs serving /metrics and /health.")
 @click.option("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES, show_default=True)
 @click.option("--max-txn-ops", type=int, default=DEFAULT_MAX_TXN_OPS, show_default=True)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warn", "error"]), default="info", show_default=True)
@@ -52,7 +53,7 @@ def cli() -> None:
 @click.option("--key-file", default="", help="Server TLS key.")
 @click.option("--trusted-ca-file", default="", help="CA to verify client certificates.")
 @click.option("--client-cert-auth", is_flag=True, help="Require client certificates signed by --trusted-ca-file.")
-def serve(name, data_dir, engine, listen_client_urls, advertise_client_urls, max_request_bytes, max_txn_ops,
+def serve(name, data_dir, engine, listen_client_urls, advertise_client_urls, listen_metrics_urls, max_request_bytes, max_txn_ops,
           log_level, server_version, unsafe_no_fsync, cert_file, key_file, trusted_ca_file, client_cert_auth) -> None:
     """Serve the etcd v3 API."""
     setup_logging("warning" if log_level == "warn" else log_level)
@@ -70,6 +71,7 @@ def serve(name, data_dir, engine, listen_client_urls, advertise_client_urls, max
         version=server_version,
         sync_writes=not unsafe_no_fsync,
         tls=TLSConfig(cert_file, key_file, trusted_ca_file, client_cert_auth),
+        listen_metrics_urls=_urls(listen_metrics_urls) if listen_metrics_urls else [],
     )
     from brain.server.server import serve as run
 

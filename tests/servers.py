@@ -55,6 +55,8 @@ class ServerProcess:
     log_path: str
     env: dict = field(default_factory=dict)
     proc: subprocess.Popen | None = None
+    # (ca, cert, key) PEM paths when the server speaks TLS
+    tls: tuple[str, str, str] | None = None
 
     @property
     def endpoint(self) -> str:
@@ -79,7 +81,7 @@ class ServerProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                with grpc.insecure_channel(self.endpoint) as ch:
+                with self.channel() as ch:
                     rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"health"), timeout=1)
                 return
             except grpc.RpcError as e:
@@ -96,6 +98,10 @@ class ServerProcess:
 
     def channel(self, **options) -> grpc.Channel:
         opts = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+        if self.tls is not None:
+            ca, cert, key = (open(p, "rb").read() for p in self.tls)
+            creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+            return grpc.secure_channel(self.endpoint, creds, options=opts)
         return grpc.insecure_channel(self.endpoint, options=opts)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
@@ -139,15 +145,28 @@ def etcd_server(tmp: str, *extra: str) -> ServerProcess:
     return ServerProcess("etcd", argv, port, data, os.path.join(tmp, f"etcd-{port}.log"))
 
 
-def brain_server(tmp: str, *extra: str, engine: str = "leveldb", data_dir: str | None = None) -> ServerProcess:
+def brain_server(
+    tmp: str, *extra: str, engine: str = "leveldb", data_dir: str | None = None,
+    tls: tuple[str, str, str] | None = None,
+) -> ServerProcess:
+    """tls: (ca, server cert, server key) to serve https with client
+    certificates required; the process then holds (ca, client cert, client
+    key) from the same directory for its own checks (client.pem, client-key.pem)."""
     port = free_port()
     data = data_dir or tempfile.mkdtemp(prefix="brain-", dir=tmp)
+    scheme = "https" if tls else "http"
     argv = [
         sys.executable, "-m", "brain", "serve",
         "--engine", engine,
         "--data-dir", data,
-        "--listen-client-urls", f"http://127.0.0.1:{port}",
+        "--listen-client-urls", f"{scheme}://127.0.0.1:{port}",
         "--log-level", "info",
         *extra,
     ]
-    return ServerProcess("brain", argv, port, data, os.path.join(tmp, f"brain-{port}.log"))
+    client = None
+    if tls:
+        ca, cert, key = tls
+        argv += ["--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca, "--client-cert-auth"]
+        d = os.path.dirname(ca)
+        client = (ca, os.path.join(d, "client.pem"), os.path.join(d, "client-key.pem"))
+    return ServerProcess("brain", argv, port, data, os.path.join(tmp, f"brain-{port}.log"), tls=client)

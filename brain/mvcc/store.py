@@ -67,6 +67,7 @@ class MVCCStore:
         # figures for metrics
         self.batches = 0
         self.batched_requests = 0
+        self.keys_total = 0  # live keys, kept current by the writer
 
     @classmethod
     async def open(cls, engine: Engine, *, sync: bool = True) -> MVCCStore:
@@ -78,6 +79,7 @@ class MVCCStore:
         compact_rev = K.unpack_rev(scheduled)[0] if scheduled else 0
         finished_rev = K.unpack_rev(finished)[0] if finished else 0
         store._view = ReadView(engine.snapshot(), rev, compact_rev)
+        store.keys_total = len(await store._view.snapshot.scan(K.INDEX, K.INDEX_END, keys_only=True))
         store.compactor.finished = finished_rev
         store._writer = asyncio.get_running_loop().create_task(store._write_loop(), name="mvcc-writer")
         if finished_rev < compact_rev:
@@ -181,6 +183,11 @@ class MVCCStore:
                 self._view = view = ReadView(self.engine.snapshot(), batch.rev, view.compact_rev)
                 self.batches += 1
                 self.batched_requests += len(done)
+                for c in batch.changes:
+                    if c.deleted:
+                        self.keys_total -= 1
+                    elif c.prev is None:
+                        self.keys_total += 1
                 for listener in self._listeners:
                     try:
                         listener(batch.changes, batch.rev)

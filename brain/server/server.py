@@ -13,6 +13,7 @@ from brain.server.config import GRPC_OVERHEAD_BYTES, ServerConfig
 from brain.server.header import Header, load_identity
 from brain.server.kv import KVService
 from brain.server.maintenance import ClusterService, MaintenanceService
+from brain.server.metrics import MetricsHTTP, MetricsInterceptor, new_registry
 from engines import open_engine
 from engines.base import Engine
 
@@ -58,6 +59,27 @@ class BrainServer:
         self.grpc: grpc.aio.Server | None = None
         self.header: Header | None = None
         self.ports: list[int] = []
+        self.metrics_ports: list[int] = []
+        self.registry, self.grpc_metrics = new_registry(self)
+        self.metrics_http: MetricsHTTP | None = None
+        # (name, help, value) gauges that other parts (watch hub, lessor) add
+        self.gauge_sources: list = []
+
+    def extra_gauges(self) -> list[tuple[str, str, float]]:
+        out: list[tuple[str, str, float]] = []
+        for source in self.gauge_sources:
+            out.extend(source())
+        return out
+
+    def healthy(self) -> tuple[bool, str]:
+        """etcd's /health: the store answers and its writer is alive."""
+        store = self.store
+        if store is None:
+            return False, "not started"
+        writer = store._writer
+        if writer is None or writer.done():
+            return False, "writer stopped"
+        return True, ""
 
     async def start(self) -> None:
         cfg = self.config
@@ -68,7 +90,7 @@ class BrainServer:
         self.header = header = Header(store, cluster_id, member_id)
         log.info("store at revision %d (compacted at %d); cluster %x member %x", store.rev, store.compact_rev, cluster_id, member_id)
 
-        server = grpc.aio.server(options=grpc_options(cfg))
+        server = grpc.aio.server(options=grpc_options(cfg), interceptors=[MetricsInterceptor(self.grpc_metrics)])
         server.add_generic_rpc_handlers(
             [
                 KVService(store, header, cfg.max_request_bytes, cfg.max_txn_ops).handler(),
@@ -89,9 +111,14 @@ class BrainServer:
         self.grpc = server
         for url, port in zip(cfg.listen_client_urls, self.ports):
             log.info("serving etcd v3 API on %s://%s:%d", url.scheme, url.host, port)
+        if cfg.listen_metrics_urls:
+            self.metrics_http = MetricsHTTP(self.registry, self.healthy)
+            self.metrics_ports = await self.metrics_http.start(cfg.listen_metrics_urls)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Drain in-flight requests, flush queued writes, close the engine."""
+        if self.metrics_http is not None:
+            await self.metrics_http.stop()
         if self.grpc is not None:
             await self.grpc.stop(grace)
         if self.store is not None:

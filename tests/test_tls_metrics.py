@@ -1,0 +1,98 @@
+"""TLS like etcd's (--cert-file/--key-file/--trusted-ca-file/--client-cert-auth),
+and /metrics and /health on --listen-metrics-urls."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import urllib.request
+
+import grpc
+import pytest
+
+from brain.etcdpb import rpc_pb2, rpc_pb2_grpc
+from certs import make_pki
+from servers import brain_server, etcd_tool, free_port
+
+
+@pytest.fixture
+def tls_brain(tmp_path):
+    pki = make_pki(str(tmp_path / "pki"))
+    srv = brain_server(str(tmp_path), tls=(pki["ca"], pki["server"], pki["server_key"])).start()
+    yield srv, pki
+    srv.stop()
+
+
+def _put(endpoint: str, creds: grpc.ChannelCredentials | None) -> int:
+    ch = grpc.secure_channel(endpoint, creds) if creds else grpc.insecure_channel(endpoint)
+    with ch:
+        return rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=b"k", value=b"v"), timeout=5).header.revision
+
+
+def _read(*paths: str) -> list[bytes]:
+    return [open(p, "rb").read() for p in paths]
+
+
+def test_client_certificates(tls_brain):
+    srv, pki = tls_brain
+    ca, cert, key = _read(pki["ca"], pki["client"], pki["client_key"])
+    assert _put(srv.endpoint, grpc.ssl_channel_credentials(ca, key, cert)) == 2
+    # no client certificate
+    with pytest.raises(grpc.RpcError) as e:
+        _put(srv.endpoint, grpc.ssl_channel_credentials(ca))
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    # a certificate from another CA
+    s_cert, s_key = _read(pki["stranger"], pki["stranger_key"])
+    with pytest.raises(grpc.RpcError) as e:
+        _put(srv.endpoint, grpc.ssl_channel_credentials(ca, s_key, s_cert))
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    # plaintext to the TLS port
+    with pytest.raises(grpc.RpcError) as e:
+        _put(srv.endpoint, None)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    # nothing but the first put got through
+    assert _put(srv.endpoint, grpc.ssl_channel_credentials(ca, key, cert)) == 3
+
+
+def test_etcdctl_over_tls(tls_brain):
+    srv, pki = tls_brain
+    base = [etcd_tool("etcdctl"), f"--endpoints=https://{srv.endpoint}", "--cacert", pki["ca"]]
+    ok = subprocess.run(base + ["--cert", pki["client"], "--key", pki["client_key"], "put", "a", "1"],
+                        capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0 and ok.stdout.strip() == "OK", ok.stderr
+    bad = subprocess.run(base + ["--dial-timeout=2s", "--command-timeout=3s", "get", "a"],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode != 0
+
+
+def test_metrics_and_health(tmp_path):
+    mport = free_port()
+    srv = brain_server(str(tmp_path), "--listen-metrics-urls", f"http://127.0.0.1:{mport}").start()
+    try:
+        with srv.channel() as ch:
+            kv = rpc_pb2_grpc.KVStub(ch)
+            for i in range(10):
+                kv.Put(rpc_pb2.PutRequest(key=b"k%d" % i, value=b"v"))
+            kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=b"k0"))
+            with pytest.raises(grpc.RpcError):
+                kv.Range(rpc_pb2.RangeRequest(key=b""))
+        health = urllib.request.urlopen(f"http://127.0.0.1:{mport}/health", timeout=5)
+        assert health.status == 200 and json.loads(health.read()) == {"health": "true", "reason": ""}
+        text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+        assert values["etcd_server_has_leader"] == 1
+        assert values["etcd_debugging_mvcc_keys_total"] == 9
+        assert values["etcd_mvcc_current_revision"] == 12
+        assert values["etcd_mvcc_db_total_size_in_bytes"] > 0
+        key = 'grpc_server_handled_total{grpc_code="OK",grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"}'
+        assert values[key] == 10
+        bad = 'grpc_server_handled_total{grpc_code="INVALID_ARGUMENT",grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"}'
+        assert values[bad] == 1
+        assert values["brain_commit_requests_total"] == 11
+        assert 1 <= values["brain_commit_batches_total"] <= 11
+    finally:
+        srv.stop()
