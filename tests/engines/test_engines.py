@@ -1,0 +1,109 @@
+"""Engine behaviour outside the conformance contract: the factory, LevelDB's
+open errors and maintenance hooks, the memory engine's version pruning."""
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+
+import pytest
+
+from engines import Engine, EngineError, EngineLockedError, WriteBatch, open_engine
+from engines.memory import MemoryEngine
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def _wb(*ops: tuple[bytes, bytes | None]) -> WriteBatch:
+    return WriteBatch(list(ops))
+
+
+def test_open_engine_factory(tmp_path):
+    with pytest.raises(ValueError, match="data directory"):
+        open_engine("leveldb")
+    with pytest.raises(ValueError, match="unknown engine 'rocks'"):
+        open_engine("rocks")
+    with pytest.raises(NotImplementedError, match="tikv"):
+        open_engine("tikv", data_dir=str(tmp_path))
+    with pytest.raises(TypeError, match="no options"):
+        open_engine("memory", cache=1)
+    with pytest.raises(TypeError, match="bogus"):
+        open_engine("leveldb", data_dir=str(tmp_path / "x"), bogus=1)
+    mem = open_engine("memory", data_dir=str(tmp_path / "ignored"))
+    assert isinstance(mem, Engine) and mem.durable is False
+    assert not os.path.exists(tmp_path / "ignored")
+    ldb = open_engine("leveldb", data_dir=str(tmp_path / "db"))
+    assert isinstance(ldb, Engine) and ldb.durable is True
+    run(ldb.close())
+
+
+def test_leveldb_create_false_and_lock_in_process(tmp_path):
+    with pytest.raises(EngineError, match="does not exist"):
+        open_engine("leveldb", data_dir=str(tmp_path / "missing"), create=False)
+    path = str(tmp_path / "db")
+    first = open_engine("leveldb", data_dir=path)
+    with pytest.raises(EngineLockedError, match=f"data directory {path} is in use"):
+        open_engine("leveldb", data_dir=path)
+    run(first.close())
+    again = open_engine("leveldb", data_dir=path, create=False)
+    run(again.close())
+
+
+def test_leveldb_disk_size_and_compaction(tmp_path):
+    async def go():
+        eng = open_engine("leveldb", data_dir=str(tmp_path / "db"))
+        await eng.write(_wb(*((b"k%05d" % i, os.urandom(100)) for i in range(2000))))
+        assert eng.disk_size() > 100_000
+        await eng.compact_range()
+        assert len(await eng.scan(b"", None, keys_only=True)) == 2000
+        await eng.close()
+
+    run(go())
+
+
+def test_memory_prunes_versions_like_the_mvcc_layer_uses_it():
+    """One snapshot per commit, the previous one dropped without close():
+    old versions and deleted keys do not pile up."""
+
+    async def go():
+        eng = MemoryEngine()
+        snap = eng.snapshot()
+        for i in range(2000):
+            await eng.write(_wb((b"k%d" % (i % 10), b"%d" % i), (b"tmp%d" % i, b"x"), (b"tmp%d" % (i - 1), None)))
+            snap = eng.snapshot()  # the previous snapshot is dropped here
+        stats = eng.stats()
+        assert stats["keys"] <= 12, stats
+        assert stats["versions"] <= 25, stats
+        assert stats["pending_garbage"] <= 20, stats
+        assert await snap.get(b"k9") == b"1999"
+        return eng
+
+    run(go())
+
+
+def test_memory_keeps_what_an_open_snapshot_needs():
+    async def go():
+        eng = MemoryEngine()
+        await eng.write(_wb((b"a", b"0"), (b"gone", b"x")))
+        held = eng.snapshot()
+        await eng.write(_wb((b"gone", None)))
+        for i in range(100):
+            await eng.write(_wb((b"a", b"%d" % (i + 1))))
+        assert await held.batch_get([b"a", b"gone"]) == [b"0", b"x"]
+        assert eng.stats()["versions"] >= 3
+        held.close()
+        await eng.write(_wb((b"b", b"1")))
+        stats = eng.stats()
+        assert stats == {"keys": 2, "versions": 2, "open_snapshots": 0, "pending_garbage": 0}, stats
+        del held
+        gc.collect()
+
+    run(go())
+
+
+def test_memory_engine_warns_it_is_not_durable(caplog):
+    with caplog.at_level("WARNING", logger="engines.memory"):
+        MemoryEngine()
+    assert "NOT durable" in caplog.text
