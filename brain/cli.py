@@ -53,8 +53,10 @@ def cli() -> None:
 @click.option("--key-file", default="", help="Server TLS key.")
 @click.option("--trusted-ca-file", default="", help="CA to verify client certificates.")
 @click.option("--client-cert-auth", is_flag=True, help="Require client certificates signed by --trusted-ca-file.")
+@click.option("--transport", type=click.Choice(["grpcio", "h2"]), default="grpcio", show_default=True,
+              help="gRPC server: grpcio's, or brain's own HTTP/2 transport (h2).")
 def serve(name, data_dir, engine, listen_client_urls, advertise_client_urls, listen_metrics_urls, max_request_bytes, max_txn_ops,
-          log_level, server_version, unsafe_no_fsync, cert_file, key_file, trusted_ca_file, client_cert_auth) -> None:
+          log_level, server_version, unsafe_no_fsync, cert_file, key_file, trusted_ca_file, client_cert_auth, transport) -> None:
     """Serve the etcd v3 API."""
     setup_logging("warning" if log_level == "warn" else log_level)
     urls = _urls(listen_client_urls)
@@ -72,6 +74,7 @@ def serve(name, data_dir, engine, listen_client_urls, advertise_client_urls, lis
         sync_writes=not unsafe_no_fsync,
         tls=TLSConfig(cert_file, key_file, trusted_ca_file, client_cert_auth),
         listen_metrics_urls=_urls(listen_metrics_urls) if listen_metrics_urls else [],
+        transport=transport,
     )
     from brain.server.server import serve as run
 
@@ -93,6 +96,10 @@ def _register_engine_commands() -> None:
 
 
 _register_engine_commands()
+
+from brain.bench.command import bench  # noqa: E402  (after the group it joins)
+
+cli.add_command(bench, "bench")
 
 
 def main() -> None:
