@@ -51,6 +51,13 @@ def _credentials(config: ServerConfig) -> grpc.ServerCredentials:
     )
 
 
+def _h2_tls(config: ServerConfig):
+    from brain.transport import server_context
+
+    tls = config.tls
+    return server_context(tls.cert_file, tls.key_file, tls.trusted_ca_file, tls.client_cert_auth)
+
+
 class BrainServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -90,7 +97,12 @@ class BrainServer:
         self.header = header = Header(store, cluster_id, member_id)
         log.info("store at revision %d (compacted at %d); cluster %x member %x", store.rev, store.compact_rev, cluster_id, member_id)
 
-        server = grpc.aio.server(options=grpc_options(cfg), interceptors=[MetricsInterceptor(self.grpc_metrics)])
+        if cfg.transport == "h2":
+            from brain.transport import Server as H2Server
+
+            server = H2Server(options=grpc_options(cfg), interceptors=[MetricsInterceptor(self.grpc_metrics)])
+        else:
+            server = grpc.aio.server(options=grpc_options(cfg), interceptors=[MetricsInterceptor(self.grpc_metrics)])
         server.add_generic_rpc_handlers(
             [
                 KVService(store, header, cfg.max_request_bytes, cfg.max_txn_ops).handler(),
@@ -103,7 +115,7 @@ class BrainServer:
         await hs.set("", health_pb2.HealthCheckResponse.SERVING)
         for url in cfg.listen_client_urls:
             if url.scheme == "https":
-                port = server.add_secure_port(url.address, _credentials(cfg))
+                port = server.add_secure_port(url.address, _h2_tls(cfg) if cfg.transport == "h2" else _credentials(cfg))
             else:
                 port = server.add_insecure_port(url.address)
             self.ports.append(port)

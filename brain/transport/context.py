@@ -1,0 +1,151 @@
+"""What a handler sees of its call: the subset of grpc.aio.ServicerContext
+that brain's services use, over one HTTP/2 stream."""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable
+
+import grpc
+
+if TYPE_CHECKING:
+    from brain.transport.stream import Stream
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+class ServicerContext:
+    __slots__ = ("_stream", "_code", "_details", "_callbacks", "_deadline", "_serializer")
+
+    def __init__(self, stream: Stream, deadline: float | None, serializer: Callable[[Any], bytes] | None) -> None:
+        self._stream = stream
+        self._code: grpc.StatusCode | None = None
+        self._details: str | None = None
+        self._callbacks: list[Callable[[ServicerContext], None]] | None = None
+        self._deadline = deadline
+        self._serializer = serializer
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Metadata = ()) -> None:
+        if code == grpc.StatusCode.OK:
+            code = grpc.StatusCode.UNKNOWN  # as grpcio: abort means failure
+        self._code = code
+        self._details = details
+        raise grpc.aio.AbortError(details)
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def set_details(self, details: str) -> None:
+        self._details = details
+
+    def code(self) -> grpc.StatusCode | None:
+        return self._code
+
+    def details(self) -> str | None:
+        return self._details
+
+    def invocation_metadata(self) -> Metadata:
+        return self._stream.metadata()
+
+    def peer(self) -> str:
+        return self._stream.conn.peer
+
+    def peer_identities(self) -> list[bytes] | None:
+        return self._stream.conn.peer_identities()
+
+    def time_remaining(self) -> float | None:
+        if self._deadline is None:
+            return None
+        return max(0.0, self._deadline - time.monotonic())
+
+    def cancelled(self) -> bool:
+        return self._stream.cancelled
+
+    def done(self) -> bool:
+        return self._stream.closed
+
+    def add_done_callback(self, callback: Callable[[ServicerContext], None]) -> None:
+        if self._stream.closed:
+            callback(self)
+            return
+        if self._callbacks is None:
+            self._callbacks = []
+        self._callbacks.append(callback)
+
+    def _run_callbacks(self) -> None:
+        callbacks, self._callbacks = self._callbacks, None
+        for cb in callbacks or ():
+            try:
+                cb(self)
+            except Exception:  # one callback must not stop the others
+                pass
+
+    async def send_initial_metadata(self, metadata: Metadata = ()) -> None:
+        self._stream.send_headers()
+
+    def set_trailing_metadata(self, metadata: Metadata) -> None:
+        pass  # brain sends none
+
+    async def write(self, message: Any) -> None:
+        payload = self._serializer(message) if self._serializer is not None else message
+        await self._stream.write(payload)
+
+    async def read(self) -> Any:
+        return await self._stream.requests.read()
+
+
+class EndOfRequests(Exception):
+    pass
+
+
+class RequestStream:
+    """The client's messages of a streaming call, as an async iterator.
+    Messages are buffered as they arrive (the HTTP/2 window bounds how much
+    a client may send ahead)."""
+
+    __slots__ = ("_items", "_ended", "_waiter", "_deserializer", "_error")
+
+    def __init__(self, deserializer: Callable[[bytes], Any] | None) -> None:
+        self._items: deque[bytes] = deque()
+        self._ended = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._deserializer = deserializer
+        self._error: BaseException | None = None
+
+    def push(self, raw: bytes) -> None:
+        self._items.append(raw)
+        self._wake()
+
+    def end(self, error: BaseException | None = None) -> None:
+        self._ended = True
+        self._error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def read(self) -> Any:
+        while not self._items:
+            if self._ended:
+                if self._error is not None:
+                    raise self._error
+                return grpc.aio.EOF
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        raw = self._items.popleft()
+        return self._deserializer(raw) if self._deserializer is not None else raw
+
+    def __aiter__(self) -> RequestStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        item = await self.read()
+        if item is grpc.aio.EOF:
+            raise StopAsyncIteration
+        return item

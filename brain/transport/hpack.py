@@ -1,0 +1,231 @@
+"""HPACK header decoding (RFC 7541) with a cache of whole header blocks,
+and the few constant encodings a gRPC server sends.
+
+gRPC clients send nearly the same header block on every call of a
+connection, so the decoder remembers blocks by their raw bytes. That is only
+sound when the result cannot depend on, or change, the dynamic table behind
+the decoder's back, so each cached block records:
+
+* whether it reads the dynamic table: then it is reused only while the table
+  is unchanged (a generation number counts every change);
+* the entries it inserts: these are replayed on reuse (only for blocks that
+  read nothing from the dynamic table, whose results are fixed by the bytes);
+* blocks with a table size update are never cached.
+"""
+from __future__ import annotations
+
+from brain.transport.huffman import HuffmanError, decode as huffman_decode
+
+Header = tuple[bytes, bytes]
+
+STATIC_TABLE: tuple[Header, ...] = tuple(
+    (n.encode(), v.encode())
+    for n, v in (
+        (":authority", ""), (":method", "GET"), (":method", "POST"), (":path", "/"),
+        (":path", "/index.html"), (":scheme", "http"), (":scheme", "https"), (":status", "200"),
+        (":status", "204"), (":status", "206"), (":status", "304"), (":status", "400"),
+        (":status", "404"), (":status", "500"), ("accept-charset", ""), ("accept-encoding", "gzip, deflate"),
+        ("accept-language", ""), ("accept-ranges", ""), ("accept", ""), ("access-control-allow-origin", ""),
+        ("age", ""), ("allow", ""), ("authorization", ""), ("cache-control", ""),
+        ("content-disposition", ""), ("content-encoding", ""), ("content-language", ""), ("content-length", ""),
+        ("content-location", ""), ("content-range", ""), ("content-type", ""), ("cookie", ""),
+        ("date", ""), ("etag", ""), ("expect", ""), ("expires", ""),
+        ("from", ""), ("host", ""), ("if-match", ""), ("if-modified-since", ""),
+        ("if-none-match", ""), ("if-range", ""), ("if-unmodified-since", ""), ("last-modified", ""),
+        ("link", ""), ("location", ""), ("max-forwards", ""), ("proxy-authenticate", ""),
+        ("proxy-authorization", ""), ("range", ""), ("referer", ""), ("refresh", ""),
+        ("retry-after", ""), ("server", ""), ("set-cookie", ""), ("strict-transport-security", ""),
+        ("transfer-encoding", ""), ("user-agent", ""), ("vary", ""), ("via", ""),
+        ("www-authenticate", ""),
+    )
+)
+_NSTATIC = len(STATIC_TABLE)  # 61
+_ENTRY_OVERHEAD = 32
+_CACHE_LIMIT = 256  # distinct blocks remembered per connection
+_CACHEABLE_BLOCK = 4096  # bigger blocks are rare and not worth remembering
+
+
+class HPACKError(ValueError):
+    pass
+
+
+class _Cached:
+    __slots__ = ("headers", "inserts", "reads_table", "generation")
+
+    def __init__(self, headers: list[Header], inserts: list[Header], reads_table: bool, generation: int) -> None:
+        self.headers = headers
+        self.inserts = inserts
+        self.reads_table = reads_table
+        self.generation = generation
+
+
+class Decoder:
+    """One per connection: the dynamic table is connection state."""
+
+    def __init__(self, max_table_size: int = 4096) -> None:
+        # newest first, as HPACK indexes it
+        self._table: list[Header] = []
+        self._size = 0
+        self._max_size = max_table_size
+        self._settings_max = max_table_size  # what we advertised
+        self._generation = 0
+        self._cache: dict[bytes, _Cached] = {}
+        self._strings: dict[bytes, bytes] = {}
+
+    def decode(self, block: bytes) -> list[Header]:
+        hit = self._cache.get(block)
+        if hit is not None and (not hit.reads_table or hit.generation == self._generation):
+            for name, value in hit.inserts:
+                self._insert(name, value)
+            return hit.headers
+        headers, inserts, reads_table, sized = self._decode(block)
+        if not sized and len(block) <= _CACHEABLE_BLOCK and not (reads_table and inserts):
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[block] = _Cached(headers, inserts, reads_table, self._generation)
+        return headers
+
+    def _insert(self, name: bytes, value: bytes) -> None:
+        size = len(name) + len(value) + _ENTRY_OVERHEAD
+        table = self._table
+        while table and self._size + size > self._max_size:
+            n, v = table.pop()
+            self._size -= len(n) + len(v) + _ENTRY_OVERHEAD
+        if size <= self._max_size:
+            table.insert(0, (name, value))
+            self._size += size
+        self._generation += 1
+
+    def _resize(self, new: int) -> None:
+        if new > self._settings_max:
+            raise HPACKError("table size update above the advertised limit")
+        self._max_size = new
+        table = self._table
+        while table and self._size > new:
+            n, v = table.pop()
+            self._size -= len(n) + len(v) + _ENTRY_OVERHEAD
+        self._generation += 1
+
+    def _entry(self, index: int) -> tuple[Header, bool]:
+        if index <= 0:
+            raise HPACKError("header index 0")
+        if index <= _NSTATIC:
+            return STATIC_TABLE[index - 1], False
+        try:
+            return self._table[index - _NSTATIC - 1], True
+        except IndexError:
+            raise HPACKError(f"header index {index} out of range") from None
+
+    def _decode(self, block: bytes) -> tuple[list[Header], list[Header], bool, bool]:
+        headers: list[Header] = []
+        inserts: list[Header] = []
+        reads_table = False
+        sized = False
+        pos = 0
+        end = len(block)
+        integer = self._integer
+        string = self._string
+        while pos < end:
+            b = block[pos]
+            if b & 0x80:  # indexed field
+                if b != 0xFF:
+                    index = b & 0x7F
+                    pos += 1
+                else:
+                    index, pos = integer(block, pos, 7)
+                header, dyn = self._entry(index)
+                reads_table |= dyn
+                headers.append(header)
+                continue
+            if b & 0x40:  # literal with incremental indexing
+                prefix, indexing = 6, True
+            elif b & 0x20:  # dynamic table size update
+                if headers:
+                    raise HPACKError("table size update after a header")
+                size, pos = integer(block, pos, 5)
+                self._resize(size)
+                sized = True
+                continue
+            else:  # literal without indexing (0000) or never indexed (0001)
+                prefix, indexing = 4, False
+            index, pos = integer(block, pos, prefix)
+            if index:
+                (name, _), dyn = self._entry(index)
+                reads_table |= dyn
+            else:
+                name, pos = string(block, pos)
+            value, pos = string(block, pos)
+            headers.append((name, value))
+            if indexing:
+                self._insert(name, value)
+                inserts.append((name, value))
+        return headers, inserts, reads_table, sized
+
+    @staticmethod
+    def _integer(block: bytes, pos: int, prefix: int) -> tuple[int, int]:
+        mask = (1 << prefix) - 1
+        value = block[pos] & mask
+        pos += 1
+        if value < mask:
+            return value, pos
+        shift = 0
+        end = len(block)
+        while True:
+            if pos >= end:
+                raise HPACKError("truncated integer")
+            b = block[pos]
+            pos += 1
+            value += (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return value, pos
+            if shift > 28:
+                raise HPACKError("integer too large")
+
+    def _string(self, block: bytes, pos: int) -> tuple[bytes, int]:
+        if pos >= len(block):
+            raise HPACKError("truncated string")
+        huffman = block[pos] & 0x80
+        length, pos = self._integer(block, pos, 7)
+        end = pos + length
+        if end > len(block):
+            raise HPACKError("truncated string")
+        raw = block[pos:end]
+        if not huffman:
+            return raw, end
+        # the same values (user agent, authority, method paths) come back on
+        # every call, and Huffman decoding is the slow part of HPACK in Python
+        strings = self._strings
+        text = strings.get(raw)
+        if text is None:
+            try:
+                text = huffman_decode(raw)
+            except HuffmanError as e:
+                raise HPACKError(str(e)) from None
+            if len(strings) >= 1024:
+                strings.clear()
+            strings[raw] = text
+        return text, end
+
+
+def encode_integer(value: int, prefix: int, first: int) -> bytes:
+    mask = (1 << prefix) - 1
+    if value < mask:
+        return bytes((first | value,))
+    out = bytearray((first | mask,))
+    value -= mask
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def literal(name: bytes, value: bytes) -> bytes:
+    """A header as a literal without indexing and without Huffman coding:
+    the server keeps no dynamic table, so its blocks can be constants."""
+    return b"\x00" + encode_integer(len(name), 7, 0) + name + encode_integer(len(value), 7, 0) + value
+
+
+def literal_indexed_name(index: int, value: bytes) -> bytes:
+    return encode_integer(index, 4, 0) + encode_integer(len(value), 7, 0) + value

@@ -1,0 +1,52 @@
+"""gRPC's HTTP/2 mapping of responses: response headers, trailers with
+grpc-status and percent-encoded grpc-message, and the grpc-timeout header
+(the gRPC over HTTP/2 protocol description)."""
+from __future__ import annotations
+
+import grpc
+
+from brain.transport.hpack import literal, literal_indexed_name
+
+# :status 200 is static entry 8; content-type (static name 31) as a literal
+RESPONSE_HEADERS = b"\x88" + literal_indexed_name(31, b"application/grpc")
+OK_TRAILERS = literal(b"grpc-status", b"0")
+
+_CODE_BY_VALUE = {c.value[0]: c for c in grpc.StatusCode}
+_TIMEOUT_UNITS = {ord("H"): 3600.0, ord("M"): 60.0, ord("S"): 1.0, ord("m"): 1e-3, ord("u"): 1e-6, ord("n"): 1e-9}
+
+
+def code_value(code: grpc.StatusCode | int) -> int:
+    return code if isinstance(code, int) else code.value[0]
+
+
+def status_code(value: int) -> grpc.StatusCode:
+    return _CODE_BY_VALUE.get(value, grpc.StatusCode.UNKNOWN)
+
+
+def percent_encode(message: str) -> bytes:
+    """grpc-message: printable ASCII except '%' as is, all else as %XX of
+    the UTF-8 bytes."""
+    raw = message.encode("utf-8", "replace")
+    if all(0x20 <= b <= 0x7E and b != 0x25 for b in raw):
+        return raw
+    return b"".join(bytes((b,)) if 0x20 <= b <= 0x7E and b != 0x25 else b"%%%02X" % b for b in raw)
+
+
+def trailers(code: grpc.StatusCode | int, details: str | None) -> bytes:
+    value = code_value(code)
+    if value == 0 and not details:
+        return OK_TRAILERS
+    block = literal(b"grpc-status", str(value).encode())
+    if details:
+        block += literal(b"grpc-message", percent_encode(details))
+    return block
+
+
+def parse_timeout(value: bytes) -> float | None:
+    """Seconds from a grpc-timeout value (at most 8 digits and a unit)."""
+    if len(value) < 2 or len(value) > 9 or not value[:-1].isdigit():
+        return None
+    unit = _TIMEOUT_UNITS.get(value[-1])
+    if unit is None:
+        return None
+    return int(value[:-1]) * unit
