@@ -1,0 +1,78 @@
+"""`brain bench` end to end, with tiny sizes: one run against a brain started
+here (Python client), and one --compare run that starts its own etcd and brain."""
+from __future__ import annotations
+
+import glob
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from brain.etcdpb import rpc_pb2, rpc_pb2_grpc
+from servers import ROOT
+
+RUN_FIELDS = ("client", "ops", "wall_s", "ops_per_s", "p50_ms", "p99_ms", "max_ms", "errors",
+              "client_cpu_pct", "client_busiest_pct", "client_procs", "server_cpu_pct", "server_rss_mb", "round")
+TINY = ["--duration", "0.3", "--inflight", "4", "--list-keys", "120", "--page-size", "50", "--list-inflight", "1",
+        "--watchers", "6", "--watch-streams", "2", "--watch-puts", "10", "--watch-put-inflight", "2",
+        "--value-size", "64", "--client-procs", "1", "--channels", "1", "--no-progress"]
+
+
+def _bench(out: str, *args: str) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "brain", "bench", "--out", out, *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    paths = glob.glob(os.path.join(out, "brain-bench-*.json"))
+    assert len(paths) == 1, paths
+    assert f"results: {os.path.abspath(paths[0])}" in proc.stdout
+    with open(paths[0]) as f:
+        return json.load(f)
+
+
+@pytest.mark.timeout(60)
+def test_bench_against_endpoint(brain, tmp_path):
+    out = str(tmp_path / "out")
+    doc = _bench(out, "--endpoint", brain.endpoint, "--server-pid", str(brain.proc.pid), "--client", "python", *TINY)
+    assert doc["mode"] == "single" and doc["order"] == ["endpoint"] and doc["rounds"] == 1
+    names = [w["name"] for w in doc["workloads"]]
+    assert names == ["create", "update", "get", "list", "watch", "lease"]
+    for w in doc["workloads"]:
+        if w.get("skipped"):  # only the services brain may not serve yet
+            assert w["name"] in ("watch", "lease") and "no " + w["name"] in w["skipped"]
+            continue
+        (run,) = w["runs"]["endpoint"]
+        assert "failed" not in run, run
+        missing = [f for f in RUN_FIELDS if f not in run]
+        assert not missing, (w["name"], missing)
+        assert run["client"] == "python" and run["ops"] > 0 and run["errors"] == 0, (w["name"], run)
+        # the pid was given: the server's CPU and memory are known
+        assert run["server_cpu_pct"] is not None and run["server_rss_mb"] > 0
+        assert w["median"]["endpoint"]["ops_per_s"] > 0
+    # a running endpoint gets its keyspace back
+    with brain.channel() as ch:
+        left = rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"/registry/brain-bench/", range_end=b"/registry/brain-bench0", count_only=True))
+    assert left.count == 0
+
+
+@pytest.mark.timeout(60)
+def test_bench_compare(tmp_path):
+    out = str(tmp_path / "out")
+    doc = _bench(out, "--compare", "--rounds", "1", "--workloads", "get", "--client", "python", "--work-dir", str(tmp_path / "work"), *TINY)
+    assert doc["mode"] == "compare" and doc["order"] == ["etcd", "brain"]
+    (w,) = doc["workloads"]
+    assert w["name"] == "get" and w["client"] == "python"
+    for name in ("etcd", "brain"):
+        (run,) = w["runs"][name]
+        assert "failed" not in run and run["ops"] > 0 and run["server_cpu_pct"] is not None, run
+    assert w["ratio"]["ops_per_s"] > 0 and w["ratio"]["p99_ms"] > 0
+    assert w["latency_metric"] == "p99_ms"
+    # started servers are stopped and their scratch directories removed
+    assert os.listdir(tmp_path / "work") == []
+    if importlib.util.find_spec("matplotlib") is None:
+        pytest.skip("matplotlib is not installed: no chart to check")
+    png = doc["chart"]
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
