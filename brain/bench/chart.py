@@ -52,7 +52,7 @@ def write_png(doc: dict[str, Any], path: str) -> None:
             for ax in (rate_ax, lat_ax):
                 ax.axis("off")
             rate_ax.set_title(w["title"], fontsize=11, fontweight="bold")
-            rate_ax.text(0.5, 0.5, "skipped:\n" + _wrap(w["skipped"], 28), ha="center", va="center", fontsize=9, color="#555555", transform=rate_ax.transAxes)
+            rate_ax.text(0.5, 0.5, "skipped:\n" + _wrap(w.get("skipped_short") or w["skipped"], 22), ha="center", va="center", fontsize=9, color="#555555", transform=rate_ax.transAxes)
             continue
         lat_key = w.get("latency_metric") or "p99_ms"
         lat_label = "p99 lag ms" if w["name"] == "watch" and lat_key == "p99_ms" else "drain ms" if lat_key == "drain_ms" else "p99 ms"

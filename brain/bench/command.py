@@ -154,6 +154,8 @@ def _run(selected: list[Workload], targets: list[Target], settings: Settings, ro
         lacking = {t.name: missing[t.name][w.needs] for t in targets if w.needs and w.needs in missing[t.name]}
         if lacking:
             entry["skipped"] = "; ".join(f"{name} has no {w.needs} service ({why})" for name, why in lacking.items())
+            # what the chart has room for
+            entry["skipped_short"] = "; ".join(f"{name} has no {w.needs} service" for name in lacking)
             _echo(f"skipping {w.name}: {entry['skipped']}")
             continue
         choice: ClientChoice = choose_client(w, settings)
