@@ -113,6 +113,15 @@ class Connection(asyncio.Protocol):
             frames.CONTINUATION: self._on_continuation,
         }
 
+    def peer_identities(self) -> list[bytes] | None:
+        """The client certificate's common names, as grpcio reports them."""
+        ssl_object = self.transport.get_extra_info("ssl_object") if self.transport is not None else None
+        cert = ssl_object.getpeercert() if ssl_object is not None else None
+        if not cert:
+            return None
+        names = [v.encode() for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
+        return names or None
+
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
