@@ -35,6 +35,12 @@ class StoreClosedError(Exception):
     pass
 
 
+def _fail(items: list, exc: BaseException) -> None:
+    for _, fut in items:
+        if not fut.done():
+            fut.set_exception(exc)
+
+
 def encode_batch(changes: Sequence[Change], rev: int) -> WriteBatch:
     """The engine writes for a batch of changes ending at revision rev."""
     wb = WriteBatch()
@@ -125,33 +131,49 @@ class MVCCStore:
     # -- the writer ----------------------------------------------------------
 
     async def _write_loop(self) -> None:
+        """Collect queued requests, apply them as one batch, commit it.
+
+        Pipelined: while one batch's engine write (the fsync) is in flight,
+        the next batch is applied on top of it, so applying and syncing
+        overlap. Engine writes still happen one at a time, in order; a batch
+        built on one whose commit then fails is failed too."""
         q = self._queue
+        inflight: asyncio.Task | None = None
+        pending: Batch | None = None
         while True:
             item = await q.get()
-            if item is None:
-                return
-            items = [item]
-            stop = False
-            while len(items) < MAX_BATCH and not q.empty():
+            stop = item is None
+            items = [] if stop else [item]
+            while not stop and len(items) < MAX_BATCH and not q.empty():
                 nxt = q.get_nowait()
                 if nxt is None:
                     stop = True
                     break
                 items.append(nxt)
-            try:
-                await self._commit(items)
-            except Exception:  # never let the writer die: fail the batch instead
-                log.exception("write batch failed")
-                for _, fut in items:
-                    if not fut.done():
-                        fut.set_exception(errors.ErrTimeout)
+            if items:
+                chained = inflight is not None and not inflight.done()
+                try:
+                    applied = await self._apply(items, pending if chained else None)
+                except Exception:  # never let the writer die: fail the batch instead
+                    log.exception("applying a write batch failed")
+                    _fail(items, errors.ErrTimeout)
+                    applied = None
+                if inflight is not None:
+                    ok = await inflight
+                    if applied is not None and chained and not ok:
+                        _fail(items, errors.ErrTimeout)  # built on a batch that did not land
+                        applied = None
+                inflight = None
+                if applied is not None:
+                    inflight = asyncio.get_running_loop().create_task(self._finish(*applied))
+                    pending = applied[0]
             if stop:
+                if inflight is not None:
+                    await inflight
                 return
 
-    async def _commit(self, items: list) -> None:
-        view = self._view
-        assert view is not None
-        batch = Batch.on(view)
+    async def _apply(self, items: list, pending: Batch | None):
+        batch = Batch.on(self._view, pending)  # type: ignore[arg-type]
         done: list[tuple[asyncio.Future, Any]] = []
         compactions: list[tuple[asyncio.Future, int]] = []
         lease_exists = self.lease_exists
@@ -168,43 +190,60 @@ class MVCCStore:
                 continue
             batch.absorb(txn)
             done.append((fut, resp))
-        if batch.changes:
-            wb = encode_batch(batch.changes, batch.rev)
-            try:
-                await self.engine.write(wb, sync=self.sync)
-            except EngineError as e:
-                log.error("engine commit failed: %s", e)
-                for fut, _ in done:
+        return batch, done, compactions
+
+    async def _finish(self, batch: Batch, done: list, compactions: list) -> bool:
+        """Write the batch to the engine, publish it, answer its requests.
+        Returns whether the batch's changes (if any) are committed."""
+        ok = True
+        changes = batch.own_changes
+        try:
+            if changes:
+                wb = encode_batch(changes, batch.rev)
+                try:
+                    await self.engine.write(wb, sync=self.sync)
+                except EngineError as e:
+                    log.error("engine commit failed: %s", e)
+                    _fail(done, errors.ErrTimeout)
+                    done = []
+                    ok = False
+                else:
+                    self._publish(batch, changes, len(done))
+            for fut, resp in done:
+                if not fut.done():
+                    fut.set_result(resp)
+            for fut, rev in compactions:
+                try:
+                    await self._schedule_compaction(rev)
+                except Exception as e:
                     if not fut.done():
-                        fut.set_exception(errors.ErrTimeout)
-                done = []
-                batch.changes = []
-            else:
-                self._view = view = ReadView(self.engine.snapshot(), batch.rev, view.compact_rev)
-                self.batches += 1
-                self.batched_requests += len(done)
-                for c in batch.changes:
-                    if c.deleted:
-                        self.keys_total -= 1
-                    elif c.prev is None:
-                        self.keys_total += 1
-                for listener in self._listeners:
-                    try:
-                        listener(batch.changes, batch.rev)
-                    except Exception:
-                        log.exception("commit listener failed")
-        for fut, resp in done:
-            if not fut.done():
-                fut.set_result(resp)
-        for fut, rev in compactions:
+                        fut.set_exception(e)
+                else:
+                    if not fut.done():
+                        fut.set_result(self._view.rev)  # type: ignore[union-attr]
+        except Exception:
+            log.exception("finishing a write batch failed")
+            _fail(done, errors.ErrTimeout)
+            _fail(compactions, errors.ErrTimeout)
+            return False
+        return ok
+
+    def _publish(self, batch: Batch, changes: list[Change], requests: int) -> None:
+        view = self._view
+        assert view is not None
+        self._view = ReadView(self.engine.snapshot(), batch.rev, view.compact_rev)
+        self.batches += 1
+        self.batched_requests += requests
+        for c in changes:
+            if c.deleted:
+                self.keys_total -= 1
+            elif c.prev is None:
+                self.keys_total += 1
+        for listener in self._listeners:
             try:
-                await self._schedule_compaction(rev)
-            except Exception as e:
-                if not fut.done():
-                    fut.set_exception(e)
-            else:
-                if not fut.done():
-                    fut.set_result(self._view.rev)
+                listener(changes, batch.rev)
+            except Exception:
+                log.exception("commit listener failed")
 
     async def _schedule_compaction(self, rev: int) -> None:
         view = self._view

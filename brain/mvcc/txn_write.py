@@ -50,11 +50,24 @@ class Batch:
     view: ReadView
     rev: int
     latest: dict[bytes, bytes | None] = field(default_factory=dict)
+    # every change not yet in view: those of an uncommitted batch this one
+    # follows (changes[:own_from]), then this batch's own
     changes: list[Change] = field(default_factory=list)
+    own_from: int = 0
 
     @classmethod
-    def on(cls, view: ReadView) -> Batch:
-        return cls(view, view.rev)
+    def on(cls, view: ReadView, pending: Batch | None = None) -> Batch:
+        """A batch on the committed view, or after a batch whose commit is
+        still in flight (pipelining: apply the next batch during the fsync)."""
+        if pending is None:
+            return cls(view, view.rev)
+        kept = [c for c in pending.changes if c.rev > view.rev]
+        latest = {c.key: (None if c.deleted else c.kv) for c in kept}
+        return cls(view, pending.rev, latest, kept, len(kept))
+
+    @property
+    def own_changes(self) -> list[Change]:
+        return self.changes[self.own_from :] if self.own_from else self.changes
 
     def absorb(self, txn: WriteTxn) -> None:
         if not txn.changes:
