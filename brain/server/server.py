@@ -8,10 +8,12 @@ import signal
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from brain.lease import Lessor
 from brain.mvcc.store import MVCCStore
 from brain.server.config import GRPC_OVERHEAD_BYTES, ServerConfig
 from brain.server.header import Header, load_identity
 from brain.server.kv import KVService
+from brain.server.lease import LeaseService
 from brain.server.maintenance import ClusterService, MaintenanceService
 from brain.server.metrics import MetricsHTTP, MetricsInterceptor, new_registry
 from engines import open_engine
@@ -63,6 +65,7 @@ class BrainServer:
         self.config = config
         self.engine: Engine | None = None
         self.store: MVCCStore | None = None
+        self.lessor: Lessor | None = None
         self.grpc: grpc.aio.Server | None = None
         self.header: Header | None = None
         self.ports: list[int] = []
@@ -95,6 +98,9 @@ class BrainServer:
         self.store = store = await MVCCStore.open(self.engine, sync=cfg.sync_writes)
         cluster_id, member_id = await load_identity(self.engine, cfg.name)
         self.header = header = Header(store, cluster_id, member_id)
+        self.lessor = lessor = await Lessor.open(store)
+        store.lease_exists = lessor.exists
+        self.gauge_sources.append(lessor.gauges)
         log.info("store at revision %d (compacted at %d); cluster %x member %x", store.rev, store.compact_rev, cluster_id, member_id)
 
         if cfg.transport == "h2":
@@ -106,6 +112,7 @@ class BrainServer:
         server.add_generic_rpc_handlers(
             [
                 KVService(store, header, cfg.max_request_bytes, cfg.max_txn_ops).handler(),
+                LeaseService(lessor, header).handler(),
                 MaintenanceService(store, self.engine, header, cfg).handler(),
                 ClusterService(header, cfg).handler(),
             ]
@@ -133,6 +140,8 @@ class BrainServer:
             await self.metrics_http.stop()
         if self.grpc is not None:
             await self.grpc.stop(grace)
+        if self.lessor is not None:
+            await self.lessor.stop()
         if self.store is not None:
             await self.store.close()
         if self.engine is not None:

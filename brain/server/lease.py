@@ -1,0 +1,90 @@
+"""etcdserverpb.Lease: LeaseGrant, LeaseRevoke, LeaseKeepAlive, LeaseTimeToLive, LeaseLeases."""
+from __future__ import annotations
+
+import logging
+from typing import AsyncIterator
+
+import grpc
+
+from brain import errors
+from brain.etcdpb import rpc_pb2
+from brain.lease import Lessor
+from brain.server.header import Header
+from brain.server.status import generic, unary
+
+log = logging.getLogger(__name__)
+
+pb = rpc_pb2
+
+
+class LeaseService:
+    def __init__(self, lessor: Lessor, header: Header) -> None:
+        self.lessor = lessor
+        self.header = header
+
+    async def grant(self, r: pb.LeaseGrantRequest) -> pb.LeaseGrantResponse:
+        lease = await self.lessor.grant(r.ID, r.TTL)
+        resp = pb.LeaseGrantResponse(ID=lease.id, TTL=lease.ttl)
+        self.header.fill(resp.header)
+        return resp
+
+    async def revoke(self, r: pb.LeaseRevokeRequest) -> pb.LeaseRevokeResponse:
+        resp = pb.LeaseRevokeResponse()
+        resp.header.revision = await self.lessor.revoke(r.ID)
+        self.header.fill(resp.header)
+        return resp
+
+    async def time_to_live(self, r: pb.LeaseTimeToLiveRequest) -> pb.LeaseTimeToLiveResponse:
+        lessor = self.lessor
+        lease = lessor.lookup(r.ID)
+        if lease is None:
+            # etcd answers an unknown lease with TTL -1, not an error
+            resp = pb.LeaseTimeToLiveResponse(ID=r.ID, TTL=-1)
+        else:
+            resp = pb.LeaseTimeToLiveResponse(ID=r.ID, TTL=lessor.remaining(lease), grantedTTL=lease.ttl)
+            if r.keys:
+                resp.keys.extend(lessor.keys(r.ID))
+        self.header.fill(resp.header)
+        return resp
+
+    async def leases(self, r: pb.LeaseLeasesRequest) -> pb.LeaseLeasesResponse:
+        resp = pb.LeaseLeasesResponse()
+        add = resp.leases.add
+        for lease in self.lessor.leases():
+            add(ID=lease.id)
+        self.header.fill(resp.header)
+        return resp
+
+    async def keep_alive(
+        self, requests: AsyncIterator[pb.LeaseKeepAliveRequest], context
+    ) -> AsyncIterator[pb.LeaseKeepAliveResponse]:
+        """One answer per request, in order, as etcd: the granted TTL, or 0
+        for a lease that does not exist (or expired)."""
+        async for req in requests:
+            resp = pb.LeaseKeepAliveResponse(ID=req.ID)
+            # the header is taken before the renewal, as etcd does, so it never
+            # shows a revision above the one the renewal happened at
+            self.header.fill(resp.header)
+            try:
+                resp.TTL = await self.lessor.renew(req.ID)
+            except errors.EtcdError as e:
+                if e is not errors.ErrLeaseNotFound:
+                    await context.abort(e.code, e.message)
+                resp.TTL = 0
+            yield resp
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        return generic(
+            "etcdserverpb.Lease",
+            {
+                "LeaseGrant": unary(self.grant, pb.LeaseGrantRequest, pb.LeaseGrantResponse),
+                "LeaseRevoke": unary(self.revoke, pb.LeaseRevokeRequest, pb.LeaseRevokeResponse),
+                "LeaseKeepAlive": grpc.stream_stream_rpc_method_handler(
+                    self.keep_alive,
+                    request_deserializer=pb.LeaseKeepAliveRequest.FromString,
+                    response_serializer=pb.LeaseKeepAliveResponse.SerializeToString,
+                ),
+                "LeaseTimeToLive": unary(self.time_to_live, pb.LeaseTimeToLiveRequest, pb.LeaseTimeToLiveResponse),
+                "LeaseLeases": unary(self.leases, pb.LeaseLeasesRequest, pb.LeaseLeasesResponse),
+            },
+        )
