@@ -96,7 +96,9 @@ class Lessor:
         store = self.store
         view = store.view
         now = self.clock()
-        for lease_id, ttl in (await record.load_all(view.snapshot)).items():
+        # records are read from the engine itself: they are written beside
+        # the store's commits, so its view need not hold the latest
+        for lease_id, ttl in (await record.load_all(self.engine)).items():
             ttl = max(ttl, self.min_ttl)
             self._add(Lease(lease_id, ttl, now + ttl))
         # commits during the scan are replayed after it, so the scan's older
@@ -116,6 +118,7 @@ class Lessor:
                 await self._sweep(lease_id)
             except Exception as e:
                 log.error("cannot delete the keys of revoked lease %x yet: %s", lease_id, e)
+                self._queue.push(lease_id, self.clock() + self.retry_interval)
         log.info("%d leases loaded, %d keys attached", len(self._leases), len(self._attached))
 
     async def stop(self) -> None:

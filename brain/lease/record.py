@@ -8,7 +8,7 @@ from __future__ import annotations
 import struct
 
 from brain.mvcc import keys as K
-from engines.base import Snapshot
+from engines.base import Engine, Snapshot
 
 _RECORD = struct.Struct(">q")
 _ID = struct.Struct(">q")
@@ -27,12 +27,12 @@ def decode_ttl(raw: bytes) -> int:
     return _RECORD.unpack(raw)[0]
 
 
-async def load_all(snapshot: Snapshot, page: int = 1024) -> dict[int, int]:
+async def load_all(source: Engine | Snapshot, page: int = 1024) -> dict[int, int]:
     """Every stored lease: id -> granted TTL."""
     out: dict[int, int] = {}
     start = K.LEASE
     while True:
-        items = await snapshot.scan(start, K.LEASE_END, limit=page)
+        items = await source.scan(start, K.LEASE_END, limit=page)
         for key, raw in items:
             out[decode_id(key)] = decode_ttl(raw)
         if len(items) < page:
