@@ -133,3 +133,31 @@ def test_interrupted_compaction_resumes_on_open(tmp_path):
         await engine.close()
 
     run(main())
+
+
+def test_failed_engine_write_fails_the_batch_and_the_writer_goes_on():
+    async def main():
+        engine = open_engine("memory")
+        store = await MVCCStore.open(engine)
+        real_write = engine.write
+        calls = {"n": 0}
+
+        async def failing_write(wb, sync=True):
+            calls["n"] += 1
+            if calls["n"] == 1:
+                from engines.base import EngineError
+
+                raise EngineError("injected")
+            return await real_write(wb, sync=sync)
+
+        engine.write = failing_write
+        with pytest.raises(errors.EtcdError) as e:
+            await put(store, b"a", b"1")
+        assert e.value is errors.ErrTimeout
+        assert store.rev == 1  # nothing consumed
+        r = await put(store, b"a", b"2")  # the writer still serves
+        assert r.header.revision == 2
+        await store.close()
+        await engine.close()
+
+    run(main())

@@ -36,7 +36,15 @@ class StoreClosedError(Exception):
 
 
 def _fail(items: list, exc: BaseException) -> None:
+    """Fail queued (fn, future) items."""
     for _, fut in items:
+        if not fut.done():
+            fut.set_exception(exc)
+
+
+def _fail_futures(pairs: list, exc: BaseException) -> None:
+    """Fail applied (future, result) pairs."""
+    for fut, _ in pairs:
         if not fut.done():
             fut.set_exception(exc)
 
@@ -204,7 +212,7 @@ class MVCCStore:
                     await self.engine.write(wb, sync=self.sync)
                 except EngineError as e:
                     log.error("engine commit failed: %s", e)
-                    _fail(done, errors.ErrTimeout)
+                    _fail_futures(done, errors.ErrTimeout)
                     done = []
                     ok = False
                 else:
@@ -223,8 +231,8 @@ class MVCCStore:
                         fut.set_result(self._view.rev)  # type: ignore[union-attr]
         except Exception:
             log.exception("finishing a write batch failed")
-            _fail(done, errors.ErrTimeout)
-            _fail(compactions, errors.ErrTimeout)
+            _fail_futures(done, errors.ErrTimeout)
+            _fail_futures(compactions, errors.ErrTimeout)
             return False
         return ok
 
