@@ -1,0 +1,101 @@
+"""The watch hub: every commit, once, to every watcher it concerns.
+
+The store calls `on_commit` after each durable group commit (on the event
+loop, before anyone else can see the new revision). The hub turns the
+commit's changes into events once, appends them to the shared history, finds
+the synced watchers whose ranges they fall in, and queues the encoded events
+on those watchers' streams. It never waits: a stream too slow to take them
+has its watchers moved aside and caught up later (see stream.py), so writers
+and other watchers never wait for a slow client.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Sequence
+
+from brain.mvcc.store import MVCCStore
+from brain.mvcc.txn_write import Change
+from brain.watch.event import WatchEvent
+from brain.watch.fanout import fan_out
+from brain.watch.history import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, EventHistory
+from brain.watch.outbox import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER
+from brain.watch.response import HeaderSource, ResponseEncoder
+from brain.watch.stream import WatchStream
+from brain.watch.watcher_group import WatcherGroup
+
+log = logging.getLogger(__name__)
+
+# etcd's minimum progress notify interval (minWatchProgressInterval)
+MIN_PROGRESS_INTERVAL = 0.1
+# etcd's default fragment size: max request bytes (1.5 MiB) + gRPC overhead
+DEFAULT_FRAGMENT_LIMIT = 2 * 1024 * 1024
+
+
+class WatchHub:
+    def __init__(
+        self,
+        store: MVCCStore,
+        header: HeaderSource,
+        *,
+        progress_interval: float = 600.0,
+        fragment_limit: int = DEFAULT_FRAGMENT_LIMIT,
+        history_events: int = DEFAULT_MAX_EVENTS,
+        history_bytes: int = DEFAULT_MAX_BYTES,
+        high_water: int = DEFAULT_HIGH_WATER,
+        low_water: int = DEFAULT_LOW_WATER,
+    ) -> None:
+        self.store = store
+        self.encoder = ResponseEncoder(header, fragment_limit)
+        self.history = EventHistory(store.rev + 1, history_events, history_bytes)
+        self.synced = WatcherGroup()
+        self.streams: dict[int, WatchStream] = {}
+        if 0 < progress_interval < MIN_PROGRESS_INTERVAL:
+            progress_interval = MIN_PROGRESS_INTERVAL
+        self.progress_interval = progress_interval
+        self.high_water = high_water
+        self.low_water = low_water
+        self._stream_ids = itertools.count(1)
+        # figures for metrics
+        self.watchers = 0  # active (synced + unsynced) watchers
+        self.unsynced = 0
+        self.commits = 0
+        self.engine_reads = 0  # catch-up chunks read from the engine
+        store.add_listener(self.on_commit)
+
+    def open_stream(self) -> WatchStream:
+        s = WatchStream(self, next(self._stream_ids))
+        self.streams[s.id] = s
+        return s
+
+    def on_commit(self, changes: Sequence[Change], rev: int) -> None:
+        events = [WatchEvent(c.rev, c.key, c.kv, c.prev, c.deleted) for c in changes]
+        self.history.append(events)
+        self.commits += 1
+        synced = self.synced
+        if not synced.size or not events:
+            return
+        matches = synced.match(events)
+        if not matches:
+            return
+        # a live commit is above the compact revision: prev_kv always applies
+        behind = fan_out(matches, rev, 0)
+        if behind:
+            first = events[0].rev
+            for w in behind:
+                w.stream.fall_behind(w, first)
+
+    def gauges(self) -> list[tuple[str, str, float]]:
+        h = self.history
+        return [
+            ("etcd_debugging_mvcc_watch_stream_total", "Total number of watch streams.", len(self.streams)),
+            ("etcd_debugging_mvcc_watcher_total", "Total number of watchers.", self.watchers),
+            ("etcd_debugging_mvcc_slow_watcher_total", "Total number of unsynced slow watchers.", self.unsynced),
+            ("brain_watch_history_events", "Events held in the watch history.", h.events),
+            ("brain_watch_history_bytes", "Approximate bytes held by the watch history.", h.bytes),
+            ("brain_watch_history_start_revision", "Oldest revision the watch history holds.", h.start_rev),
+        ]
+
+    def close(self) -> None:
+        for s in list(self.streams.values()):
+            s.close()
