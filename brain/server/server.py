@@ -16,6 +16,7 @@ from brain.server.kv import KVService
 from brain.server.lease import LeaseService
 from brain.server.maintenance import ClusterService, MaintenanceService
 from brain.server.metrics import MetricsHTTP, MetricsInterceptor, new_registry
+from brain.server.watch import WatchService
 from engines import open_engine
 from engines.base import Engine
 
@@ -112,6 +113,7 @@ class BrainServer:
         server.add_generic_rpc_handlers(
             [
                 KVService(store, header, cfg.max_request_bytes, cfg.max_txn_ops).handler(),
+                WatchService(store, header, cfg.progress_notify_interval).handler(),
                 LeaseService(lessor, header).handler(),
                 MaintenanceService(store, self.engine, header, cfg).handler(),
                 ClusterService(header, cfg).handler(),

@@ -1,0 +1,93 @@
+"""etcdserverpb.Watch: the bidirectional Watch stream.
+
+Each gRPC stream is one brain.watch.WatchStream: a reader task hands the
+client's requests to it, and the handler itself is the sender, yielding the
+responses its outbox holds as fast as the client takes them. Event responses
+are already wire bytes (see brain/watch/response.py), so the serializer
+passes bytes through and serializes only message objects.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import AsyncIterator
+
+import grpc
+
+from brain.etcdpb import rpc_pb2
+from brain.mvcc.store import MVCCStore
+from brain.server.config import DEFAULT_MAX_REQUEST_BYTES, GRPC_OVERHEAD_BYTES
+from brain.server.header import Header
+from brain.server.status import generic
+from brain.watch import WatchHub, WatchStream
+
+log = logging.getLogger(__name__)
+
+pb = rpc_pb2
+
+
+def _serialize(response: bytes | pb.WatchResponse) -> bytes:
+    return response if type(response) is bytes else pb.WatchResponse.SerializeToString(response)
+
+
+class WatchService:
+    def __init__(
+        self,
+        store: MVCCStore,
+        header: Header,
+        progress_notify_interval: float,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        **hub_options,
+    ) -> None:
+        self.header = header
+        self.hub = WatchHub(
+            store, header,
+            progress_interval=progress_notify_interval,
+            fragment_limit=max_request_bytes + GRPC_OVERHEAD_BYTES,
+            **hub_options,
+        )
+
+    async def watch(self, requests: AsyncIterator[pb.WatchRequest], context) -> AsyncIterator[bytes]:
+        stream = self.hub.open_stream()
+        reader = asyncio.get_running_loop().create_task(self._read(requests, stream))
+        box = stream.outbox
+        try:
+            while True:
+                out = box.pop()
+                if out is None:
+                    if box.closed:
+                        return
+                    await box.wait()
+                elif type(out) is bytes:
+                    yield out
+                else:
+                    for piece in out:  # a fragmented response
+                        yield piece
+        finally:
+            reader.cancel()
+            stream.close()
+
+    async def _read(self, requests: AsyncIterator[pb.WatchRequest], stream: WatchStream) -> None:
+        try:
+            async for req in requests:
+                stream.handle(req)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            # the client went away or sent garbage: end the stream
+            log.debug("watch stream %d: reading requests failed: %r", stream.id, e)
+            stream.close()
+        # the client closing its side ends nothing: like etcd, the stream
+        # goes on sending until the call ends
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        return generic(
+            "etcdserverpb.Watch",
+            {
+                "Watch": grpc.stream_stream_rpc_method_handler(
+                    self.watch,
+                    request_deserializer=pb.WatchRequest.FromString,
+                    response_serializer=_serialize,
+                ),
+            },
+        )
