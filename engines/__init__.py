@@ -49,6 +49,9 @@ def open_engine(name: str, *, data_dir: str | None = None, **options: Any) -> En
     leveldb: data_dir is required; options are LevelDBEngine's keyword
     arguments (create, write_buffer_size, lru_cache_size, ...).
     memory: no options; data_dir is ignored (nothing is stored on disk).
+    tikv: pd_endpoints is required, key_prefix separates brain clusters
+    sharing one TiKV; other options are open_tikv's (engines/tikv/open.py).
+    data_dir is ignored.
     Unknown options raise TypeError naming them.
     """
     # imported here so that one engine's missing dependency (plyvel, a TiKV
@@ -68,5 +71,10 @@ def open_engine(name: str, *, data_dir: str | None = None, **options: Any) -> En
 
         return MemoryEngine()
     if name == "tikv":
-        raise NotImplementedError("the tikv engine is not implemented yet; use --engine leveldb or memory")
+        # the keys live in TiKV under key_prefix; a data directory means nothing here
+        if data_dir:
+            log.debug("tikv engine: data dir %s is not used", data_dir)
+        from engines.tikv import open_tikv
+
+        return open_tikv(**options)
     raise ValueError(f"unknown engine {name!r}: choose one of {', '.join(ENGINE_NAMES)}")
