@@ -19,7 +19,7 @@ from brain.mvcc import keys as K
 from brain.mvcc.compactor import Compactor
 from brain.mvcc.txn_write import Batch, Change, WriteTxn
 from brain.mvcc.view import ReadView
-from engines.base import Engine, EngineError, WriteBatch
+from engines.base import CommitUnknownError, ConflictError, Engine, EngineError, WriteBatch
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,9 @@ class MVCCStore:
         self._writer: asyncio.Task | None = None
         self._listeners: list[CommitListener] = []
         self._closed = False
+        # set when the store stopped without learning whether its last commit
+        # applied: from then on it must not commit anything (see _settle)
+        self._fenced = False
         self.lease_exists: Callable[[int], bool] = lambda _id: False
         self.compactor = Compactor(self)
         # figures for metrics
@@ -208,15 +211,12 @@ class MVCCStore:
         try:
             if changes:
                 wb = encode_batch(changes, batch.rev)
-                try:
-                    await self.engine.write(wb, sync=self.sync)
-                except EngineError as e:
-                    log.error("engine commit failed: %s", e)
+                if await self._commit(wb, changes, changes[0].rev - 1, batch.rev):
+                    self._publish(batch, changes, len(done))
+                else:
                     _fail_futures(done, errors.ErrTimeout)
                     done = []
                     ok = False
-                else:
-                    self._publish(batch, changes, len(done))
             for fut, resp in done:
                 if not fut.done():
                     fut.set_result(resp)
@@ -235,6 +235,103 @@ class MVCCStore:
             _fail_futures(compactions, errors.ErrTimeout)
             return False
         return ok
+
+    async def _commit(self, wb: WriteBatch, changes: list[Change], prev: int, rev: int) -> bool:
+        """Commit the engine writes of the batch taking the store from
+        revision prev to rev; whether they are in the engine.
+
+        An engine that several brain processes may open (`shared`, e.g. TiKV)
+        takes the batch only if its revision key still holds prev: otherwise
+        another process has written, this one's state is stale, and the batch
+        fails while the store reloads. When the engine cannot tell whether a
+        commit applied (CommitUnknownError), the revision key tells: rev if
+        it did, prev if it did not. So no revision is skipped or used twice,
+        and with one brain process per engine, a request that fails with
+        ErrTimeout was not written."""
+        if self._fenced:
+            log.error("not committing revision %d: the outcome of an earlier commit is unknown", rev)
+            return False
+        before = K.pack_rev(prev) if prev > 1 else None  # a fresh store has no revision key
+        try:
+            if getattr(self.engine, "shared", False):
+                await self.engine.commit_if([(K.META_REVISION, before)], wb, sync=self.sync)
+            else:
+                await self.engine.write(wb, sync=self.sync)
+            return True
+        except ConflictError as e:
+            log.error("engine commit of revision %d refused: another brain process has written to this engine (%s)", rev, e)
+            await self._reload()
+            return False
+        except CommitUnknownError as e:
+            log.warning("engine commit of revision %d: outcome unknown (%s); reading the revision back", rev, e)
+            return await self._settle(before, rev, changes)
+        except EngineError as e:
+            log.error("engine commit failed: %s", e)
+            return False
+
+    async def _settle(self, before: bytes | None, rev: int, changes: list[Change]) -> bool:
+        """Whether a commit with an unknown outcome applied, from the engine's
+        revision key. Asks until the engine answers: the writer must not go on
+        without knowing which revision the store is at."""
+        landed = K.pack_rev(rev)
+        delay = 0.05
+        while True:
+            mine = False
+            try:
+                raw = await self.engine.get(K.META_REVISION)
+                if raw == landed:
+                    # another brain process sharing the engine may have
+                    # written this revision number: it is this batch only if
+                    # the versions it wrote are there
+                    stored = await self.engine.batch_get([K.history_key(c.key, c.rev) for c in changes])
+                    mine = stored == [c.kv for c in changes]
+            except EngineError as e:
+                if self._closed:
+                    # stopping: the next start reads the revision from the
+                    # engine; until then this process commits nothing more
+                    log.error("store closing before the commit of revision %d could be confirmed (%s)", rev, e)
+                    self._fenced = True
+                    return False
+                log.warning("cannot read the revision back yet (%s); asking again in %.2fs", e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if raw == landed and mine:
+                log.warning("the commit of revision %d did apply", rev)
+                return True
+            if raw == before:
+                log.warning("the commit of revision %d did not apply", rev)
+                return False
+            log.error("revision %d is not this process's batch, nor is the store still at the one before: another brain process has written to this engine", rev)
+            await self._reload()
+            return False
+
+    async def _reload(self) -> None:
+        """Take the revision, compaction state and a new view from the engine
+        after another brain process wrote to it. This process's watchers and
+        leases have not seen that process's changes."""
+        engine = self.engine
+        try:
+            # a latest read first: a snapshot may lag the engine's latest
+            # reads (TiKV's is at the newest timestamp the engine has seen)
+            await engine.get(K.META_REVISION)
+            snap = engine.snapshot()
+            raw, scheduled, finished = await snap.batch_get([K.META_REVISION, K.META_COMPACT_SCHEDULED, K.META_COMPACT_FINISHED])
+            keys = len(await snap.scan(K.INDEX, K.INDEX_END, keys_only=True))
+        except EngineError as e:
+            log.error("reloading the revision from the engine failed (%s); the next commit tries again", e)
+            return
+        old = self._view
+        assert old is not None
+        rev = K.unpack_rev(raw)[0] if raw else 1
+        compact_rev = K.unpack_rev(scheduled)[0] if scheduled else 0
+        finished_rev = K.unpack_rev(finished)[0] if finished else 0
+        self._view = ReadView(snap, rev, compact_rev)
+        self.keys_total = keys
+        self.compactor.finished = max(self.compactor.finished, finished_rev)
+        if self.compactor.finished < compact_rev:
+            self.compactor.start(compact_rev)
+        log.warning("reloaded from the engine: revision %d -> %d, compact revision %d -> %d", old.rev, rev, old.compact_rev, compact_rev)
 
     def _publish(self, batch: Batch, changes: list[Change], requests: int) -> None:
         view = self._view
