@@ -24,6 +24,22 @@ def _urls(value: str) -> list[ListenURL]:
         raise click.BadParameter(str(e)) from None
 
 
+def _tikv_options(engine: str, pd_endpoints: str, key_prefix: str | None) -> dict:
+    """The engine options of the --tikv-* flags."""
+    if engine != "tikv":
+        if pd_endpoints or key_prefix is not None:
+            raise click.BadParameter("only applies to --engine tikv", param_hint="--tikv-pd-endpoints/--tikv-key-prefix")
+        return {}
+    endpoints = [e.strip() for e in pd_endpoints.split(",") if e.strip()]
+    if not endpoints:
+        raise click.BadParameter("--engine tikv needs the PD endpoints of the TiKV cluster, e.g. pd1:2379,pd2:2379",
+                                 param_hint="--tikv-pd-endpoints")
+    options: dict = {"pd_endpoints": endpoints}
+    if key_prefix is not None:
+        options["key_prefix"] = key_prefix
+    return options
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
@@ -55,10 +71,15 @@ def cli() -> None:
 @click.option("--client-cert-auth", is_flag=True, help="Require client certificates signed by --trusted-ca-file.")
 @click.option("--transport", type=click.Choice(["grpcio", "h2"]), default="grpcio", show_default=True,
               help="gRPC server: grpcio's, or brain's own HTTP/2 transport (h2).")
+@click.option("--tikv-pd-endpoints", default="", help="Comma-separated PD endpoints of the TiKV cluster (--engine tikv), e.g. pd1:2379,pd2:2379.")
+@click.option("--tikv-key-prefix", default=None,
+              help="Prefix of every key this brain cluster keeps in TiKV; brain clusters sharing one TiKV need distinct ones (default brain/).")
 def serve(name, data_dir, engine, listen_client_urls, advertise_client_urls, listen_metrics_urls, max_request_bytes, max_txn_ops,
-          log_level, server_version, unsafe_no_fsync, cert_file, key_file, trusted_ca_file, client_cert_auth, transport) -> None:
+          log_level, server_version, unsafe_no_fsync, cert_file, key_file, trusted_ca_file, client_cert_auth, transport,
+          tikv_pd_endpoints, tikv_key_prefix) -> None:
     """Serve the etcd v3 API."""
     setup_logging("warning" if log_level == "warn" else log_level)
+    engine_options = _tikv_options(engine, tikv_pd_endpoints, tikv_key_prefix)
     urls = _urls(listen_client_urls)
     if any(u.scheme == "https" for u in urls) and not (cert_file and key_file):
         raise click.BadParameter("https:// listen URLs need --cert-file and --key-file")
@@ -75,15 +96,20 @@ def serve(name, data_dir, engine, listen_client_urls, advertise_client_urls, lis
         tls=TLSConfig(cert_file, key_file, trusted_ca_file, client_cert_auth),
         listen_metrics_urls=_urls(listen_metrics_urls) if listen_metrics_urls else [],
         transport=transport,
+        engine_options=engine_options,
     )
     from brain.server.server import serve as run
+    from engines.base import EngineUnavailableError
 
     try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(run(config))
-    else:
-        uvloop.run(run(config))
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+            asyncio.run(run(config))
+        else:
+            uvloop.run(run(config))
+    except EngineUnavailableError as e:  # e.g. TiKV's PD does not answer: say so, without a traceback
+        raise click.ClickException(str(e)) from None
 
 
 def _register_engine_commands() -> None:

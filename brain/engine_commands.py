@@ -41,7 +41,9 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     return options
 
 
-def _engine_options(engine: str, data_dir: str | None, pairs: tuple[str, ...], tikv_pd_endpoints: str | None) -> dict[str, Any]:
+def _engine_options(
+    engine: str, data_dir: str | None, pairs: tuple[str, ...], tikv_pd_endpoints: str | None, tikv_key_prefix: str | None = None
+) -> dict[str, Any]:
     if engine in _LOCAL_ENGINES and not data_dir:
         raise click.UsageError(f"--engine {engine} needs --data-dir")
     options = _parse_options(pairs)
@@ -49,6 +51,10 @@ def _engine_options(engine: str, data_dir: str | None, pairs: tuple[str, ...], t
         if engine != "tikv":
             raise click.UsageError("--tikv-pd-endpoints only applies to --engine tikv")
         options["pd_endpoints"] = [e.strip() for e in tikv_pd_endpoints.split(",") if e.strip()]
+    if tikv_key_prefix is not None:
+        if engine != "tikv":
+            raise click.UsageError("--tikv-key-prefix only applies to --engine tikv")
+        options["key_prefix"] = tikv_key_prefix
     return options
 
 
@@ -61,6 +67,11 @@ _data_dir_option = click.option(
 )
 _option_option = click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE", help="Engine option (repeatable), e.g. -o write_buffer_size=67108864.")
 _pd_option = click.option("--tikv-pd-endpoints", default=None, help="Comma-separated TiKV PD endpoints (--engine tikv).")
+_prefix_option = click.option(
+    "--tikv-key-prefix",
+    default=None,
+    help="Key prefix the checks work under (--engine tikv; default brain/): each run uses a fresh <prefix>engine-check/<id>/ and removes it.",
+)
 
 
 @click.command("engine-check")
@@ -68,6 +79,7 @@ _pd_option = click.option("--tikv-pd-endpoints", default=None, help="Comma-separ
 @_data_dir_option
 @_option_option
 @_pd_option
+@_prefix_option
 @click.option("--check", "checks", multiple=True, metavar="NAME", help="Run only this check (repeatable); see --list.")
 @click.option("--list", "list_checks", is_flag=True, help="List the checks and exit.")
 @click.option("--keep", is_flag=True, help="Keep the scratch data of the checks.")
@@ -78,6 +90,7 @@ def engine_check(
     data_dir: str | None,
     options: tuple[str, ...],
     tikv_pd_endpoints: str | None,
+    tikv_key_prefix: str | None,
     checks: tuple[str, ...],
     list_checks: bool,
     keep: bool,
@@ -87,7 +100,7 @@ def engine_check(
         for c in CHECKS:
             click.echo(f"{c.name:<20} {c.about}")
         return
-    opts = _engine_options(engine, data_dir, options, tikv_pd_endpoints)
+    opts = _engine_options(engine, data_dir, options, tikv_pd_endpoints, tikv_key_prefix)
     try:
         selected = select(checks)
     except ValueError as e:
@@ -98,6 +111,12 @@ def engine_check(
         click.echo("note: the memory engine is not durable; the durability checks are skipped")
         # one warning per opened engine would drown the report
         logging.getLogger("engines.memory").setLevel(logging.ERROR)
+    if engine == "tikv":
+        # each check under its own key prefix in the cluster (engines/tikv/checking.py)
+        from engines.tikv.checking import run_tikv_checks
+
+        summary = run_tikv_checks(opts, selected, emit=lambda line: click.echo(line), keep=keep)
+        ctx.exit(0 if summary.ok else 1)
     target = EngineTarget(engine, opts, base_dir=data_dir if engine in _LOCAL_ENGINES else None)
     summary = run_checks(target, selected, emit=lambda line: click.echo(line), keep=keep)
     ctx.exit(0 if summary.ok else 1)
