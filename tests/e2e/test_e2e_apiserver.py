@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import re
 import signal
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -24,7 +26,7 @@ from e2e_checks import (
 )
 from kube_e2e import ETCD_ERROR_PATTERNS, APIError, lines_matching, metric_sum, scan_log
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.needs_apiserver, pytest.mark.timeout(600)]
 
 
 def test_ready_on_the_store(cluster):
@@ -125,6 +127,70 @@ def test_watch_api_added_modified_deleted(cluster, unique):
     watch_sequence(cluster.api, ns, "watched")
 
 
+def test_concurrent_writes_watched_in_order(cluster, unique):
+    """Writes from several clients at once (the store commits them in groups):
+    one watch sees every event exactly once, in resourceVersion order, and
+    each object's ADDED, MODIFIED, DELETED in that order."""
+    api = cluster.api
+    ns = unique("busy")
+    create_namespace(api, ns)
+    base = f"{ns_path(ns)}/configmaps"
+    n, workers = 60, 6
+    rv = api.get(base)["metadata"]["resourceVersion"]
+    w = api.watch(base, rv, timeout=60, timeoutSeconds="120")
+    events: list[dict] = []
+    reader = threading.Thread(target=lambda: events.extend(w.events(3 * n)), daemon=True)
+    reader.start()
+    errors: list[str] = []
+
+    def life(i: int) -> None:
+        try:
+            name = f"obj-{i}"
+            api.create(base, configmap(name, {"v": "0"}))
+            api.patch(f"{base}/{name}", {"data": {"v": "1"}})
+            api.delete(f"{base}/{name}")
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(f"{i}: {e}")
+
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(life, range(n)))
+        reader.join(60)
+    finally:
+        w.close()
+    assert not errors, errors[:5]
+    assert len(events) == 3 * n, f"{len(events)} events for {3 * n} writes"
+    rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
+    assert rvs == sorted(rvs) and len(set(rvs)) == len(rvs), "events out of resourceVersion order"
+    per: dict[str, list[str]] = {}
+    for e in events:
+        per.setdefault(e["object"]["metadata"]["name"], []).append(e["type"])
+    assert len(per) == n and all(t == ["ADDED", "MODIFIED", "DELETED"] for t in per.values()), per
+    assert api.get(base)["items"] == []
+
+
+def test_large_object(cluster, unique):
+    """A configmap near the 1 MiB limit goes through create, get, watch and
+    delete."""
+    api, store = cluster.api, cluster.store
+    ns = unique("large")
+    create_namespace(api, ns)
+    base = f"{ns_path(ns)}/configmaps"
+    blob = "x" * (1024 * 1024 - 4096)
+    rv = api.get(base)["metadata"]["resourceVersion"]
+    w = api.watch(base, rv, timeout=60, timeoutSeconds="60")
+    try:
+        api.create(base, configmap("big", {"blob": blob}))
+        ev = w.next()
+    finally:
+        w.close()
+    assert ev["type"] == "ADDED" and ev["object"]["data"]["blob"] == blob
+    assert api.get(f"{base}/big")["data"]["blob"] == blob
+    assert len(store.get(f"/registry/configmaps/{ns}/big").kvs[0].value) > len(blob)
+    api.delete(f"{base}/big")
+    assert api.status_of("GET", f"{base}/big") == 404
+
+
 def test_kubectl_get_watch(cluster, kubectl, unique):
     api = cluster.api
     ns = unique("kubectl")
@@ -178,6 +244,43 @@ def test_paged_list(cluster, unique):
             break
     assert len(everything) == len(set(everything))
     assert {(ns, n) for n in names + ["cm-late"]} <= set(everything)
+
+
+def test_watch_list_initial_events(cluster, unique):
+    """A streaming list (sendInitialEvents, as client-go's reflectors use): the
+    existing objects as ADDED, then the bookmark that ends the initial events,
+    at a resourceVersion no older than the store's current one."""
+    api = cluster.api
+    ns = unique("watchlist")
+    create_namespace(api, ns)
+    base = f"{ns_path(ns)}/configmaps"
+    for i in range(3):
+        api.create(base, configmap(f"w{i}", {"i": str(i)}))
+    current = int(api.get(base)["metadata"]["resourceVersion"])
+    t0 = time.monotonic()
+    w = api.watch(base, "", timeout=30, sendInitialEvents="true", resourceVersionMatch="NotOlderThan",
+                  allowWatchBookmarks="true", timeoutSeconds="25")
+    try:
+        events = []
+        if "streaming lists" in cluster.known_lacks():
+            ev = w.next()
+            assert ev and ev["type"] == "ERROR" and "RequestWatchProgress is disabled" in ev["object"]["message"], ev
+            return
+        while True:
+            ev = w.next()
+            assert ev is not None, f"the stream ended before the initial-events-end bookmark: {events}"
+            events.append(ev)
+            if ev["type"] == "BOOKMARK" and ev["object"]["metadata"].get("annotations", {}).get(
+                    "k8s.io/initial-events-end") == "true":
+                break
+    finally:
+        w.close()
+    took = time.monotonic() - t0
+    added = sorted(e["object"]["metadata"]["name"] for e in events if e["type"] == "ADDED")
+    assert added == ["w0", "w1", "w2"], events
+    assert int(events[-1]["object"]["metadata"]["resourceVersion"]) >= current
+    print(f"{cluster.backend}: initial-events-end bookmark after {took:.2f} s")
+    assert took < 5, f"the initial events took {took:.1f} s"
 
 
 def test_consistent_reads_and_no_storage_errors(cluster):
@@ -282,10 +385,15 @@ def test_store_restart_under_running_apiserver(cluster, unique, sig):
     try:
         t_down, log_down = time.monotonic(), api.log_size()
         store.stop(sig)
+        t_stopped = time.monotonic()
         time.sleep(3)
         store.start()
+        t_started = time.monotonic()
         api.wait_ready(120)
-        wait_for(lambda: api.readyz()[0] == 200 and api.status_of("GET", base) == 200, 60, "the apiserver to recover")
+        # ready, its own health check of the store passes, and a read that
+        # goes to the store (a single object) answers
+        wait_for(lambda: api.readyz()[0] == 200 and api.etcd_health()[0] == 200
+                 and api.status_of("GET", f"{base}/before-1") == 200, 60, "the apiserver to recover")
         t_up = time.monotonic()
         # writes work again, and a client's watch carries on
         api.create(base, configmap("after", {"i": "new"}))
@@ -303,7 +411,8 @@ def test_store_restart_under_running_apiserver(cluster, unique, sig):
         assert reflector.names() == server_view
         assert sorted(server_view) == ["after", "before-0", "before-1", "before-2", "before-3"]
         assert reflector.errors == []
-        print(f"{cluster.backend} {sig.name}: recovered in {t_up - t_down:.1f} s; reflector rewatches "
+        print(f"{cluster.backend} {sig.name}: stopped in {t_stopped - t_down:.1f} s, started in "
+              f"{t_started - t_stopped - 3:.1f} s, apiserver recovered {t_up - t_started:.1f} s later; reflector rewatches "
               f"{reflector.rewatches}, relists {reflector.relists}")
     finally:
         reflector.stop()

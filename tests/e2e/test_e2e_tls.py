@@ -11,7 +11,7 @@ from e2e_cluster import SKIP_MESSAGE, backends, start_cluster, stop_cluster
 from e2e_checks import configmap_roundtrip, create_namespace, watch_sequence
 from kube_e2e import ETCD_ERROR_PATTERNS, env_binaries, lines_matching, scan_log
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.needs_apiserver, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module", params=backends())
