@@ -188,10 +188,11 @@ class Pair:
             c.close()
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+@pytest.fixture(scope="module", params=["grpcio", "h2"])
+def pair(request, tmp_path_factory):
+    """etcd and brain, brain on each of its gRPC servers."""
     tmp = str(tmp_path_factory.mktemp("watch"))
-    etcd, brain = etcd_server(tmp), brain_server(tmp)
+    etcd, brain = etcd_server(tmp), brain_server(tmp, "--transport", request.param)
     _start_both(etcd, brain)
     p = Pair(etcd, brain)
     yield p

@@ -93,10 +93,11 @@ class Pair:
         return outs[1]
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+@pytest.fixture(scope="module", params=["grpcio", "h2"])
+def pair(request, tmp_path_factory):
+    """etcd and brain, brain on each of its gRPC servers."""
     tmp = str(tmp_path_factory.mktemp("watchctl"))
-    servers = [etcd_server(tmp), brain_server(tmp)]
+    servers = [etcd_server(tmp), brain_server(tmp, "--transport", request.param)]
     threads = [threading.Thread(target=s.start) for s in servers]
     for t in threads:
         t.start()

@@ -1,7 +1,10 @@
-"""The project's differential, bad-input and etcdctl suites, run again with
-brain on the h2 transport (the `brain` fixture of this directory)."""
+"""The project's differential, bad-input, etcdctl and watch-scale suites,
+run again with brain on the h2 transport (the `brain` fixture of this
+directory). The watch and lease differential suites run on both transports
+by their own fixtures."""
 from __future__ import annotations
 
 from test_bad_input import *  # noqa: F401,F403
 from test_etcdctl import *  # noqa: F401,F403
 from test_kv_differential import *  # noqa: F401,F403
+from test_watch_scale import *  # noqa: F401,F403
