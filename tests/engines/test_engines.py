@@ -25,7 +25,7 @@ def test_open_engine_factory(tmp_path):
         open_engine("leveldb")
     with pytest.raises(ValueError, match="unknown engine 'rocks'"):
         open_engine("rocks")
-    with pytest.raises(NotImplementedError, match="tikv"):
+    with pytest.raises(ValueError, match="the tikv engine needs PD endpoints"):
         open_engine("tikv", data_dir=str(tmp_path))
     with pytest.raises(TypeError, match="no options"):
         open_engine("memory", cache=1)
