@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable, Sequence
 from brain import errors
 from brain.mvcc import keys as K
 from brain.mvcc.compactor import Compactor
+from brain.mvcc.live_keys import LiveKeyCache
 from brain.mvcc.txn_write import Batch, Change, WriteTxn
 from brain.mvcc.view import ReadView
 from engines.base import CommitUnknownError, ConflictError, Engine, EngineError, WriteBatch
@@ -81,6 +82,8 @@ class MVCCStore:
         self._fenced = False
         self.lease_exists: Callable[[int], bool] = lambda _id: False
         self.compactor = Compactor(self)
+        # live keys of ranges at pinned revisions, for paged lists (live_keys.py)
+        self.live_keys = LiveKeyCache()
         # figures for metrics
         self.batches = 0
         self.batched_requests = 0
@@ -95,7 +98,7 @@ class MVCCStore:
         finished = await engine.get(K.META_COMPACT_FINISHED)
         compact_rev = K.unpack_rev(scheduled)[0] if scheduled else 0
         finished_rev = K.unpack_rev(finished)[0] if finished else 0
-        store._view = ReadView(engine.snapshot(), rev, compact_rev)
+        store._view = ReadView(engine.snapshot(), rev, compact_rev, store.live_keys)
         store.keys_total = len(await store._view.snapshot.scan(K.INDEX, K.INDEX_END, keys_only=True))
         store.compactor.finished = finished_rev
         store._writer = asyncio.get_running_loop().create_task(store._write_loop(), name="mvcc-writer")
@@ -326,7 +329,8 @@ class MVCCStore:
         rev = K.unpack_rev(raw)[0] if raw else 1
         compact_rev = K.unpack_rev(scheduled)[0] if scheduled else 0
         finished_rev = K.unpack_rev(finished)[0] if finished else 0
-        self._view = ReadView(snap, rev, compact_rev)
+        self.live_keys = LiveKeyCache()  # another process's revisions: learn afresh
+        self._view = ReadView(snap, rev, compact_rev, self.live_keys)
         self.keys_total = keys
         self.compactor.finished = max(self.compactor.finished, finished_rev)
         if self.compactor.finished < compact_rev:
@@ -336,7 +340,7 @@ class MVCCStore:
     def _publish(self, batch: Batch, changes: list[Change], requests: int) -> None:
         view = self._view
         assert view is not None
-        self._view = ReadView(self.engine.snapshot(), batch.rev, view.compact_rev)
+        self._view = ReadView(self.engine.snapshot(), batch.rev, view.compact_rev, self.live_keys)
         self.batches += 1
         self.batched_requests += requests
         for c in changes:
@@ -360,7 +364,8 @@ class MVCCStore:
         wb = WriteBatch()
         wb.put(K.META_COMPACT_SCHEDULED, K.pack_rev(rev))
         await self.engine.write(wb, sync=self.sync)
-        self._view = ReadView(view.snapshot, view.rev, rev)
+        self._view = ReadView(view.snapshot, view.rev, rev, self.live_keys)
+        self.live_keys.forget_below(rev)
         self.compactor.start(rev)
 
     async def close(self) -> None:

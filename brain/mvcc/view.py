@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from brain import errors
 from brain.etcdpb import kv_pb2
 from brain.mvcc import keys as K
+from brain.mvcc.live_keys import LiveKeyCache, LiveKeys
 from engines.base import Snapshot
 
 KeyValue = kv_pb2.KeyValue
@@ -40,12 +41,14 @@ def _empty_range(key: bytes, end: RangeEnd) -> bool:
 
 
 class ReadView:
-    __slots__ = ("snapshot", "rev", "compact_rev")
+    __slots__ = ("snapshot", "rev", "compact_rev", "live_keys")
 
-    def __init__(self, snapshot: Snapshot, rev: int, compact_rev: int) -> None:
+    def __init__(self, snapshot: Snapshot, rev: int, compact_rev: int, live_keys: LiveKeyCache) -> None:
         self.snapshot = snapshot
         self.rev = rev
         self.compact_rev = compact_rev
+        # shared by every view of the store: what paged lists learnt
+        self.live_keys = live_keys
 
     def check_rev(self, rev: int) -> int:
         """etcd's rules for a requested revision: 0 means current; above the
@@ -76,9 +79,31 @@ class ReadView:
         rev = self.check_rev(rev)
         if _empty_range(key, end):
             return RawRange([], 0)
+        if end is not None and limit > 0:
+            known = self.live_keys.lookup(rev, key, end)
+            if known is not None:
+                got = await self._range_known(known, key, rev, limit, count_only)
+                if got is not None:
+                    return got
         if rev == self.rev:
             return await self._range_latest(key, end, limit, count_only)
         return await self._range_history(key, end, rev, limit, count_only)
+
+    async def _range_known(self, known: LiveKeys, key: bytes, rev: int, limit: int, count_only: bool) -> RawRange | None:
+        """A page of a range whose live keys at rev are known: the count
+        from them, the values of just the page's keys from the engine."""
+        page, count = known.page(key, limit)
+        if count_only or not page:
+            return RawRange([], count)
+        sub_end = page[-1] + b"\x00"
+        if rev == self.rev:
+            items = await self.snapshot.scan(K.INDEX + page[0], K.INDEX + sub_end)
+            kvs = [v for _, v in items]
+        else:
+            kvs = (await self._range_history(page[0], sub_end, rev, 0, False)).kvs
+        if len(kvs) != len(page):  # cannot happen while revisions are immutable
+            return None
+        return RawRange(kvs, count)
 
     async def _range_latest(self, key: bytes, end: RangeEnd, limit: int, count_only: bool) -> RawRange:
         snap = self.snapshot
@@ -98,7 +123,11 @@ class ReadView:
         if count == limit:
             # count ignores limit: the rest of the range is counted, not read
             last = items[-1][0]
-            count += len(await snap.scan(last + b"\x00", stop, keys_only=True))
+            rest = await snap.scan(last + b"\x00", stop, keys_only=True)
+            if rest:
+                count += len(rest)
+                # the next pages of this list come at this revision
+                self.live_keys.remember(self.rev, key, end, [k[1:] for k, _ in items] + [k[1:] for k, _ in rest])
         return RawRange([v for _, v in items], count)
 
     async def _range_history(self, key: bytes, end: RangeEnd, rev: int, limit: int, count_only: bool) -> RawRange:
@@ -115,6 +144,8 @@ class ReadView:
         start, stop = K.history_range(key, end or None)
         items = await snap.scan(start, stop)
         out: list[bytes] = []
+        # the live keys' escaped history prefixes, for the next pages of a list
+        live: list[bytes] | None = [] if limit > 0 else None
         count = 0
         cur_prefix = None
         cand: bytes | None = None
@@ -124,6 +155,8 @@ class ReadView:
                 if cand is not None:
                     if not is_tombstone(_parse_kv(cand)):
                         count += 1
+                        if live is not None:
+                            live.append(cur_prefix)  # type: ignore[arg-type]
                         if not count_only and (limit <= 0 or len(out) < limit):
                             out.append(cand)
                 cur_prefix = p
@@ -132,8 +165,12 @@ class ReadView:
                 cand = ev
         if cand is not None and not is_tombstone(_parse_kv(cand)):
             count += 1
+            if live is not None:
+                live.append(cur_prefix)  # type: ignore[arg-type]
             if not count_only and (limit <= 0 or len(out) < limit):
                 out.append(cand)
+        if live is not None and count > limit:
+            self.live_keys.remember(rev, key, end, [K.unescape(p[1:]) for p in live])
         return RawRange(out, count)
 
     def close(self) -> None:
