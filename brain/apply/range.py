@@ -10,6 +10,7 @@ from brain.mvcc.view import RangeEnd, RawRange
 KeyValue = kv_pb2.KeyValue
 RangeRequest = rpc_pb2.RangeRequest
 RangeResponse = rpc_pb2.RangeResponse
+ResponseHeader = rpc_pb2.ResponseHeader
 
 _NONE = RangeRequest.NONE
 _ASCEND = RangeRequest.ASCEND
@@ -52,20 +53,72 @@ def _has_filters(r: RangeRequest) -> bool:
     return bool(r.min_mod_revision or r.max_mod_revision or r.min_create_revision or r.max_create_revision)
 
 
-async def execute_range(reader: Reader, r: RangeRequest, header_rev: int) -> RangeResponse:
-    """header_rev: the revision etcd reports (the reader's current revision)."""
+async def _read(reader: Reader, r: RangeRequest) -> RawRange:
     filters = _has_filters(r)
     limit = r.limit if _default_ordering(r.sort_target, r.sort_order) and not filters else 0
     if limit > 0:
         limit += 1  # one extra to know whether more remain
-    rr = await reader.range(r.key, range_end(r.range_end), r.revision, limit, r.count_only)
+    return await reader.range(r.key, range_end(r.range_end), r.revision, limit, r.count_only)
+
+
+def _is_plain(r: RangeRequest) -> bool:
+    """Whether the response is the stored KeyValues as read: no filter, no
+    sorting (etcd sorts by a non-key target even with order NONE), values kept."""
+    return not _has_filters(r) and r.sort_target == _KEY and r.sort_order != _DESCEND and not r.keys_only
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+# RangeResponse field 2 (kvs), length-delimited
+_KVS_TAG = b"\x12"
+
+
+async def serialized_range(reader: Reader, r: RangeRequest, header: ResponseHeader) -> RangeResponse | bytes:
+    """The KV service's Range: like execute_range, but where the answer is
+    the stored KeyValues as read (a plain list page, kube-apiserver's usual
+    request), the serialized RangeResponse is put together from their stored
+    bytes, which are already serialized KeyValues: no parse, no re-encoding.
+    The bytes are the ones RangeResponse.SerializeToString would give (fields
+    in number order: header, kvs, more, count). header is filled in by the
+    caller's Header and copied in."""
+    rr = await _read(reader, r)
+    if not _is_plain(r) or r.count_only:
+        resp = _finish(rr, r, header.revision)
+        resp.header.CopyFrom(header)
+        return resp
+    kvs = rr.kvs
+    more = r.limit > 0 and len(kvs) > r.limit
+    if more:
+        kvs = kvs[: r.limit]
+    parts = [RangeResponse(header=header).SerializeToString()]
+    append = parts.append
+    for raw in kvs:
+        append(_KVS_TAG + _varint(len(raw)))
+        append(raw)
+    append(RangeResponse(more=more, count=rr.count).SerializeToString())
+    return b"".join(parts)
+
+
+async def execute_range(reader: Reader, r: RangeRequest, header_rev: int) -> RangeResponse:
+    """header_rev: the revision etcd reports (the reader's current revision)."""
+    return _finish(await _read(reader, r), r, header_rev)
+
+
+def _finish(rr: RawRange, r: RangeRequest, header_rev: int) -> RangeResponse:
     resp = RangeResponse()
     resp.header.revision = header_rev
     resp.count = rr.count
     kvs = rr.kvs
     # key order as read: no filtering or sorting to do (etcd sorts by a
     # non-key target even with order NONE)
-    plain = not filters and r.sort_target == _KEY and r.sort_order != _DESCEND
+    plain = not _has_filters(r) and r.sort_target == _KEY and r.sort_order != _DESCEND
     if plain and not r.keys_only:
         if r.limit > 0 and len(kvs) > r.limit:
             kvs = kvs[: r.limit]

@@ -5,7 +5,7 @@ import grpc
 
 from brain import errors
 from brain.apply import validate
-from brain.apply.range import execute_range
+from brain.apply.range import serialized_range
 from brain.apply.txn import apply_delete, apply_put, apply_txn, is_read_only
 from brain.etcdpb import rpc_pb2
 from brain.mvcc.store import MVCCStore
@@ -29,12 +29,14 @@ class KVService:
         if r.ByteSize() + _RAFT_FRAMING_BYTES > self.max_request_bytes:
             raise errors.ErrRequestTooLarge
 
-    async def range(self, r: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
+    async def range(self, r: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse | bytes:
         validate.check_range(r)
         view = self.store.view
-        resp = await execute_range(view, r, view.rev)
-        self.header.fill(resp.header)
-        return resp
+        header = rpc_pb2.ResponseHeader(revision=view.rev)
+        self.header.fill(header)
+        # often already serialized (see serialized_range): status.unary's
+        # serializer passes bytes through
+        return await serialized_range(view, r, header)
 
     async def put(self, r: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
         validate.check_put(r)

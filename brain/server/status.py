@@ -32,7 +32,18 @@ def unary(fn: Callable[[Any], Awaitable[Any]], req_cls, resp_cls) -> grpc.RpcMet
             log.exception("unexpected error in %s", getattr(fn, "__qualname__", fn))
             await context.abort(grpc.StatusCode.UNKNOWN, f"brain: internal error: {e.__class__.__name__}")
 
-    return grpc.unary_unary_rpc_method_handler(handler, response_serializer=resp_cls.SerializeToString)
+    return grpc.unary_unary_rpc_method_handler(handler, response_serializer=_serializer(resp_cls))
+
+
+def _serializer(resp_cls) -> Callable[[Any], bytes]:
+    """resp_cls's serializer, passing through a response a service has
+    already serialized (bytes)."""
+    serialize = resp_cls.SerializeToString
+
+    def serializer(resp: Any) -> bytes:
+        return resp if type(resp) is bytes else serialize(resp)
+
+    return serializer
 
 
 def generic(service: str, methods: dict[str, grpc.RpcMethodHandler]) -> grpc.GenericRpcHandler:
