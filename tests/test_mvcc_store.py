@@ -161,3 +161,26 @@ def test_failed_engine_write_fails_the_batch_and_the_writer_goes_on():
         await engine.close()
 
     run(main())
+
+
+def test_a_long_compaction_logs_its_progress(tmp_path, monkeypatch, caplog):
+    from brain.mvcc import compactor
+
+    monkeypatch.setattr(compactor, "CHUNK_REVISIONS", 100)
+    monkeypatch.setattr(compactor, "PROGRESS_EVERY_S", 0.0)
+
+    async def main():
+        engine = open_engine("memory")
+        store = await MVCCStore.open(engine)
+        for i in range(300):
+            await put(store, b"k%d" % (i % 7), b"%d" % i)  # revisions 2..301
+        with caplog.at_level("INFO", logger="brain.mvcc.compactor"):
+            await store.compact(301, physical=True)
+        await store.close()
+        await engine.close()
+
+    run(main())
+    lines = [r.getMessage() for r in caplog.records if r.name == "brain.mvcc.compactor"]
+    progress = [m for m in lines if "revisions done" in m]
+    assert progress[0].startswith("compaction to 301: 100 of 301 revisions done (33%)"), lines
+    assert lines[-1] == "compaction at 301 finished"

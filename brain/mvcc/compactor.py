@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 # Revisions handled per engine write: bounds the time one chunk holds the loop.
 CHUNK_REVISIONS = 256
+# seconds between progress lines of a long compaction
+PROGRESS_EVERY_S = 5.0
 
 
 class Compactor:
@@ -84,11 +86,20 @@ class Compactor:
             target = self.target
             start = max(self.finished, 1)
             log.info("compaction: %d -> %d", self.finished, target)
+            loop = asyncio.get_running_loop()
+            began = next_report = loop.time()
+            removed_before = self.removed_versions
             lo = start
             while lo <= target:
                 hi = min(lo + CHUNK_REVISIONS - 1, target)
                 await self._compact_chunk(lo, hi, target)
                 lo = hi + 1
+                if loop.time() >= next_report + PROGRESS_EVERY_S:
+                    # a long compaction says how far it has come
+                    next_report = loop.time()
+                    log.info("compaction to %d: %d of %d revisions done (%.0f%%), %d versions removed, %.0f s so far",
+                             target, hi - start + 1, target - start + 1, 100 * (hi - start + 1) / (target - start + 1),
+                             self.removed_versions - removed_before, next_report - began)
                 await asyncio.sleep(0)
             wb = WriteBatch()
             wb.put(K.META_COMPACT_FINISHED, K.pack_rev(target))
