@@ -86,3 +86,31 @@ def test_clean_shutdown_keeps_everything(tmp_path):
             assert kv.Range(rpc_pb2.RangeRequest(key=b"k00", revision=20)).kvs[0].value == b"0"
     finally:
         srv.stop()
+
+
+def test_sigterm_ends_open_watch_streams_at_once(tmp_path):
+    """Watch streams never end by themselves; a SIGTERM ends them instead of
+    waiting out the shutdown grace period (etcd stops at once too), and the
+    writes acknowledged before it are kept."""
+    srv = brain_server(str(tmp_path)).start()
+    ch = srv.channel()
+    try:
+        watch = rpc_pb2_grpc.WatchStub(ch)
+        # the client half-closes after its one request; the stream goes on
+        stream = watch.Watch(iter([rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"w"))]), timeout=60)
+        assert next(stream).created
+        kv = rpc_pb2_grpc.KVStub(ch)
+        kv.Put(rpc_pb2.PutRequest(key=b"w", value=b"1"))
+        assert next(stream).events[0].kv.value == b"1"
+        t0 = time.monotonic()
+        assert srv.stop() == 0
+        took = time.monotonic() - t0
+        assert took < 3, f"SIGTERM took {took:.1f} s with a watch stream open"
+    finally:
+        ch.close()
+    srv.start()
+    try:
+        with srv.channel() as c:
+            assert rpc_pb2_grpc.KVStub(c).Range(rpc_pb2.RangeRequest(key=b"w")).kvs[0].value == b"1"
+    finally:
+        srv.stop()

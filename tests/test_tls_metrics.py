@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import urllib.request
 
@@ -70,15 +71,26 @@ def test_metrics_and_health(tmp_path):
     srv = brain_server(str(tmp_path), "--listen-metrics-urls", f"http://127.0.0.1:{mport}").start()
     try:
         with srv.channel() as ch:
+            # one stream with two watchers, open while the writes go on
+            watch = rpc_pb2_grpc.WatchStub(ch)
+            creates = [rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"k", range_end=b"l")),
+                       rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"k1"))]
+            q: queue.Queue = queue.Queue()
+            for c in creates:
+                q.put(c)
+            stream = watch.Watch(iter(q.get, None), timeout=30)
+            assert next(stream).created and next(stream).created
             kv = rpc_pb2_grpc.KVStub(ch)
             for i in range(10):
                 kv.Put(rpc_pb2.PutRequest(key=b"k%d" % i, value=b"v"))
             kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=b"k0"))
             with pytest.raises(grpc.RpcError):
                 kv.Range(rpc_pb2.RangeRequest(key=b""))
+            text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+            q.put(None)
+            stream.cancel()
         health = urllib.request.urlopen(f"http://127.0.0.1:{mport}/health", timeout=5)
         assert health.status == 200 and json.loads(health.read()) == {"health": "true", "reason": ""}
-        text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
         values = {}
         for line in text.splitlines():
             if line and not line.startswith("#"):
@@ -93,6 +105,11 @@ def test_metrics_and_health(tmp_path):
         bad = 'grpc_server_handled_total{grpc_code="INVALID_ARGUMENT",grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"}'
         assert values[bad] == 1
         assert values["brain_commit_requests_total"] == 11
+        # the watch hub: streams, watchers and its bounded history
+        assert values["etcd_debugging_mvcc_watch_stream_total"] == 1
+        assert values["etcd_debugging_mvcc_watcher_total"] == 2
+        assert values["brain_watch_history_events"] == 11
+        assert values["brain_watch_history_bytes"] > 0
         assert 1 <= values["brain_commit_batches_total"] <= 11
     finally:
         srv.stop()

@@ -67,6 +67,7 @@ class BrainServer:
         self.engine: Engine | None = None
         self.store: MVCCStore | None = None
         self.lessor: Lessor | None = None
+        self.watch: WatchService | None = None
         self.grpc: grpc.aio.Server | None = None
         self.header: Header | None = None
         self.ports: list[int] = []
@@ -110,10 +111,12 @@ class BrainServer:
             server = H2Server(options=grpc_options(cfg), interceptors=[MetricsInterceptor(self.grpc_metrics)])
         else:
             server = grpc.aio.server(options=grpc_options(cfg), interceptors=[MetricsInterceptor(self.grpc_metrics)])
+        self.watch = WatchService(store, header, cfg.progress_notify_interval)
+        self.gauge_sources.append(self.watch.hub.gauges)
         server.add_generic_rpc_handlers(
             [
                 KVService(store, header, cfg.max_request_bytes, cfg.max_txn_ops).handler(),
-                WatchService(store, header, cfg.progress_notify_interval).handler(),
+                self.watch.handler(),
                 LeaseService(lessor, header).handler(),
                 MaintenanceService(store, self.engine, header, cfg).handler(),
                 ClusterService(header, cfg).handler(),
@@ -140,6 +143,10 @@ class BrainServer:
         """Drain in-flight requests, flush queued writes, close the engine."""
         if self.metrics_http is not None:
             await self.metrics_http.stop()
+        if self.watch is not None:
+            # watch streams never end by themselves: end them now, as etcd
+            # does, rather than hold the shutdown for the whole grace period
+            self.watch.hub.close()
         if self.grpc is not None:
             await self.grpc.stop(grace)
         if self.lessor is not None:
