@@ -89,7 +89,14 @@ class Snapshot(Protocol):
 
 @runtime_checkable
 class Engine(Protocol):
-    """An ordered, byte-keyed, transactional key-value store."""
+    """An ordered, byte-keyed, transactional key-value store.
+
+    Optional attributes the MVCC store reads with getattr (False if absent):
+    `shared`, several brain processes may open the same data (every commit
+    is then conditional on the revision key); `ordered_writes`, writes and
+    conditional commits take effect in the order they were called, even
+    while earlier ones are still being synced (the store then hands the
+    engine its next batch without waiting for the last one)."""
 
     name: str
     durable: bool

@@ -155,6 +155,9 @@ class LevelDBEngine:
 
     name = "leveldb"
     durable = True
+    # synced writes run one by one on one thread, in call order; a write
+    # that finds the commit lock free runs inline, after every earlier one
+    ordered_writes = True
 
     def __init__(
         self,
@@ -204,6 +207,7 @@ class LevelDBEngine:
         self._closed = False
         self._lock = Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leveldb-sync")
+        self._queued = 0  # writes handed to the thread and not yet returned
         # live snapshots, so close() can release them before closing the DB
         self._snapshots: weakref.WeakSet[LevelDBSnapshot] = weakref.WeakSet()
 
@@ -276,19 +280,24 @@ class LevelDBEngine:
     async def _commit(self, expect: Sequence[Op], ops: list[Op], sync: bool) -> None:
         self._db_open()
         sync = bool(sync)
-        if not sync and self._lock.acquire(blocking=False):
+        # inline only when no write is queued for the thread: writes take
+        # effect in call order (ordered_writes)
+        if not sync and not self._queued and self._lock.acquire(blocking=False):
             try:
                 self._commit_locked(expect, ops, False)
             finally:
                 self._lock.release()
             return
         loop = asyncio.get_running_loop()
+        self._queued += 1
         try:
             await loop.run_in_executor(self._executor, self._commit_on_thread, expect, ops, sync)
         except RuntimeError as e:  # the executor was shut down by a concurrent close()
             if self._closed:
                 raise EngineClosedError(f"leveldb engine ({self.data_dir}) closed during a write") from None
             raise
+        finally:
+            self._queued -= 1
 
     def _commit_on_thread(self, expect: Sequence[Op], ops: list[Op], sync: bool) -> None:
         with self._lock:

@@ -98,6 +98,7 @@ class MemoryEngine:
 
     name = "memory"
     durable = False
+    ordered_writes = True  # applied under a lock when called
 
     def __init__(self) -> None:
         log.warning("memory engine: data is NOT durable and is lost when the process exits")

@@ -184,3 +184,42 @@ def test_a_long_compaction_logs_its_progress(tmp_path, monkeypatch, caplog):
     progress = [m for m in lines if "revisions done" in m]
     assert progress[0].startswith("compaction to 301: 100 of 301 revisions done (33%)"), lines
     assert lines[-1] == "compaction at 301 finished"
+
+
+def test_a_batch_queued_behind_a_failed_write_fails_too(tmp_path):
+    """On LevelDB the next batch's write is handed to the engine while the
+    last one is still being synced, conditional on the revision key: when
+    the first write fails, the one queued behind it (built on it) fails too,
+    and the next request gets the revision the failed ones did not use."""
+    import time
+
+    from engines.base import EngineError
+
+    async def main():
+        engine = open_engine("leveldb", data_dir=str(tmp_path / "db"))
+        store = await MVCCStore.open(engine)
+        real = engine._commit_locked
+        calls: list[bool] = []
+
+        def failing_once(expect, ops, sync):  # on the engine's write thread
+            calls.append(bool(expect))
+            if len(calls) == 1:
+                time.sleep(0.3)
+                raise EngineError("injected: disk write failed")
+            return real(expect, ops, sync)
+
+        engine._commit_locked = failing_once
+        first = asyncio.ensure_future(put(store, b"a", b"1"))
+        await asyncio.sleep(0.1)  # the first batch is being written
+        second = asyncio.ensure_future(put(store, b"b", b"2"))
+        got = await asyncio.gather(first, second, return_exceptions=True)
+        assert got[0] is errors.ErrTimeout and got[1] is errors.ErrTimeout, got
+        assert calls == [False, True]  # the second went to the engine queued, conditional
+        third = await put(store, b"c", b"3")
+        assert third.header.revision == 2
+        rr = await store.view.range(b"a", b"z")
+        assert rr.count == 1 and store.rev == 2
+        await store.close()
+        await engine.close()
+
+    run(main())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Any, Awaitable, Callable, Sequence
 
 from brain import errors
@@ -148,12 +149,19 @@ class MVCCStore:
         """Collect queued requests, apply them as one batch, commit it.
 
         Pipelined: while one batch's engine write (the fsync) is in flight,
-        the next batch is applied on top of it, so applying and syncing
-        overlap. Engine writes still happen one at a time, in order; a batch
-        built on one whose commit then fails is failed too."""
+        the next batch is applied on top of it. On an engine that applies
+        writes in the order they are made (`ordered_writes`), the next
+        batch's write is also handed to the engine at once, queued behind
+        the one being synced, so the engine never waits for the event loop
+        between two syncs; every such write is conditional on the revision
+        key, so one queued behind a write that failed fails too. Batches are
+        still published and answered in order, and a batch built on one whose
+        commit fails is failed too."""
         q = self._queue
-        inflight: asyncio.Task | None = None
+        depth = 2 if getattr(self.engine, "ordered_writes", False) else 1
+        inflight: deque[asyncio.Task] = deque()
         pending: Batch | None = None
+        loop = asyncio.get_running_loop()
         while True:
             item = await q.get()
             stop = item is None
@@ -165,25 +173,33 @@ class MVCCStore:
                     break
                 items.append(nxt)
             if items:
-                chained = inflight is not None and not inflight.done()
+                last = inflight[-1] if inflight else None
+                chained = last is not None and not last.done()
                 try:
                     applied = await self._apply(items, pending if chained else None)
                 except Exception:  # never let the writer die: fail the batch instead
                     log.exception("applying a write batch failed")
                     _fail(items, errors.ErrTimeout)
                     applied = None
-                if inflight is not None:
-                    ok = await inflight
-                    if applied is not None and chained and not ok:
-                        _fail(items, errors.ErrTimeout)  # built on a batch that did not land
-                        applied = None
-                inflight = None
+                # at most `depth` commits in flight: group commit needs the
+                # requests that arrive meanwhile to gather into one batch
+                while len(inflight) >= depth or (inflight and inflight[0].done()):
+                    await inflight.popleft()
                 if applied is not None:
-                    inflight = asyncio.get_running_loop().create_task(self._finish(*applied))
-                    pending = applied[0]
+                    after = last if chained and depth > 1 else None
+                    if chained and depth == 1:
+                        # one at a time: this batch's write waits for the last
+                        ok = await last  # type: ignore[misc]
+                        inflight.clear()
+                        if not ok:
+                            _fail(items, errors.ErrTimeout)  # built on a batch that did not land
+                            applied = None
+                    if applied is not None:
+                        inflight.append(loop.create_task(self._finish(*applied, after=after)))
+                        pending = applied[0]
             if stop:
-                if inflight is not None:
-                    await inflight
+                while inflight:
+                    await inflight.popleft()
                 return
 
     async def _apply(self, items: list, pending: Batch | None):
@@ -206,15 +222,31 @@ class MVCCStore:
             done.append((fut, resp))
         return batch, done, compactions
 
-    async def _finish(self, batch: Batch, done: list, compactions: list) -> bool:
+    async def _finish(self, batch: Batch, done: list, compactions: list, after: asyncio.Task | None = None) -> bool:
         """Write the batch to the engine, publish it, answer its requests.
-        Returns whether the batch's changes (if any) are committed."""
+        Returns whether the batch's changes (if any) are committed.
+
+        after: the batch this one was built on, still in flight; this one's
+        write goes to the engine now, but it is published only after that
+        one, and fails if that one did."""
         ok = True
         changes = batch.own_changes
         try:
+            commit = None
             if changes:
                 wb = encode_batch(changes, batch.rev)
-                if await self._commit(wb, changes, changes[0].rev - 1, batch.rev):
+                commit = self._commit(wb, changes, changes[0].rev - 1, batch.rev, chained=after is not None)
+                if after is not None:
+                    commit = asyncio.ensure_future(commit)  # handed to the engine now
+            if after is not None and not await after:
+                landed = await commit if commit is not None else False
+                if landed:  # cannot happen: the write was conditional on the batch before
+                    log.error("revision %d committed on top of a batch that failed", batch.rev)
+                _fail_futures(done, errors.ErrTimeout)
+                _fail_futures(compactions, errors.ErrTimeout)
+                return False
+            if commit is not None:
+                if await commit:
                     self._publish(batch, changes, len(done))
                 else:
                     _fail_futures(done, errors.ErrTimeout)
@@ -239,7 +271,7 @@ class MVCCStore:
             return False
         return ok
 
-    async def _commit(self, wb: WriteBatch, changes: list[Change], prev: int, rev: int) -> bool:
+    async def _commit(self, wb: WriteBatch, changes: list[Change], prev: int, rev: int, chained: bool = False) -> bool:
         """Commit the engine writes of the batch taking the store from
         revision prev to rev; whether they are in the engine.
 
@@ -255,13 +287,18 @@ class MVCCStore:
             log.error("not committing revision %d: the outcome of an earlier commit is unknown", rev)
             return False
         before = K.pack_rev(prev) if prev > 1 else None  # a fresh store has no revision key
+        shared = getattr(self.engine, "shared", False)
         try:
-            if getattr(self.engine, "shared", False):
+            if shared or chained:
                 await self.engine.commit_if([(K.META_REVISION, before)], wb, sync=self.sync)
             else:
                 await self.engine.write(wb, sync=self.sync)
             return True
         except ConflictError as e:
+            if not shared:
+                # queued behind a write that failed (its batch fails too)
+                log.error("engine commit of revision %d refused: the write before it did not land", rev)
+                return False
             log.error("engine commit of revision %d refused: another brain process has written to this engine (%s)", rev, e)
             await self._reload()
             return False
