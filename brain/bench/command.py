@@ -52,6 +52,9 @@ def _echo(text: str) -> None:
 @click.option("--watch-streams", type=click.IntRange(1, 10_000), default=100, show_default=True, help="gRPC watch streams the watchers share.")
 @click.option("--watch-puts", type=click.IntRange(1, 1_000_000), default=500, show_default=True, help="Puts under the watched prefix per run.")
 @click.option("--watch-put-inflight", type=click.IntRange(1, 1024), default=16, show_default=True)
+@click.option("--watch-put-rate", type=click.FloatRange(0, 1_000_000), default=0.0, show_default=True,
+              help="Puts per second under the watched prefix (0: as fast as they go). A steady rate the watching "
+              "client keeps up with makes the lag the server's; the Python client then watches.")
 @click.option("--lease-ttl", type=click.IntRange(5, 86_400), default=600, show_default=True, help="TTL of granted leases (long, so none expires mid-run).")
 @click.option("--value-size", type=click.IntRange(8, 1_000_000), default=1024, show_default=True, help="Bytes per value written.")
 @click.option("--client", type=click.Choice(["auto", "python", "etcdload"]), default="auto", show_default=True,
@@ -66,7 +69,7 @@ def _echo(text: str) -> None:
 @click.option("--etcd-arg", "etcd_args", multiple=True, help="Extra argument for the started etcd (repeatable).")
 @click.option("--no-progress", is_flag=True, help="No progress bar or lines.")
 def bench(endpoint, server_pid, server_kind, compare, rounds, workload_text, duration, inflight, list_inflight, list_keys,
-          page_size, watchers, watch_streams, watch_puts, watch_put_inflight, lease_ttl, value_size, client, etcdload_bin,
+          page_size, watchers, watch_streams, watch_puts, watch_put_inflight, watch_put_rate, lease_ttl, value_size, client, etcdload_bin,
           client_procs, channels, out_dir, work_dir, keep, brain_args, etcd_args, no_progress) -> None:
     """Benchmark etcd-compatible servers with kube-apiserver-shaped requests.
 
@@ -84,7 +87,8 @@ def bench(endpoint, server_pid, server_kind, compare, rounds, workload_text, dur
     settings = Settings(
         duration=duration, inflight=inflight, list_inflight=list_inflight, client_procs=client_procs or default_client_procs(),
         channels=channels, value_size=value_size, list_keys=list_keys, page_size=page_size, watchers=watchers,
-        watch_streams=watch_streams, watch_puts=watch_puts, watch_put_inflight=watch_put_inflight, lease_ttl=lease_ttl,
+        watch_streams=watch_streams, watch_puts=watch_puts, watch_put_inflight=watch_put_inflight,
+        watch_put_rate=watch_put_rate, lease_ttl=lease_ttl,
         client=client, etcdload_bin=etcdload_bin,
         # fresh servers are thrown away; a running endpoint gets its keys and leases back
         cleanup=bool(endpoint),

@@ -39,6 +39,10 @@ def choose_client(workload: Workload, settings: Settings) -> ClientChoice:
         return ClientChoice("python", None, "--client python")
     if workload.etcdload is None:
         return ClientChoice("python", None, "the Go generator has no request of this shape")
+    if workload.name == "watch" and settings.watch_put_rate:
+        if settings.client == "etcdload":
+            raise RuntimeError("--client etcdload cannot pace its puts: drop --watch-put-rate")
+        return ClientChoice("python", None, "the Go generator cannot pace its puts (--watch-put-rate)")
     if binary is None:
         if settings.client == "etcdload":
             raise RuntimeError("--client etcdload: no generator at $ETCDLOAD_BIN or " + etcdload.DEFAULT_PATH)

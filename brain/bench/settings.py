@@ -26,6 +26,9 @@ class Settings:
     watch_streams: int = 100
     watch_puts: int = 500
     watch_put_inflight: int = 16
+    # puts per second under the watched prefix (0: as fast as they go); a
+    # steady rate lets the watchers keep up, so the lag measured is the server's
+    watch_put_rate: float = 0.0
     lease_ttl: int = 600
     client: str = "auto"  # auto | python | etcdload
     etcdload_bin: str | None = None

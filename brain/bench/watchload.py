@@ -48,10 +48,15 @@ class Writer:
         todo = iter(range(self.job.settings.watch_puts))
         lat = array("d")
         errors: Counter[str] = Counter()
+        rate = self.job.settings.watch_put_rate
+        paced_from = time.monotonic()
 
         async def worker(slot: int) -> None:
             kv = self.kv[slot % len(self.kv)]
             for i in todo:  # shared iterator: bounded by the put count
+                if rate:
+                    # put i is due at i/rate seconds into the run
+                    await asyncio.sleep(max(0.0, paced_from + i / rate - time.monotonic()))
                 t0 = time.monotonic()
                 if t0 >= t_end:
                     return

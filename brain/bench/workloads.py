@@ -62,7 +62,7 @@ def describe(name: str, settings: object) -> str:
         "list": f"paged Range of a {s.list_keys}-key prefix, limit {s.page_size}, revision pinned after page 1, "
         f"exact count checked, {s.list_inflight} lists in flight",
         "watch": f"{s.watchers} watchers on a prefix over {s.watch_streams} streams; {s.watch_puts} puts "
-        f"({s.watch_put_inflight} in flight)",
+        f"({s.watch_put_inflight} in flight{f', {s.watch_put_rate:g}/s' if s.watch_put_rate else ''})",
         "lease": f"LeaseGrant(TTL {s.lease_ttl} s), {s.inflight} in flight",
     }
     return text[name]
