@@ -86,6 +86,10 @@ def test_metrics_and_health(tmp_path):
             kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=b"k0"))
             with pytest.raises(grpc.RpcError):
                 kv.Range(rpc_pb2.RangeRequest(key=b""))
+            # a paged list: the first page learns the range's 9 keys, the second uses them
+            first = kv.Range(rpc_pb2.RangeRequest(key=b"k", range_end=b"l", limit=4))
+            kv.Range(rpc_pb2.RangeRequest(key=first.kvs[-1].key + b"\0", range_end=b"l", limit=4,
+                                          revision=first.header.revision))
             text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
             q.put(None)
             stream.cancel()
@@ -110,6 +114,8 @@ def test_metrics_and_health(tmp_path):
         assert values["etcd_debugging_mvcc_watcher_total"] == 2
         assert values["brain_watch_history_events"] == 11
         assert values["brain_watch_history_bytes"] > 0
+        assert values["brain_range_live_keys_held"] == 9
+        assert values["brain_range_live_keys_hits_total"] == 1
         assert 1 <= values["brain_commit_batches_total"] <= 11
     finally:
         srv.stop()

@@ -98,6 +98,9 @@ class StateCollector:
         yield GaugeMetricFamily("brain_compaction_finished_revision", "Highest revision physically compacted.", value=c.finished)
         yield CounterMetricFamily("brain_compaction_runs", "Compactions finished.", value=c.runs)
         yield CounterMetricFamily("brain_compaction_removed_versions", "History versions removed by compaction.", value=c.removed_versions)
+        lk = store.live_keys
+        yield GaugeMetricFamily("brain_range_live_keys_held", "Keys held for the next pages of paged lists.", value=lk.keys_held)
+        yield CounterMetricFamily("brain_range_live_keys_hits", "List pages answered from the held live keys.", value=lk.hits)
         for name, help_, value in srv.extra_gauges():
             yield GaugeMetricFamily(name, help_, value=value)
 
