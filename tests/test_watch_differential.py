@@ -393,8 +393,10 @@ def test_periodic_progress_notify(tmp_path):
         for s in streams:
             notes = [r for r in s.seen if not r.events and not r.created]
             quiet = [r for r in notes if r.watch_id == 0]
-            # one per interval (plus up to 10% jitter) for the quiet watcher
-            assert elapsed / 0.33 - 2 <= len(quiet) <= elapsed / 0.3 + 1, (s.srv.kind, elapsed, quiet)
+            # about one per interval for the quiet watcher: never more, and at
+            # least half as many (etcd itself, on a loaded machine, has sent
+            # 5 in 2.45 s)
+            assert elapsed / 0.3 / 2 - 1 <= len(quiet) <= elapsed / 0.3 + 1, (s.srv.kind, elapsed, quiet)
             assert all(r.header.revision >= rev for r in quiet)
             # the busy watcher got events in every interval: no notification
             # until it fell quiet; the one that asked for none gets none
