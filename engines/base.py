@@ -133,6 +133,18 @@ class Engine(Protocol):
     async def close(self) -> None: ...
 
 
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key above every key that starts with prefix; None when
+    there is none (prefix empty or all 0xff): the range then has no end."""
+    b = bytearray(prefix)
+    while b:
+        if b[-1] != 0xFF:
+            b[-1] += 1
+            return bytes(b)
+        b.pop()
+    return None
+
+
 def check_key(key: object) -> bytes:
     """Engines share one rule for argument errors: keys are bytes."""
     if not isinstance(key, (bytes, bytearray, memoryview)):

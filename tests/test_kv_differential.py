@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from brain.bench.keys import prefix_end
 from brain.etcdpb import rpc_pb2
 from differential import Pair
 
@@ -13,16 +14,6 @@ KEYS = [b"a", b"a/", b"a/b", b"a/b/c", b"a/c", b"a\x00", b"b", b"b/1", b"b/2", b
 PREFIXES = [b"a", b"a/", b"b/", b"\xff", b"z"]
 SEEDS = [1, 2, 3, 4, 5, 6]
 OPS_PER_SEED = 400
-
-
-def prefix_end(p: bytes) -> bytes:
-    b = bytearray(p)
-    while b and b[-1] == 0xFF:
-        b.pop()
-    if not b:
-        return b"\x00"
-    b[-1] += 1
-    return bytes(b)
 
 
 class Gen:

@@ -2,19 +2,16 @@
 that a run against a shared endpoint can find and delete everything it wrote."""
 from __future__ import annotations
 
+from engines.base import prefix_end as engine_prefix_end
+
 PREFIX = b"/registry/brain-bench/"
 LIST_PREFIX = PREFIX + b"list/"
 GET_KEY = PREFIX + b"get/one"
 
 
 def prefix_end(prefix: bytes) -> bytes:
-    """etcd's range end for 'every key starting with prefix'."""
-    end = bytearray(prefix)
-    for i in range(len(end) - 1, -1, -1):
-        if end[i] < 0xFF:
-            end[i] += 1
-            return bytes(end[: i + 1])
-    return b"\x00"
+    """etcd's range end for 'every key starting with prefix' ("\\0": no end)."""
+    return engine_prefix_end(prefix) or b"\x00"
 
 
 def run_prefix(workload: str, tag: str) -> bytes:

@@ -100,14 +100,3 @@ def decode_key_list(data: bytes) -> list[bytes]:
         out.append(data[i : i + ln])
         i += ln
     return out
-
-
-def prefix_end(prefix: bytes) -> bytes | None:
-    """The smallest key greater than every key with this prefix (None: none)."""
-    b = bytearray(prefix)
-    while b:
-        if b[-1] != 0xFF:
-            b[-1] += 1
-            return bytes(b)
-        b.pop()
-    return None

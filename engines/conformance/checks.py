@@ -12,7 +12,7 @@ import random
 import threading
 from typing import Any, Awaitable, Callable
 
-from engines.base import ConflictError, Engine, EngineClosedError, EngineLockedError, Snapshot, WriteBatch
+from engines.base import ConflictError, Engine, EngineClosedError, EngineLockedError, Snapshot, WriteBatch, prefix_end
 from engines.conformance import child as layout
 from engines.conformance.harness import Check, CheckContext, CheckSkipped, expect, expect_eq, expect_raises, short
 from engines.conformance.processes import run_once, stream_then_kill
@@ -28,11 +28,6 @@ def _batch(items: Any) -> WriteBatch:
     for k, v in items:
         wb.ops.append((k, v))
     return wb
-
-
-def _prefix_end(prefix: bytes) -> bytes:
-    """The smallest key above every key starting with prefix (prefix must not end in 0xff)."""
-    return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
 def model_scan(items: Items, start: bytes, end: bytes | None, limit: int = 0, reverse: bool = False, keys_only: bool = False) -> Items:
@@ -519,7 +514,7 @@ async def check_kill_durability(ctx: CheckContext) -> str:
     acked = stream_then_kill("durable-writer", ctx.target, ctx.slot, min_acks=60, max_seconds=3, jitter=0.01, rng_seed=7)
     expect(acked, "the writer was never acknowledged")
     engine = await ctx.open()
-    stored = await engine.scan(layout.DURABLE_PREFIX, _prefix_end(layout.DURABLE_PREFIX))
+    stored = await engine.scan(layout.DURABLE_PREFIX, prefix_end(layout.DURABLE_PREFIX))
     batches: dict[int, list[tuple[bytes, bytes]]] = {}
     for k, v in stored:
         batches.setdefault(int(k[len(layout.DURABLE_PREFIX) :].split(b"/")[0]), []).append((k, v))

@@ -9,16 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
-def prefix_end(prefix: bytes) -> bytes | None:
-    """The smallest key above every key starting with prefix (None: none is)."""
-    b = bytearray(prefix)
-    while b:
-        if b[-1] != 0xFF:
-            b[-1] += 1
-            return bytes(b)
-        b.pop()
-    return None
+from engines.base import prefix_end
 
 
 @dataclass(frozen=True, slots=True)
