@@ -39,17 +39,15 @@ def select_events(events: Sequence[WatchEvent], variant: int, compact_rev: int) 
     prev_kv follows etcd, which reads it at the event's revision - 1: an
     event at the compact revision gets none (that read is compacted)."""
     want_prev = variant & PREV_KV
-    no_put = variant & NO_PUT
-    no_delete = variant & NO_DELETE
+    if variant & NO_PUT or variant & NO_DELETE:
+        # filtered once here; the usual watcher has no filter and skips this
+        # indexed by e.deleted: whether puts, then deletes, are filtered out
+        dropped = bool(variant & NO_PUT), bool(variant & NO_DELETE)
+        events = [e for e in events if not dropped[e.deleted]]
     if not variant & FRAGMENT:
         parts: list[bytes] = []
         add = parts.append
         for e in events:
-            if e.deleted:
-                if no_delete:
-                    continue
-            elif no_put:
-                continue
             if want_prev and e.prev is not None and e.rev > compact_rev:
                 add(e.head_prev)
                 add(e.kv)
@@ -64,11 +62,6 @@ def select_events(events: Sequence[WatchEvent], variant: int, compact_rev: int) 
         return [blob], len(blob)
     frames = []
     for e in events:
-        if e.deleted:
-            if no_delete:
-                continue
-        elif no_put:
-            continue
         frames.append(e.frame(bool(want_prev) and e.rev > compact_rev))
     return frames, sum(map(len, frames))
 
