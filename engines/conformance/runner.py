@@ -102,12 +102,15 @@ def run_checks(
     checks: Iterable[Check] | None = None,
     emit: Callable[[str], None] = print,
     keep: bool = False,
+    finish: Callable[[Summary], None] | None = None,
 ) -> Summary:
     """Run checks (default: all) and emit one line per check, then the summary.
 
     With a base_dir, the checks work in a fresh scratch directory inside it
     (removed afterwards unless keep), so pointing the suite at a directory
-    never touches what is already there."""
+    never touches what is already there. finish(summary), run before the
+    summary line, removes or reports what the checks left anywhere else (a
+    TiKV run's key prefix)."""
     scratch = None
     if target.base_dir is not None:
         scratch = tempfile.mkdtemp(prefix=f"engine-check-{target.name}-", dir=target.base_dir)
@@ -127,5 +130,7 @@ def run_checks(
                 emit(f"check data kept in {scratch}")
             else:
                 shutil.rmtree(scratch, ignore_errors=True)
+        if finish is not None:
+            finish(summary)
     emit(summary.line())
     return summary

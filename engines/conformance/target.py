@@ -33,18 +33,27 @@ class EngineTarget:
     base_dir is where the checks put their data: each check opens the engine
     in its own subdirectory, so checks never see each other's keys. None for
     engines without a data directory.
+
+    slot_prefix_option: for an engine that keeps no data directory but takes
+    a key prefix (tikv's key_prefix), the name of that option: each check
+    then opens the engine under <the option's value><slot>/ instead.
     """
 
     name: str
     options: dict[str, Any] = field(default_factory=dict)
     base_dir: str | None = None
     opener: str = DEFAULT_OPENER
+    slot_prefix_option: str | None = None
 
     def data_dir(self, slot: str) -> str | None:
         return None if self.base_dir is None else os.path.join(self.base_dir, slot)
 
     def open(self, slot: str) -> Engine:
-        return load_opener(self.opener)(self.name, data_dir=self.data_dir(slot), **self.options)
+        options = self.options
+        if self.slot_prefix_option is not None:
+            base = options.get(self.slot_prefix_option, "")
+            options = dict(options, **{self.slot_prefix_option: f"{base}{slot}/"})
+        return load_opener(self.opener)(self.name, data_dir=self.data_dir(slot), **options)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -18,7 +18,7 @@ import secrets
 from typing import Any, Callable, Iterable
 
 from engines.base import WriteBatch
-from engines.conformance import CHECKS, Check, CheckResult, EngineTarget, Summary, run_check
+from engines.conformance import Check, EngineTarget, Summary, run_checks
 from engines.conformance.runner import FAIL
 from engines.tikv.open import DEFAULT_KEY_PREFIX, encode_prefix, open_tikv
 
@@ -34,8 +34,9 @@ def run_prefix(options: dict[str, Any]) -> str:
     return f"{base}engine-check/{secrets.token_hex(4)}/"
 
 
-def check_target(options: dict[str, Any], prefix: str, check: Check) -> EngineTarget:
-    return EngineTarget("tikv", dict(options, key_prefix=f"{prefix}{check.name}/"))
+def run_target(options: dict[str, Any], prefix: str) -> EngineTarget:
+    """The checks' target: each check opens the engine under <prefix><check>/."""
+    return EngineTarget("tikv", dict(options, key_prefix=prefix), slot_prefix_option="key_prefix")
 
 
 async def delete_prefix(options: dict[str, Any], prefix: str | bytes) -> int:
@@ -62,18 +63,12 @@ def run_tikv_checks(
     emit: Callable[[str], None] = print,
     keep: bool = False,
 ) -> Summary:
-    """Like engines.conformance.run_checks, with a key prefix per check."""
+    """engines.conformance.run_checks under a fresh run prefix, each check
+    under <run prefix><check>/ (EngineTarget.slot_prefix_option)."""
     prefix = run_prefix(options)
-    summary = Summary("tikv")
-    try:
-        for check in CHECKS if checks is None else checks:
-            res: CheckResult = run_check(check_target(options, prefix, check), check)
-            summary.results.append(res)
-            emit(res.line())
-            if res.check == "open" and res.status == FAIL:
-                emit("stopping: the engine does not open")
-                break
-    finally:
+    target = run_target(options, prefix)
+
+    def finish(summary: Summary) -> None:
         if keep:
             emit(f"check data kept in TiKV under key prefix {prefix!r}")
         elif any(r.status != FAIL or r.check != "open" for r in summary.results):
@@ -81,5 +76,5 @@ def run_tikv_checks(
                 asyncio.run(delete_prefix(options, prefix))
             except Exception as e:
                 emit(f"note: could not remove the check data under key prefix {prefix!r}: {e}")
-    emit(summary.line())
-    return summary
+
+    return run_checks(target, checks, emit=emit, keep=keep, finish=finish)

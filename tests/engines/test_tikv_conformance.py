@@ -87,10 +87,10 @@ def real_tikv():
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.name)
 def test_check_on_real_tikv(real_tikv, check):
-    from engines.tikv.checking import check_target
+    from engines.tikv.checking import run_target
 
     options, prefix = real_tikv
-    _check_result(check_target(options, prefix, check), check)
+    _check_result(run_target(options, prefix), check)
 
 
 def test_real_tikv_prefixes_are_cleaned_up(real_tikv):
