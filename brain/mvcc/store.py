@@ -185,18 +185,20 @@ class MVCCStore:
                 # requests that arrive meanwhile to gather into one batch
                 while len(inflight) >= depth or (inflight and inflight[0].done()):
                     await inflight.popleft()
+                if applied is not None and chained:
+                    assert last is not None
+                    if not last.done():
+                        after = last  # its write goes first; this one waits on it
+                    elif last.result():
+                        after = None
+                    else:
+                        _fail(items, errors.ErrTimeout)  # built on a batch that did not land
+                        applied = None
+                else:
+                    after = None
                 if applied is not None:
-                    after = last if chained and depth > 1 else None
-                    if chained and depth == 1:
-                        # one at a time: this batch's write waits for the last
-                        ok = await last  # type: ignore[misc]
-                        inflight.clear()
-                        if not ok:
-                            _fail(items, errors.ErrTimeout)  # built on a batch that did not land
-                            applied = None
-                    if applied is not None:
-                        inflight.append(loop.create_task(self._finish(*applied, after=after)))
-                        pending = applied[0]
+                    inflight.append(loop.create_task(self._finish(*applied, after=after)))
+                    pending = applied[0]
             if stop:
                 while inflight:
                     await inflight.popleft()
