@@ -6,6 +6,7 @@ from typing import Protocol
 
 from brain.etcdpb import kv_pb2, rpc_pb2
 from brain.mvcc.view import RangeEnd, RawRange
+from brain.wire import varint
 
 KeyValue = kv_pb2.KeyValue
 RangeRequest = rpc_pb2.RangeRequest
@@ -67,15 +68,6 @@ def _is_plain(r: RangeRequest) -> bool:
     return not _has_filters(r) and r.sort_target == _KEY and r.sort_order != _DESCEND and not r.keys_only
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 # RangeResponse field 2 (kvs), length-delimited
 _KVS_TAG = b"\x12"
 
@@ -100,7 +92,7 @@ async def serialized_range(reader: Reader, r: RangeRequest, header: ResponseHead
     parts = [RangeResponse(header=header).SerializeToString()]
     append = parts.append
     for raw in kvs:
-        append(_KVS_TAG + _varint(len(raw)))
+        append(_KVS_TAG + varint(len(raw)))
         append(raw)
     append(RangeResponse(more=more, count=rr.count).SerializeToString())
     return b"".join(parts)

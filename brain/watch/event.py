@@ -12,6 +12,8 @@ copy of its values, in history or in flight.
 """
 from __future__ import annotations
 
+from brain.wire import varint
+
 # Wire tags (field number << 3 | wire type) of the messages watch builds.
 TAG_EVENT_TYPE = 0x08  # Event.type = 1, varint
 TAG_EVENT_KV = 0x12  # Event.kv = 2, bytes
@@ -25,25 +27,6 @@ _DELETE_TYPE = bytes((TAG_EVENT_TYPE, 1))  # mvccpb.DELETE; PUT (0) is left out
 _EVENT_KV = bytes((TAG_EVENT_KV,))
 _EVENT_PREV_KV = bytes((TAG_EVENT_PREV_KV,))
 _RESPONSE_EVENT = bytes((TAG_RESPONSE_EVENT,))
-_SMALL = [bytes((i,)) for i in range(0x80)]
-
-
-def varint(n: int) -> bytes:
-    """Protobuf base-128 varint; negative numbers as their 64-bit two's complement."""
-    if 0 <= n < 0x80:
-        return _SMALL[n]
-    n &= 0xFFFFFFFFFFFFFFFF
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def int_field(tag: int, n: int) -> bytes:
-    """A varint field, left out when zero as proto3 does."""
-    return bytes((tag,)) + varint(n) if n else b""
 
 
 class WatchEvent:

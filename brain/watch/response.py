@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import Protocol, Sequence
 
 from brain.etcdpb import rpc_pb2
-from brain.watch.event import TAG_RESPONSE_FRAGMENT, TAG_RESPONSE_HEADER, WatchEvent, varint
+from brain.watch.event import TAG_RESPONSE_FRAGMENT, TAG_RESPONSE_HEADER, WatchEvent
 from brain.watch.watcher import FRAGMENT, NO_DELETE, NO_PUT, PREV_KV
+from brain.wire import varint
 
 _FRAGMENT_FIELD = bytes((TAG_RESPONSE_FRAGMENT, 1))
 _HEADER_TAG = bytes((TAG_RESPONSE_HEADER,))

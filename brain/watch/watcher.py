@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from brain.watch.event import TAG_RESPONSE_WATCH_ID, int_field
+from brain.watch.event import TAG_RESPONSE_WATCH_ID
+from brain.wire import int_field
 
 if TYPE_CHECKING:
     from brain.watch.stream import WatchStream

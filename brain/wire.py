@@ -1,0 +1,28 @@
+"""Protobuf wire pieces for responses assembled by concatenation.
+
+Where a response is mostly serialized KeyValues that the store already holds
+(Range pages, watch events), brain frames those bytes with a tag and a length
+instead of building message objects: protobuf's wire format is a sequence of
+(tag, length, bytes), so concatenation is a valid encoding.
+"""
+from __future__ import annotations
+
+_SMALL = [bytes((i,)) for i in range(0x80)]
+
+
+def varint(n: int) -> bytes:
+    """Protobuf base-128 varint; negative numbers as their 64-bit two's complement."""
+    if 0 <= n < 0x80:
+        return _SMALL[n]
+    n &= 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def int_field(tag: int, n: int) -> bytes:
+    """A varint field, left out when zero as proto3 does."""
+    return bytes((tag,)) + varint(n) if n else b""
