@@ -6,6 +6,7 @@ import grpc
 from brain import errors
 from brain.apply import validate
 from brain.apply.range import serialized_range
+from brain.apply.single_key import READS, WRITES, apply_single_key, single_key
 from brain.apply.txn import apply_delete, apply_put, apply_txn, is_read_only
 from brain.etcdpb import rpc_pb2
 from brain.mvcc.store import MVCCStore
@@ -53,6 +54,17 @@ class KVService:
         return resp
 
     async def txn(self, r: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+        shape = single_key(r) if self.max_txn_ops > 0 else 0
+        if shape == WRITES:
+            self._check_size(r)
+            resp = await self.store.write(lambda txn: apply_single_key(txn, r))
+            self.header.fill(resp.header)
+            return resp
+        if shape == READS:
+            store = self.store
+            resp = await apply_single_key(WriteTxn(Batch.on(store.view), store.lease_exists), r)
+            self.header.fill(resp.header)
+            return resp
         validate.check_txn(r, self.max_txn_ops)
         validate.check_intervals(r.success)
         validate.check_intervals(r.failure)
