@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from bisect import bisect_left
 from time import perf_counter
 from typing import Callable, Iterable
 
 import grpc
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from brain.server.config import ListenURL
@@ -26,39 +27,71 @@ log = logging.getLogger(__name__)
 
 # etcd's grpc_server_handling_seconds buckets
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BUCKET_NAMES = [repr(b) for b in _BUCKETS] + ["+Inf"]
 
 
 class GrpcMetrics:
     """grpc_server_started_total / handled_total / handling_seconds, as etcd's
-    go-grpc-prometheus interceptors export them."""
+    go-grpc-prometheus interceptors export them.
+
+    Kept as plain numbers per method and turned into metric families when
+    scraped: a request then pays a few integer additions, where
+    prometheus_client's Counter and Histogram take a lock per call."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        labels = ["grpc_type", "grpc_service", "grpc_method"]
-        self.started = Counter("grpc_server_started_total", "RPCs started on the server.", labels, registry=registry)
-        self.handled = Counter(
-            "grpc_server_handled_total", "RPCs completed on the server, by status code.", labels + ["grpc_code"], registry=registry
-        )
-        self.seconds = Histogram(
-            "grpc_server_handling_seconds", "Response latency of RPCs handled by the server.", labels,
-            buckets=_BUCKETS, registry=registry,
-        )
+        self.methods: list[MethodMetrics] = []
+        registry.register(self)
 
     def method(self, service: str, method: str, kind: str = "unary") -> MethodMetrics:
-        return MethodMetrics(self, kind, service, method)
+        m = MethodMetrics(kind, service, method)
+        self.methods.append(m)
+        return m
+
+    def collect(self) -> Iterable:
+        labels = ["grpc_type", "grpc_service", "grpc_method"]
+        started = CounterMetricFamily("grpc_server_started", "RPCs started on the server.", labels=labels)
+        handled = CounterMetricFamily(
+            "grpc_server_handled", "RPCs completed on the server, by status code.", labels=labels + ["grpc_code"]
+        )
+        seconds = HistogramMetricFamily(
+            "grpc_server_handling_seconds", "Response latency of RPCs handled by the server.", labels=labels
+        )
+        for m in self.methods:
+            started.add_metric(m.labels, m.started)
+            for code, n in m.handled_by_code().items():
+                handled.add_metric(m.labels + [code], n)
+            cumulative, buckets = 0, []
+            for bound, n in zip(_BUCKET_NAMES, m.buckets):
+                cumulative += n
+                buckets.append((bound, cumulative))
+            seconds.add_metric(m.labels, buckets, m.seconds_sum)
+        yield started
+        yield handled
+        yield seconds
 
 
 class MethodMetrics:
-    __slots__ = ("started", "ok", "seconds", "_handled", "_labels")
+    """One method's figures. The event loop is the only writer."""
 
-    def __init__(self, m: GrpcMetrics, kind: str, service: str, method: str) -> None:
-        self._labels = (kind, service, method)
-        self._handled = m.handled
-        self.started = m.started.labels(*self._labels)
-        self.ok = m.handled.labels(*self._labels, "OK")
-        self.seconds = m.seconds.labels(*self._labels)
+    __slots__ = ("labels", "started", "ok", "failed_by_code", "buckets", "seconds_sum")
+
+    def __init__(self, kind: str, service: str, method: str) -> None:
+        self.labels = [kind, service, method]
+        self.started = 0
+        self.ok = 0
+        self.failed_by_code: dict[str, int] = {}
+        self.buckets = [0] * (len(_BUCKETS) + 1)  # the last: +Inf
+        self.seconds_sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.buckets[bisect_left(_BUCKETS, seconds)] += 1  # le: bound inclusive
+        self.seconds_sum += seconds
 
     def failed(self, code_name: str) -> None:
-        self._handled.labels(*self._labels, code_name).inc()
+        self.failed_by_code[code_name] = self.failed_by_code.get(code_name, 0) + 1
+
+    def handled_by_code(self) -> dict[str, int]:
+        return {"OK": self.ok, **self.failed_by_code}
 
 
 class StateCollector:
@@ -186,15 +219,15 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             inner = h.unary_unary
 
             async def unary(request, context):
-                m.started.inc()
+                m.started += 1
                 t0 = perf_counter()
                 try:
                     resp = await inner(request, context)
                 except BaseException:
                     _failed(m, context)
                     raise
-                m.ok.inc()
-                m.seconds.observe(perf_counter() - t0)
+                m.ok += 1
+                m.observe(perf_counter() - t0)
                 return resp
 
             return grpc.unary_unary_rpc_method_handler(
@@ -205,7 +238,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             inner_ss = h.stream_stream
 
             async def bidi(request_iterator, context):
-                m.started.inc()
+                m.started += 1
                 try:
                     result = inner_ss(request_iterator, context)
                     if hasattr(result, "__aiter__"):
@@ -216,7 +249,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                 except BaseException:
                     _failed(m, context)
                     raise
-                m.ok.inc()
+                m.ok += 1
 
             return grpc.stream_stream_rpc_method_handler(
                 bidi, request_deserializer=h.request_deserializer, response_serializer=h.response_serializer
