@@ -196,7 +196,7 @@ def test_a_batch_queued_behind_a_failed_write_fails_too(tmp_path):
     from engines.base import EngineError
 
     async def main():
-        engine = open_engine("leveldb", data_dir=str(tmp_path / "db"))
+        engine = open_engine("leveldb", data_dir=str(tmp_path / "db"), inline_sync_max=0.0)  # syncs on the thread
         store = await MVCCStore.open(engine)
         real = engine._commit_locked
         calls: list[bool] = []

@@ -134,6 +134,15 @@ class StateCollector:
         lk = store.live_keys
         yield GaugeMetricFamily("brain_range_live_keys_held", "Keys held for the next pages of paged lists.", value=lk.keys_held)
         yield CounterMetricFamily("brain_range_live_keys_hits", "List pages answered from the held live keys.", value=lk.hits)
+        eng = srv.engine
+        if hasattr(eng, "sync_seconds"):
+            yield GaugeMetricFamily(
+                "brain_engine_sync_seconds_average", "Moving average of the engine's synced writes' duration.", value=eng.sync_seconds
+            )
+            synced = CounterMetricFamily("brain_engine_synced_writes", "Synced engine writes, by where they ran.", labels=["where"])
+            synced.add_metric(["inline"], eng.synced_inline)
+            synced.add_metric(["thread"], eng.synced_on_thread)
+            yield synced
         for name, help_, value in srv.extra_gauges():
             yield GaugeMetricFamily(name, help_, value=value)
 

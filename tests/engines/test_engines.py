@@ -107,3 +107,41 @@ def test_memory_engine_warns_it_is_not_durable(caplog):
     with caplog.at_level("WARNING", logger="engines.memory"):
         MemoryEngine()
     assert "NOT durable" in caplog.text
+
+
+def test_leveldb_syncs_inline_while_fast_and_on_its_thread_when_slow(tmp_path):
+    """Synced writes run on the event loop while their moving average is
+    below inline_sync_max, on the write thread once it is above, and come
+    back inline when it falls; in every case in call order."""
+    import asyncio
+
+    from engines.base import WriteBatch
+    from engines.leveldb import LevelDBEngine
+
+    async def main():
+        eng = LevelDBEngine(str(tmp_path / "db"), inline_sync_max=1.0)
+
+        def batch(i: int) -> WriteBatch:
+            wb = WriteBatch()
+            wb.put(b"k", b"%d" % i)
+            wb.put(b"k%d" % i, b"x")
+            return wb
+
+        await asyncio.gather(*(eng.write(batch(i)) for i in range(20)))
+        assert (eng.synced_inline, eng.synced_on_thread) == (20, 0)
+        assert eng.sync_seconds > 0.0
+
+        eng.inline_sync_max = 0.0  # as if the disk had become slow
+        await asyncio.gather(*(eng.write(batch(i)) for i in range(20, 40)))
+        assert (eng.synced_inline, eng.synced_on_thread) == (20, 20)
+        assert await eng.get(b"k") == b"39"  # the last one called is the last one applied
+
+        eng.inline_sync_max = 1.0
+        await eng.write(batch(40))
+        assert eng.synced_inline == 21
+        # commit_if sees what the thread and the inline writes wrote
+        await eng.commit_if([(b"k", b"40")], batch(41))
+        assert await eng.get(b"k41") == b"x"
+        await eng.close()
+
+    asyncio.run(main())
