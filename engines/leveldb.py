@@ -6,8 +6,9 @@ Threading model:
 - Synced writes run inline, on the caller's thread, while syncs are fast:
   an fsync of a fraction of a millisecond blocks the event loop for less
   than a hand-off to a thread and back costs (two wakeups and the GIL passed
-  twice, with the event loop contending for it). Measured here: txn creates
-  at 64 in flight, 9.5-12.4k/s through the thread, 14.1-15.1k/s inline.
+  twice, with the event loop contending for it). Measured on 2 cores with
+  txns at 64 in flight (medians of 3 alternating rounds): creates 10.6k/s
+  through the thread, 11.0k/s inline; updates 9.3k/s and 10.6k/s.
 - When syncs get slow (their moving average passes `inline_sync_max`, e.g.
   a busy disk), synced writes move to a single thread owned by the engine,
   so the event loop keeps serving reads meanwhile. One thread keeps the
