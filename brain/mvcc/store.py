@@ -37,6 +37,33 @@ class StoreClosedError(Exception):
     pass
 
 
+class _Inbox:
+    """The writer's queue: a deque and one waiter. asyncio.Queue does the
+    same with more bookkeeping per item (and looks up the running loop,
+    a getpid system call, on every wait)."""
+
+    __slots__ = ("items", "_loop", "_waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.items: deque = deque()
+        self._loop = loop
+        self._waiter: asyncio.Future | None = None
+
+    def put(self, item: Any) -> None:
+        self.items.append(item)
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    async def get(self) -> Any:
+        while not self.items:
+            self._waiter = self._loop.create_future()
+            await self._waiter
+        return self.items.popleft()
+
+
 def _fail(items: list, exc: BaseException) -> None:
     """Fail queued (fn, future) items."""
     for _, fut in items:
@@ -74,7 +101,8 @@ class MVCCStore:
         self.engine = engine
         self.sync = sync
         self._view: ReadView | None = None
-        self._queue: asyncio.Queue = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
+        self._queue = _Inbox(self._loop)
         self._writer: asyncio.Task | None = None
         self._listeners: list[CommitListener] = []
         self._closed = False
@@ -128,16 +156,16 @@ class MVCCStore:
         """Apply fn to a WriteTxn in the next group commit; its result once durable."""
         if self._closed:
             raise errors.ErrStopped
-        fut = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((fn, fut))
+        fut = self._loop.create_future()
+        self._queue.put((fn, fut))
         return await fut
 
     async def compact(self, rev: int, physical: bool) -> int:
         """etcd's Compact: returns the store revision at the time it was applied."""
         if self._closed:
             raise errors.ErrStopped
-        fut = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((("compact", rev), fut))
+        fut = self._loop.create_future()
+        self._queue.put((("compact", rev), fut))
         cur = await fut
         if physical:
             await self.compactor.wait(rev)
@@ -166,8 +194,9 @@ class MVCCStore:
             item = await q.get()
             stop = item is None
             items = [] if stop else [item]
-            while not stop and len(items) < MAX_BATCH and not q.empty():
-                nxt = q.get_nowait()
+            waiting = q.items
+            while not stop and len(items) < MAX_BATCH and waiting:
+                nxt = waiting.popleft()
                 if nxt is None:
                     stop = True
                     break
@@ -412,7 +441,7 @@ class MVCCStore:
         if self._closed:
             return
         self._closed = True
-        self._queue.put_nowait(None)
+        self._queue.put(None)
         if self._writer is not None:
             await self._writer
         await self.compactor.stop()
