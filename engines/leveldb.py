@@ -291,6 +291,11 @@ class LevelDBEngine:
 
     # writes
 
+    def syncs_inline(self) -> bool:
+        """Whether a synced write made now would run on the caller's thread
+        (returning once durable, without suspending the caller)."""
+        return self.sync_seconds < self.inline_sync_max and not self._queued and not self._lock.locked()
+
     async def write(self, batch: WriteBatch, sync: bool = True) -> None:
         await self._commit((), check_batch(batch), sync)
 

@@ -190,6 +190,7 @@ class MVCCStore:
         inflight: deque[asyncio.Task] = deque()
         pending: Batch | None = None
         loop = asyncio.get_running_loop()
+        inline_now = getattr(self.engine, "syncs_inline", None)
         while True:
             item = await q.get()
             stop = item is None
@@ -225,7 +226,13 @@ class MVCCStore:
                         applied = None
                 else:
                     after = None
-                if applied is not None:
+                if applied is not None and not inflight and inline_now is not None and inline_now():
+                    # the engine will sync on this thread, blocking: nothing
+                    # to overlap, so commit and answer now rather than a
+                    # task and a turn of the event loop later
+                    await self._finish(*applied)
+                    pending = None
+                elif applied is not None:
                     inflight.append(loop.create_task(self._finish(*applied, after=after)))
                     pending = applied[0]
             if stop:
