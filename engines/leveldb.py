@@ -179,7 +179,10 @@ class LevelDBEngine:
         data_dir: str,
         create: bool = True,
         *,
-        write_buffer_size: int = 32 << 20,
+        # 64 MiB memtables: fewer level-0 files to compact under a steady
+        # write load. Measured (txn creates, 4 runs of 5 s on one server):
+        # 13.9/11.2/12.3/11.2k/s with 32 MiB, 15.8/12.5/13.8/13.0k/s with 64.
+        write_buffer_size: int = 64 << 20,
         lru_cache_size: int = 64 << 20,
         block_size: int = 16 << 10,
         max_open_files: int = 1000,
