@@ -26,3 +26,26 @@ def varint(n: int) -> bytes:
 def int_field(tag: int, n: int) -> bytes:
     """A varint field, left out when zero as proto3 does."""
     return bytes((tag,)) + varint(n) if n else b""
+
+
+class LengthPrefixes:
+    """tag + varint(length) for one length-delimited field, precomputed for
+    lengths up to `upto`: framing a page of 500 KeyValues is then a list
+    lookup per value instead of a varint encoding."""
+
+    __slots__ = ("tag", "_table")
+
+    def __init__(self, tag: bytes, upto: int = 1 << 14) -> None:
+        self.tag = tag
+        self._table = [tag + varint(n) for n in range(upto)]
+
+    def frame(self, values: list[bytes]) -> list[bytes]:
+        """[prefix, value, prefix, value, ...] for b"".join."""
+        table, upto, tag = self._table, len(self._table), self.tag
+        out: list[bytes] = []
+        add = out.append
+        for v in values:
+            n = len(v)
+            add(table[n] if n < upto else tag + varint(n))
+            add(v)
+        return out

@@ -6,7 +6,7 @@ from typing import Protocol
 
 from brain.etcdpb import kv_pb2, rpc_pb2
 from brain.mvcc.view import RangeEnd, RawRange
-from brain.wire import varint
+from brain.wire import LengthPrefixes
 
 KeyValue = kv_pb2.KeyValue
 RangeRequest = rpc_pb2.RangeRequest
@@ -69,7 +69,7 @@ def _is_plain(r: RangeRequest) -> bool:
 
 
 # RangeResponse field 2 (kvs), length-delimited
-_KVS_TAG = b"\x12"
+_KVS = LengthPrefixes(b"\x12")  # RangeResponse.kvs = 2
 
 
 async def serialized_range(reader: Reader, r: RangeRequest, header: ResponseHeader) -> RangeResponse | bytes:
@@ -90,11 +90,8 @@ async def serialized_range(reader: Reader, r: RangeRequest, header: ResponseHead
     if more:
         kvs = kvs[: r.limit]
     parts = [RangeResponse(header=header).SerializeToString()]
-    append = parts.append
-    for raw in kvs:
-        append(_KVS_TAG + varint(len(raw)))
-        append(raw)
-    append(RangeResponse(more=more, count=rr.count).SerializeToString())
+    parts += _KVS.frame(kvs)
+    parts.append(RangeResponse(more=more, count=rr.count).SerializeToString())
     return b"".join(parts)
 
 
