@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from brain import errors
 from brain.apply.range import execute_range
-from brain.apply.txn import _compare_kv
+from brain.apply.txn import compare_kv
 from brain.etcdpb import kv_pb2, rpc_pb2
 from brain.mvcc.txn_write import WriteTxn
 
@@ -73,10 +73,12 @@ async def apply_single_key(txn: WriteTxn, t: rpc_pb2.TxnRequest) -> rpc_pb2.TxnR
     """apply_txn for a txn single_key() accepted."""
     c = t.compare[0]
     raw = await txn.get(c.key)
+    parsed = None
     if raw is None:
-        ok = c.target != _VALUE and _compare_kv(c, _EMPTY_KV)
+        ok = c.target != _VALUE and compare_kv(c, _EMPTY_KV)
     else:
-        ok = _compare_kv(c, _parse_kv(raw))
+        parsed = _parse_kv(raw)
+        ok = compare_kv(c, parsed)
     resp = TxnResponse(succeeded=ok)
     ops = t.success if ok else t.failure
     if ops:
@@ -86,7 +88,9 @@ async def apply_single_key(txn: WriteTxn, t: rpc_pb2.TxnRequest) -> rpc_pb2.TxnR
             p = op.request_put
             if p.lease and not txn.lease_exists(p.lease):
                 raise errors.ErrLeaseNotFound
-            rev = await txn.put(p.key, p.value, p.lease)
+            # the usual op is on the compared key: its version is at hand
+            known = (raw, parsed) if p.key == c.key else None
+            rev = await txn.put(p.key, p.value, p.lease, known)
             resp.responses.add().response_put.header.revision = rev
         elif which == "request_delete_range":
             deleted, rev = await txn.delete_range(op.request_delete_range.key, None)

@@ -72,7 +72,7 @@ async def apply_delete(txn: WriteTxn, d: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.
 # -- Txn ------------------------------------------------------------------------
 
 
-def _compare_kv(c: Compare, kv: KeyValue) -> bool:
+def compare_kv(c: Compare, kv: KeyValue) -> bool:
     t = c.target
     which = c.WhichOneof("target_union")
     if t == Compare.VALUE:
@@ -108,9 +108,9 @@ async def _apply_compare(txn: WriteTxn, c: Compare) -> bool:
     if not rr.kvs:
         if c.target == Compare.VALUE:
             return False
-        return _compare_kv(c, _EMPTY_KV)
+        return compare_kv(c, _EMPTY_KV)
     for raw in rr.kvs:
-        if not _compare_kv(c, _parse_kv(raw)):
+        if not compare_kv(c, _parse_kv(raw)):
             return False
     return True
 

@@ -150,14 +150,22 @@ class WriteTxn:
 
     # -- writes ------------------------------------------------------------
 
-    async def put(self, key: bytes, value: bytes, lease: int) -> int:
+    async def put(
+        self, key: bytes, value: bytes, lease: int, known: tuple[bytes | None, KeyValue | None] | None = None
+    ) -> int:
+        """known: what get(key) returns now, and its parse if made (None:
+        not parsed), when the caller has just read it."""
         rev = self.begin_rev + 1
-        prev = await self.get(key)
+        if known is None:
+            prev, p = await self.get(key), None
+        else:
+            prev, p = known
         prev_lease = 0
         if prev is None:
             kv = KeyValue(key=key, value=value, create_revision=rev, mod_revision=rev, version=1, lease=lease)
         else:
-            p = _parse_kv(prev)
+            if p is None:
+                p = _parse_kv(prev)
             prev_lease = p.lease
             kv = KeyValue(
                 key=key, value=value, create_revision=p.create_revision,
