@@ -15,11 +15,14 @@ way so that errors stay etcd's.
 """
 from __future__ import annotations
 
+from typing import Protocol
+
 from brain import errors
 from brain.apply.range import execute_range
 from brain.apply.txn import compare_kv
 from brain.etcdpb import kv_pb2, rpc_pb2
 from brain.mvcc.txn_write import WriteTxn
+from brain.wire import varint
 
 _parse_kv = kv_pb2.KeyValue.FromString
 _EMPTY_KV = kv_pb2.KeyValue()
@@ -32,6 +35,21 @@ WRITES = 1  # a branch puts or deletes: goes through the writer
 READS = 2  # only ranges (or nothing): answered from the committed view
 
 
+class ResponseHeaders(Protocol):
+    """The server's response headers (brain/server/header.py)."""
+
+    def fill(self, h: rpc_pb2.ResponseHeader) -> None: ...
+
+    def encode(self, revision: int) -> bytes: ...
+
+
+def _only_key(r: rpc_pb2.RangeRequest) -> bool:
+    """Whether a RangeRequest sets its key and nothing else: its encoding is
+    then the key field alone (any other field, unknown ones too, adds bytes)."""
+    n = len(r.key)
+    return n > 0 and r.ByteSize() == 1 + len(varint(n)) + n
+
+
 def _op_kind(op: rpc_pb2.RequestOp) -> int:
     """WRITES or READS for an op of the one-key shape, NOT_SINGLE otherwise."""
     which = op.WhichOneof("request")
@@ -40,9 +58,8 @@ def _op_kind(op: rpc_pb2.RequestOp) -> int:
         if p.key and not (p.prev_kv or p.ignore_value or p.ignore_lease):
             return WRITES
     elif which == "request_range":
-        r = op.request_range
         # only the key set: no revision, limit, sort, filter or end
-        if r.key and len(r.ListFields()) == 1:
+        if _only_key(op.request_range):
             return READS
     elif which == "request_delete_range":
         d = op.request_delete_range
@@ -53,24 +70,46 @@ def _op_kind(op: rpc_pb2.RequestOp) -> int:
 
 def single_key(t: rpc_pb2.TxnRequest) -> int:
     """NOT_SINGLE, WRITES or READS (see above)."""
-    if len(t.compare) != 1 or len(t.success) > 1 or len(t.failure) > 1:
+    compare = t.compare
+    if len(compare) != 1:
         return NOT_SINGLE
-    c = t.compare[0]
+    c = compare[0]
     if not c.key or c.range_end:
         return NOT_SINGLE
     kind = READS
     for ops in (t.success, t.failure):
-        if ops:
+        n = len(ops)
+        if n == 1:
             k = _op_kind(ops[0])
             if k == NOT_SINGLE:
                 return NOT_SINGLE
             if k == WRITES:
                 kind = WRITES
+        elif n:
+            return NOT_SINGLE
     return kind
 
 
-async def apply_single_key(txn: WriteTxn, t: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
-    """apply_txn for a txn single_key() accepted."""
+# Tags of the fields a one-key write's TxnResponse has (rpc.proto): the
+# response is put together from them rather than built as messages.
+_TXN_HEADER = b"\x0a"  # TxnResponse.header = 1
+_TXN_SUCCEEDED = b"\x10\x01"  # TxnResponse.succeeded = 2, true
+_TXN_RESPONSES = b"\x1a"  # TxnResponse.responses = 3
+_OP_PUT = b"\x12"  # ResponseOp.response_put = 2
+_OP_DELETE = b"\x1a"  # ResponseOp.response_delete_range = 3
+_HEADER = b"\x0a"  # PutResponse.header / DeleteRangeResponse.header = 1
+_REVISION = b"\x18"  # ResponseHeader.revision = 3
+_DELETED = b"\x10"  # DeleteRangeResponse.deleted = 2
+
+
+def _field(tag: bytes, body: bytes) -> bytes:
+    return tag + varint(len(body)) + body
+
+
+async def apply_single_key(txn: WriteTxn, t: rpc_pb2.TxnRequest, headers: ResponseHeaders) -> TxnResponse | bytes:
+    """apply_txn for a txn single_key() accepted, header included. A branch
+    with a Range answers as a TxnResponse; otherwise the answer is already
+    serialized (the bytes TxnResponse.SerializeToString would give)."""
     c = t.compare[0]
     raw = await txn.get(c.key)
     parsed = None
@@ -79,8 +118,8 @@ async def apply_single_key(txn: WriteTxn, t: rpc_pb2.TxnRequest) -> rpc_pb2.TxnR
     else:
         parsed = _parse_kv(raw)
         ok = compare_kv(c, parsed)
-    resp = TxnResponse(succeeded=ok)
     ops = t.success if ok else t.failure
+    op_field = b""
     if ops:
         op = ops[0]
         which = op.WhichOneof("request")
@@ -91,14 +130,16 @@ async def apply_single_key(txn: WriteTxn, t: rpc_pb2.TxnRequest) -> rpc_pb2.TxnR
             # the usual op is on the compared key: its version is at hand
             known = (raw, parsed) if p.key == c.key else None
             rev = await txn.put(p.key, p.value, p.lease, known)
-            resp.responses.add().response_put.header.revision = rev
+            op_field = _field(_TXN_RESPONSES, _field(_OP_PUT, _field(_HEADER, _REVISION + varint(rev))))
         elif which == "request_delete_range":
             deleted, rev = await txn.delete_range(op.request_delete_range.key, None)
-            out = resp.responses.add().response_delete_range
-            out.deleted = deleted
-            out.header.revision = rev
+            body = _field(_HEADER, _REVISION + varint(rev)) + (_DELETED + varint(deleted) if deleted else b"")
+            op_field = _field(_TXN_RESPONSES, _field(_OP_DELETE, body))
         else:
+            resp = TxnResponse(succeeded=ok)
             rr = await execute_range(txn, op.request_range, txn.rev())
             resp.responses.add().response_range.CopyFrom(rr)
-    resp.header.revision = txn.rev()
-    return resp
+            resp.header.revision = txn.rev()
+            headers.fill(resp.header)
+            return resp
+    return b"".join((_field(_TXN_HEADER, headers.encode(txn.rev())), _TXN_SUCCEEDED if ok else b"", op_field))

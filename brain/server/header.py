@@ -6,6 +6,7 @@ import os
 
 from brain.mvcc import keys as K
 from brain.mvcc.store import MVCCStore
+from brain.wire import varint
 from engines.base import Engine, WriteBatch
 
 # A single member is always the leader of term 1: there is no election.
@@ -15,13 +16,21 @@ RAFT_TERM = 1
 class Header:
     """Fills cluster_id, member_id and raft_term; revision when a response left it 0."""
 
-    __slots__ = ("cluster_id", "member_id", "raft_term", "store")
+    __slots__ = ("cluster_id", "member_id", "raft_term", "store", "_before_rev", "_after_rev")
 
     def __init__(self, store: MVCCStore, cluster_id: int, member_id: int) -> None:
         self.store = store
         self.cluster_id = cluster_id
         self.member_id = member_id
         self.raft_term = RAFT_TERM
+        # a serialized ResponseHeader is these around the revision (fields
+        # in number order: cluster_id 1, member_id 2, revision 3, raft_term 4)
+        self._before_rev = b"\x08" + varint(cluster_id) + b"\x10" + varint(member_id) + b"\x18"
+        self._after_rev = b"\x20" + varint(self.raft_term)
+
+    def encode(self, revision: int) -> bytes:
+        """The serialized ResponseHeader at revision (> 0)."""
+        return self._before_rev + varint(revision) + self._after_rev
 
     def fill(self, h) -> None:
         h.cluster_id = self.cluster_id

@@ -53,18 +53,15 @@ class KVService:
         self.header.fill(resp.header)
         return resp
 
-    async def txn(self, r: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+    async def txn(self, r: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse | bytes:
         shape = single_key(r) if self.max_txn_ops > 0 else 0
         if shape == WRITES:
             self._check_size(r)
-            resp = await self.store.write(lambda txn: apply_single_key(txn, r))
-            self.header.fill(resp.header)
-            return resp
+            header = self.header
+            return await self.store.write(lambda txn: apply_single_key(txn, r, header))
         if shape == READS:
             store = self.store
-            resp = await apply_single_key(WriteTxn(Batch.on(store.view), store.lease_exists), r)
-            self.header.fill(resp.header)
-            return resp
+            return await apply_single_key(WriteTxn(Batch.on(store.view), store.lease_exists), r, self.header)
         validate.check_txn(r, self.max_txn_ops)
         validate.check_intervals(r.success)
         validate.check_intervals(r.failure)
