@@ -117,5 +117,14 @@ def test_metrics_and_health(tmp_path):
         assert values["brain_range_live_keys_held"] == 9
         assert values["brain_range_live_keys_hits_total"] == 1
         assert 1 <= values["brain_commit_batches_total"] <= 11
+        # every commit is one synced engine write, inline or on the write thread
+        synced = values['brain_engine_synced_writes_total{where="inline"}'] + values['brain_engine_synced_writes_total{where="thread"}']
+        assert synced >= values["brain_commit_batches_total"]
+        assert values["brain_engine_sync_seconds_average"] > 0
+        # the request latency histogram: every OK Put observed once
+        hist = 'grpc_server_handling_seconds_count{grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"}'
+        assert values[hist] == 10
+        inf = 'grpc_server_handling_seconds_bucket{grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary",le="+Inf"}'
+        assert values[inf] == 10
     finally:
         srv.stop()
