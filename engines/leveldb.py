@@ -231,11 +231,6 @@ class LevelDBEngine:
         self.sync_seconds = 0.0  # moving average of synced writes' duration
         self.synced_inline = 0  # synced writes made inline / on the thread
         self.synced_on_thread = 0
-        # the values this engine last wrote to keys that commit_if has been
-        # asked about: the check then needs no read (a read releases and
-        # retakes the GIL, which on the write thread can wait for the event
-        # loop to let go of it). Only this process writes the database.
-        self._known: dict[bytes, bytes | None] = {}
         # live snapshots, so close() can release them before closing the DB
         self._snapshots: weakref.WeakSet[LevelDBSnapshot] = weakref.WeakSet()
 
@@ -343,10 +338,8 @@ class LevelDBEngine:
 
     def _commit_locked(self, expect: Sequence[Op], ops: list[Op], sync: bool) -> None:
         db = self._db
-        known = self._known
         for key, want in expect:
-            have = known[key] if key in known else db.get(key)
-            if have != want:
+            if db.get(key) != want:
                 raise ConflictError(f"commit_if: key {key!r} no longer holds the expected value")
         wb = db.write_batch(sync=sync)
         for key, value in ops:
@@ -358,14 +351,7 @@ class LevelDBEngine:
         try:
             wb.write()
         except plyvel.Error as e:
-            known.clear()  # what did land is for the database to say
             raise EngineError(f"leveldb write in {self.data_dir} failed: {_message(e)}") from None
-        for key, want in expect:
-            known[key] = want
-        if known:
-            for key, value in ops:
-                if key in known:
-                    known[key] = value
         if sync:
             took = time.perf_counter() - t0
             self.sync_seconds += _SYNC_EWMA_WEIGHT * (took - self.sync_seconds)
