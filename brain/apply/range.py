@@ -54,21 +54,19 @@ def _has_filters(r: RangeRequest) -> bool:
     return bool(r.min_mod_revision or r.max_mod_revision or r.min_create_revision or r.max_create_revision)
 
 
-async def _read(reader: Reader, r: RangeRequest) -> RawRange:
-    filters = _has_filters(r)
+async def _read(reader: Reader, r: RangeRequest, filters: bool) -> RawRange:
     limit = r.limit if _default_ordering(r.sort_target, r.sort_order) and not filters else 0
     if limit > 0:
         limit += 1  # one extra to know whether more remain
     return await reader.range(r.key, range_end(r.range_end), r.revision, limit, r.count_only)
 
 
-def _is_plain(r: RangeRequest) -> bool:
-    """Whether the response is the stored KeyValues as read: no filter, no
-    sorting (etcd sorts by a non-key target even with order NONE), values kept."""
-    return not _has_filters(r) and r.sort_target == _KEY and r.sort_order != _DESCEND and not r.keys_only
+def _in_read_order(r: RangeRequest, filters: bool) -> bool:
+    """Whether the response keeps the KeyValues as read: no filter, no
+    sorting (etcd sorts by a non-key target even with order NONE)."""
+    return not filters and r.sort_target == _KEY and r.sort_order != _DESCEND
 
 
-# RangeResponse field 2 (kvs), length-delimited
 _KVS = LengthPrefixes(b"\x12")  # RangeResponse.kvs = 2
 
 
@@ -80,9 +78,10 @@ async def serialized_range(reader: Reader, r: RangeRequest, header: ResponseHead
     The bytes are the ones RangeResponse.SerializeToString would give (fields
     in number order: header, kvs, more, count). header is filled in by the
     caller's Header and copied in."""
-    rr = await _read(reader, r)
-    if not _is_plain(r) or r.count_only:
-        resp = _finish(rr, r, header.revision)
+    filters = _has_filters(r)
+    rr = await _read(reader, r, filters)
+    if not _in_read_order(r, filters) or r.keys_only or r.count_only:
+        resp = _finish(rr, r, header.revision, filters)
         resp.header.CopyFrom(header)
         return resp
     kvs = rr.kvs
@@ -97,17 +96,16 @@ async def serialized_range(reader: Reader, r: RangeRequest, header: ResponseHead
 
 async def execute_range(reader: Reader, r: RangeRequest, header_rev: int) -> RangeResponse:
     """header_rev: the revision etcd reports (the reader's current revision)."""
-    return _finish(await _read(reader, r), r, header_rev)
+    filters = _has_filters(r)
+    return _finish(await _read(reader, r, filters), r, header_rev, filters)
 
 
-def _finish(rr: RawRange, r: RangeRequest, header_rev: int) -> RangeResponse:
+def _finish(rr: RawRange, r: RangeRequest, header_rev: int, filters: bool) -> RangeResponse:
     resp = RangeResponse()
     resp.header.revision = header_rev
     resp.count = rr.count
     kvs = rr.kvs
-    # key order as read: no filtering or sorting to do (etcd sorts by a
-    # non-key target even with order NONE)
-    plain = not _has_filters(r) and r.sort_target == _KEY and r.sort_order != _DESCEND
+    plain = _in_read_order(r, filters)
     if plain and not r.keys_only:
         if r.limit > 0 and len(kvs) > r.limit:
             kvs = kvs[: r.limit]
