@@ -26,6 +26,12 @@ class KVService:
         self.max_request_bytes = max_request_bytes
         self.max_txn_ops = max_txn_ops
 
+    def _committed(self) -> WriteTxn:
+        """A txn over the committed view: like etcd, a read-only txn is
+        answered from it, never queued behind writes."""
+        store = self.store
+        return WriteTxn(Batch.on(store.view), store.lease_exists)
+
     def _check_size(self, r) -> None:
         if r.ByteSize() + _RAFT_FRAMING_BYTES > self.max_request_bytes:
             raise errors.ErrRequestTooLarge
@@ -60,15 +66,12 @@ class KVService:
             header = self.header
             return await self.store.write(lambda txn: apply_single_key(txn, r, header))
         if shape == READS:
-            store = self.store
-            return await apply_single_key(WriteTxn(Batch.on(store.view), store.lease_exists), r, self.header)
+            return await apply_single_key(self._committed(), r, self.header)
         validate.check_txn(r, self.max_txn_ops)
         validate.check_intervals(r.success)
         validate.check_intervals(r.failure)
         if is_read_only(r):
-            # like etcd, a read-only txn is answered from the committed view
-            store = self.store
-            resp = await apply_txn(WriteTxn(Batch.on(store.view), store.lease_exists), r)
+            resp = await apply_txn(self._committed(), r)
         else:
             self._check_size(r)
             resp = await self.store.write(lambda txn: apply_txn(txn, r))

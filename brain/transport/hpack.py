@@ -15,6 +15,7 @@ the decoder's back, so each cached block records:
 from __future__ import annotations
 
 from brain.transport.huffman import HuffmanError, decode as huffman_decode
+from brain.wire import varint
 
 Header = tuple[bytes, bytes]
 
@@ -209,16 +210,12 @@ class Decoder:
 
 
 def encode_integer(value: int, prefix: int, first: int) -> bytes:
+    """RFC 7541 5.1: a prefix of `prefix` bits, then what exceeds it as
+    base-128 groups, least significant first (a protobuf varint)."""
     mask = (1 << prefix) - 1
     if value < mask:
         return bytes((first | value,))
-    out = bytearray((first | mask,))
-    value -= mask
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+    return bytes((first | mask,)) + varint(value - mask)
 
 
 def literal(name: bytes, value: bytes) -> bytes:
