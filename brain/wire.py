@@ -28,6 +28,11 @@ def int_field(tag: int, n: int) -> bytes:
     return bytes((tag,)) + varint(n) if n else b""
 
 
+def bytes_field(tag: bytes, body: bytes) -> bytes:
+    """A length-delimited field (a message, bytes or string): tag, length, body."""
+    return tag + varint(len(body)) + body
+
+
 class LengthPrefixes:
     """tag + varint(length) for one length-delimited field, precomputed for
     lengths up to `upto`: framing a page of 500 KeyValues is then a list

@@ -22,7 +22,7 @@ from brain.apply.range import execute_range
 from brain.apply.txn import compare_kv
 from brain.etcdpb import kv_pb2, rpc_pb2
 from brain.mvcc.txn_write import WriteTxn
-from brain.wire import varint
+from brain.wire import bytes_field, varint
 
 _parse_kv = kv_pb2.KeyValue.FromString
 _EMPTY_KV = kv_pb2.KeyValue()
@@ -102,10 +102,6 @@ _REVISION = b"\x18"  # ResponseHeader.revision = 3
 _DELETED = b"\x10"  # DeleteRangeResponse.deleted = 2
 
 
-def _field(tag: bytes, body: bytes) -> bytes:
-    return tag + varint(len(body)) + body
-
-
 async def apply_single_key(txn: WriteTxn, t: rpc_pb2.TxnRequest, headers: ResponseHeaders) -> TxnResponse | bytes:
     """apply_txn for a txn single_key() accepted, header included. A branch
     with a Range answers as a TxnResponse; otherwise the answer is already
@@ -130,11 +126,11 @@ async def apply_single_key(txn: WriteTxn, t: rpc_pb2.TxnRequest, headers: Respon
             # the usual op is on the compared key: its version is at hand
             known = (raw, parsed) if p.key == c.key else None
             rev = await txn.put(p.key, p.value, p.lease, known)
-            op_field = _field(_TXN_RESPONSES, _field(_OP_PUT, _field(_HEADER, _REVISION + varint(rev))))
+            op_field = bytes_field(_TXN_RESPONSES, bytes_field(_OP_PUT, bytes_field(_HEADER, _REVISION + varint(rev))))
         elif which == "request_delete_range":
             deleted, rev = await txn.delete_range(op.request_delete_range.key, None)
-            body = _field(_HEADER, _REVISION + varint(rev)) + (_DELETED + varint(deleted) if deleted else b"")
-            op_field = _field(_TXN_RESPONSES, _field(_OP_DELETE, body))
+            body = bytes_field(_HEADER, _REVISION + varint(rev)) + (_DELETED + varint(deleted) if deleted else b"")
+            op_field = bytes_field(_TXN_RESPONSES, bytes_field(_OP_DELETE, body))
         else:
             resp = TxnResponse(succeeded=ok)
             rr = await execute_range(txn, op.request_range, txn.rev())
@@ -142,4 +138,4 @@ async def apply_single_key(txn: WriteTxn, t: rpc_pb2.TxnRequest, headers: Respon
             resp.header.revision = txn.rev()
             headers.fill(resp.header)
             return resp
-    return b"".join((_field(_TXN_HEADER, headers.encode(txn.rev())), _TXN_SUCCEEDED if ok else b"", op_field))
+    return b"".join((bytes_field(_TXN_HEADER, headers.encode(txn.rev())), _TXN_SUCCEEDED if ok else b"", op_field))
