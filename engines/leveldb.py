@@ -47,6 +47,7 @@ from engines.base import (
     check_key,
 )
 from engines.validate import Op, check_batch, check_expect, check_keys, check_scan
+from engines.wal import DEFAULT_SEGMENT_SIZE, WriteAheadLog
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,9 @@ class LevelDBEngine:
         compression: str | None = "snappy",
         paranoid_checks: bool = False,
         inline_sync_max: float = INLINE_SYNC_MAX,
+        # sync through brain's own log (engines/wal.py) instead of LevelDB's
+        write_ahead_log: bool = True,
+        wal_segment_size: int = DEFAULT_SEGMENT_SIZE,
     ) -> None:
         if not isinstance(data_dir, (str, os.PathLike)):
             raise TypeError(f"leveldb data_dir must be a path, not {type(data_dir).__name__}")
@@ -224,6 +228,13 @@ class LevelDBEngine:
         except plyvel.Error as e:
             raise EngineError(f"cannot open leveldb in {self.data_dir}: {_message(e)}") from None
         self._closed = False
+        self._wal: WriteAheadLog | None = None
+        if write_ahead_log:
+            try:
+                self._wal = self._open_wal(wal_segment_size)
+            except BaseException:
+                self._db.close()
+                raise
         self._lock = Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leveldb-sync")
         self._queued = 0  # writes handed to the thread and not yet returned
@@ -233,6 +244,45 @@ class LevelDBEngine:
         self.synced_on_thread = 0
         # live snapshots, so close() can release them before closing the DB
         self._snapshots: weakref.WeakSet[LevelDBSnapshot] = weakref.WeakSet()
+
+    def _open_wal(self, segment_size: int) -> WriteAheadLog:
+        wal = WriteAheadLog(self.data_dir, self._sync_leveldb_logs, segment_size)
+        try:
+            for ops in wal.recover():
+                wb = self._db.write_batch()
+                for key, value in ops:
+                    if value is None:
+                        wb.delete(key)
+                    else:
+                        wb.put(key, value)
+                wb.write()
+            self._sync_leveldb_logs()
+        except BaseException:
+            wal.close()
+            raise
+        wal.start()
+        return wal
+
+    def _sync_leveldb_logs(self) -> None:
+        """Make every write LevelDB has applied durable: sync its log files
+        (the current one and any older one whose memtable is not yet in a
+        table file) and the directory. Runs on the log's checkpoint thread."""
+        with os.scandir(self.data_dir) as it:
+            logs = [e.path for e in it if e.name.endswith(".log")]
+        for path in logs:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:  # flushed to a table file and removed meanwhile
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fd = os.open(self.data_dir, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def __repr__(self) -> str:
         return f"LevelDBEngine({self.data_dir!r}{', closed' if self._closed else ''})"
@@ -341,16 +391,27 @@ class LevelDBEngine:
         for key, want in expect:
             if db.get(key) != want:
                 raise ConflictError(f"commit_if: key {key!r} no longer holds the expected value")
-        wb = db.write_batch(sync=sync)
+        wal = self._wal
+        t0 = time.perf_counter()
+        mark = None
+        if wal is not None:
+            try:
+                mark = wal.append(ops, sync)
+            except OSError as e:
+                raise EngineError(f"leveldb write-ahead log in {self.data_dir} failed: {e}") from None
+        # logged: LevelDB need not sync (a batch too large for the log, mark
+        # None, is synced by LevelDB itself)
+        wb = db.write_batch(sync=sync and mark is None)
         for key, value in ops:
             if value is None:
                 wb.delete(key)
             else:
                 wb.put(key, value)
-        t0 = time.perf_counter()
         try:
             wb.write()
         except plyvel.Error as e:
+            if mark is not None:
+                wal.undo(mark)  # type: ignore[union-attr]
             raise EngineError(f"leveldb write in {self.data_dir} failed: {_message(e)}") from None
         if sync:
             took = time.perf_counter() - t0
@@ -389,4 +450,6 @@ class LevelDBEngine:
                 s, snap._snap = snap._snap, None
                 if s is not None:
                     s.close()
+            if self._wal is not None:
+                self._wal.close()
             self._db.close()
