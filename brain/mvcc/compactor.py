@@ -126,7 +126,7 @@ class Compactor:
                     continue
                 doomed = [ek for ek, _ in versions[:-1]]
                 last_key, last_val = versions[-1]
-                if kv_pb2.KeyValue.FromString(last_val).version == 0:
+                if last_val != K.LIVE and kv_pb2.KeyValue.FromString(last_val).version == 0:
                     doomed.append(last_key)
                 for ek in doomed:
                     wb.delete(ek)

@@ -6,15 +6,24 @@ Every engine key starts with a one-byte namespace:
                                  mvccpb.KeyValue). The "latest index": reads at
                                  the current revision scan only this, never
                                  history. Deleted keys have no entry.
-  r<esc(user key)><rev:8>     -> the version written at rev: a KeyValue, or a
-                                 tombstone (version == 0). History, for reads
-                                 at past revisions; compaction prunes it.
+  r<esc(user key)><rev:8>     -> the version written at rev: a KeyValue, a
+                                 tombstone (version == 0), or LIVE (empty)
+                                 while it is the key's live version. History,
+                                 for reads at past revisions; compaction
+                                 prunes it.
   e<rev:8>                    -> the user keys changed at rev, in change
                                  order. Lets watches replay from the engine and
                                  lets compaction find what to prune without a
                                  full scan.
   m<name>                     -> metadata (current revision, compaction).
   l<lease id:8>               -> a lease (see brain/lease).
+
+A live version is stored once, in the index: its history record is the
+empty LIVE marker, and the write that replaces or deletes it rewrites that
+record with the full KeyValue (in the same atomic batch). Creates thus put
+one copy of each value into the engine instead of two, which halves what
+LevelDB compacts under a create load (measured: later rounds of 5 s creates
+on one server went from 10.6-14.4k to 14.4-17.0k/s).
 
 User keys are arbitrary bytes. In the history namespace a revision follows
 the key, so the key is escaped (0x00 -> 0x00 0xff, then a 0x00 0x01
@@ -33,6 +42,10 @@ EVENTS = b"e"
 EVENTS_END = b"f"
 LEASE = b"l"
 LEASE_END = b"m"
+
+# the history value of a key's live version (see above); no KeyValue
+# serializes to it, since every stored version has a key
+LIVE = b""
 
 META_REVISION = b"mrev"
 META_COMPACT_SCHEDULED = b"mcompact-scheduled"

@@ -84,11 +84,16 @@ def encode_batch(changes: Sequence[Change], rev: int) -> WriteBatch:
     put = wb.ops.append
     by_rev: dict[int, list[bytes]] = {}
     for c in changes:
+        if c.prev is not None:
+            # the replaced version leaves the index: its history record
+            # takes the full KeyValue (see keys.py)
+            put((K.history_key(c.key, c.prev_rev), c.prev))
         if c.deleted:
             put((K.INDEX + c.key, None))
+            put((K.history_key(c.key, c.rev), c.kv))
         else:
             put((K.INDEX + c.key, c.kv))
-        put((K.history_key(c.key, c.rev), c.kv))
+            put((K.history_key(c.key, c.rev), K.LIVE))
         by_rev.setdefault(c.rev, []).append(c.key)
     for r, ks in by_rev.items():
         put((K.events_key(r), K.encode_key_list(ks)))
@@ -360,9 +365,12 @@ class MVCCStore:
                 if raw == landed:
                     # another brain process sharing the engine may have
                     # written this revision number: it is this batch only if
-                    # the versions it wrote are there
-                    stored = await self.engine.batch_get([K.history_key(c.key, c.rev) for c in changes])
-                    mine = stored == [c.kv for c in changes]
+                    # the records it wrote are there (the index records tell
+                    # the two apart; history holds LIVE markers for both)
+                    wrote = {k: v for k, v in encode_batch(changes, rev).ops if v is not None}
+                    keys = list(wrote)
+                    stored = await self.engine.batch_get(keys)
+                    mine = stored == [wrote[k] for k in keys]
             except EngineError as e:
                 if self._closed:
                     # stopping: the next start reads the revision from the

@@ -26,7 +26,7 @@ _parse_kv = KeyValue.FromString
 class Change:
     """One key changed at one revision. kv is the serialized new version
     (for a delete: the tombstone {key, mod_revision}); prev is the serialized
-    version it replaced, if the key was live."""
+    version it replaced, if the key was live, written at prev_rev."""
 
     rev: int
     key: bytes
@@ -35,6 +35,7 @@ class Change:
     deleted: bool
     lease: int = 0
     prev_lease: int = 0
+    prev_rev: int = 0
 
 
 def _in_range(k: bytes, key: bytes, end: RangeEnd) -> bool:
@@ -160,20 +161,20 @@ class WriteTxn:
             prev, p = await self.get(key), None
         else:
             prev, p = known
-        prev_lease = 0
+        prev_lease = prev_rev = 0
         if prev is None:
             kv = KeyValue(key=key, value=value, create_revision=rev, mod_revision=rev, version=1, lease=lease)
         else:
             if p is None:
                 p = _parse_kv(prev)
-            prev_lease = p.lease
+            prev_lease, prev_rev = p.lease, p.mod_revision
             kv = KeyValue(
                 key=key, value=value, create_revision=p.create_revision,
                 mod_revision=rev, version=p.version + 1, lease=lease,
             )
         raw = kv.SerializeToString()
         self.latest[key] = raw
-        self.changes.append(Change(rev, key, raw, prev, False, lease, prev_lease))
+        self.changes.append(Change(rev, key, raw, prev, False, lease, prev_lease, prev_rev))
         return rev
 
     async def delete_range(self, key: bytes, end: RangeEnd) -> tuple[int, int]:
@@ -186,5 +187,5 @@ class WriteTxn:
             p = _parse_kv(raw)
             tomb = KeyValue(key=p.key, mod_revision=rev).SerializeToString()
             self.latest[p.key] = None
-            self.changes.append(Change(rev, p.key, tomb, raw, True, 0, p.lease))
+            self.changes.append(Change(rev, p.key, tomb, raw, True, 0, p.lease, p.mod_revision))
         return len(found.kvs), rev

@@ -138,6 +138,11 @@ class ReadView:
             if not items:
                 return RawRange([], 0)
             raw = items[0][1]
+            if raw == K.LIVE:
+                if count_only:
+                    return RawRange([], 1)
+                raw = await snap.get(K.INDEX + key)
+                return RawRange([raw], 1)  # type: ignore[list-item]
             if is_tombstone(_parse_kv(raw)):
                 return RawRange([], 0)
             return RawRange([] if count_only else [raw], 1)
@@ -149,26 +154,39 @@ class ReadView:
         count = 0
         cur_prefix = None
         cand: bytes | None = None
+        # positions in out of live versions, read from the index below
+        in_index: list[int] = []
         for ek, ev in items:
             p = ek[:-8]
             if p != cur_prefix:
                 if cand is not None:
-                    if not is_tombstone(_parse_kv(cand)):
+                    if cand == K.LIVE or not is_tombstone(_parse_kv(cand)):
                         count += 1
                         if live is not None:
                             live.append(cur_prefix)  # type: ignore[arg-type]
                         if not count_only and (limit <= 0 or len(out) < limit):
+                            if cand == K.LIVE:
+                                in_index.append(len(out))
+                                cand = cur_prefix
                             out.append(cand)
                 cur_prefix = p
                 cand = None
             if K.unpack_rev(ek[-8:])[0] <= rev:
                 cand = ev
-        if cand is not None and not is_tombstone(_parse_kv(cand)):
+        if cand is not None and (cand == K.LIVE or not is_tombstone(_parse_kv(cand))):
             count += 1
             if live is not None:
                 live.append(cur_prefix)  # type: ignore[arg-type]
             if not count_only and (limit <= 0 or len(out) < limit):
+                if cand == K.LIVE:
+                    in_index.append(len(out))
+                    cand = cur_prefix
                 out.append(cand)
+        if in_index:
+            # out holds the escaped history prefix at these positions
+            found = await snap.batch_get([K.INDEX + K.unescape(out[i][1:]) for i in in_index])
+            for i, raw in zip(in_index, found):
+                out[i] = raw  # type: ignore[call-overload]
         if live is not None and count > limit:
             self.live_keys.remember(rev, key, end, [K.unescape(p[1:]) for p in live])
         return RawRange(out, count)

@@ -1,9 +1,11 @@
 """Events rebuilt from the engine, for revisions the memory history forgot.
 
 The revision log (`e<rev>` -> keys changed at rev, in change order) says what
-changed; each key's history record at rev is the new version, or a tombstone
-(version 0) for a delete. prev_kv is the key's newest history version below
-rev, unless that is a tombstone.
+changed; each key's history record at rev is the new version, a tombstone
+(version 0) for a delete, or LIVE when the version is the key's live one (it
+is read from the index then). prev_kv is the key's newest history version
+below rev, unless that is a tombstone; it is never LIVE (a version with a
+newer one after it is stored in full).
 """
 from __future__ import annotations
 
@@ -30,6 +32,11 @@ async def read_events(
         rev = K.unpack_rev(ek[1:])[0]
         changed.extend((rev, k) for k in K.decode_key_list(data))
     values = await snapshot.batch_get([K.history_key(k, rev) for rev, k in changed])
+    in_index = [i for i, raw in enumerate(values) if raw == K.LIVE]
+    if in_index:
+        live = await snapshot.batch_get([K.INDEX + changed[i][1] for i in in_index])
+        for i, raw in zip(in_index, live):
+            values[i] = raw
     out: list[WatchEvent] = []
     # the newest version read so far per key: the previous version of a
     # key's next event in this read, without another engine lookup
