@@ -1,5 +1,12 @@
 """The LevelDB engine (via plyvel): brain's default, single-process engine.
 
+Durability: a synced write goes to brain's write-ahead log first
+(engines/wal.py, one fdatasync on a preallocated file), then to LevelDB
+without LevelDB's own sync, whose appends to an ever-growing log cost a
+journal commit per sync. The log's checkpoints sync LevelDB's log files on a
+thread before a segment is reused, and an open replays what LevelDB may have
+lost. `write_ahead_log=False` makes LevelDB sync each write itself.
+
 Threading model:
 - Reads run synchronously inside the coroutines: a LevelDB get or a short
   iterator step takes microseconds, far less than a hop to a thread.

@@ -169,9 +169,9 @@ class WriteAheadLog:
     def recover(self) -> list[list[Op]]:
         """The batches to apply to the engine, oldest first. The caller
         applies them, makes them durable and then calls start()."""
-        runs = []
-        for fd, size in zip(self._fds, self._sizes):
-            runs.append(read_run(os.pread(fd, min(size, self.segment_size), 0)))
+        # whole files: a segment written with a larger segment_size than
+        # this open's holds records past this one's
+        runs = [read_run(os.pread(fd, size, 0)) for fd, size in zip(self._fds, self._sizes)]
         last = max((run[-1].seq for run in runs if run), default=0)
         self._seq = last + 1
         replay = records_to_replay(runs)

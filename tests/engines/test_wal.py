@@ -242,3 +242,23 @@ def test_undo_takes_back_the_last_record(tmp_path):
     again = WriteAheadLog(str(tmp_path), lambda: None, segment_size=4096)
     assert again.recover() == [[(b"a", b"1")], [(b"c", b"3")]]
     again.close()
+
+
+def test_a_smaller_segment_size_still_replays_the_whole_log(tmp_path):
+    """Segments written with a larger size are read whole at the next open."""
+    path, saved = str(tmp_path / "db"), str(tmp_path / "saved")
+
+    async def go():
+        eng = LevelDBEngine(path, wal_segment_size=1 << 20)
+        await eng.close()
+        _copy_leveldb_files(path, saved)
+        eng = LevelDBEngine(path, wal_segment_size=1 << 20)
+        for i in range(40):
+            await eng.write(_batch([(b"k%d" % i, b"v" * 1000)]))
+        await eng.close()
+        _restore_leveldb_files(saved, path)
+        eng = LevelDBEngine(path, wal_segment_size=4096)
+        assert len(await _contents(eng)) == 40
+        await eng.close()
+
+    asyncio.run(go())
