@@ -256,13 +256,7 @@ class LevelDBEngine:
         wal = WriteAheadLog(self.data_dir, self._sync_leveldb_logs, segment_size)
         try:
             for ops in wal.recover():
-                wb = self._db.write_batch()
-                for key, value in ops:
-                    if value is None:
-                        wb.delete(key)
-                    else:
-                        wb.put(key, value)
-                wb.write()
+                self._write_batch(ops, False).write()
             self._sync_leveldb_logs()
         except BaseException:
             wal.close()
@@ -389,6 +383,15 @@ class LevelDBEngine:
         finally:
             self._queued -= 1
 
+    def _write_batch(self, ops: Sequence[Op], sync: bool) -> Any:
+        wb = self._db.write_batch(sync=sync)
+        for key, value in ops:
+            if value is None:
+                wb.delete(key)
+            else:
+                wb.put(key, value)
+        return wb
+
     def _commit_on_thread(self, expect: Sequence[Op], ops: list[Op], sync: bool) -> None:
         with self._lock:
             self._commit_locked(expect, ops, sync)
@@ -408,12 +411,7 @@ class LevelDBEngine:
                 raise EngineError(f"leveldb write-ahead log in {self.data_dir} failed: {e}") from None
         # logged: LevelDB need not sync (a batch too large for the log, mark
         # None, is synced by LevelDB itself)
-        wb = db.write_batch(sync=sync and mark is None)
-        for key, value in ops:
-            if value is None:
-                wb.delete(key)
-            else:
-                wb.put(key, value)
+        wb = self._write_batch(ops, sync and mark is None)
         try:
             wb.write()
         except plyvel.Error as e:

@@ -96,6 +96,12 @@ def decode_ops(payload: bytes) -> list[Op]:
     return ops
 
 
+def _record(seq: int, payload: bytes) -> bytes:
+    # the crc covers length, seq and payload: everything after itself
+    body = _HEADER.pack(0, len(payload), seq)[4:] + payload
+    return zlib.crc32(body).to_bytes(4, "little") + body
+
+
 @dataclass
 class Record:
     seq: int
@@ -200,8 +206,7 @@ class WriteAheadLog:
         if self._pos + length > self.segment_size:
             self._switch()
         mark = (self._seg, self._pos, self._seq)
-        body = _HEADER.pack(0, len(payload), self._seq)[4:] + payload
-        self._write(_HEADER.pack(zlib.crc32(body), len(payload), self._seq)[:4] + body, sync)
+        self._write(_record(self._seq, payload), sync)
         self._seq += 1
         return mark
 
@@ -256,9 +261,7 @@ class WriteAheadLog:
         self._write_barrier()
 
     def _write_barrier(self) -> None:
-        payload = _COUNT.pack(0)
-        body = _HEADER.pack(0, len(payload), self._seq)[4:] + payload
-        self._write(_HEADER.pack(zlib.crc32(body), len(payload), self._seq)[:4] + body, True)
+        self._write(_record(self._seq, _COUNT.pack(0)), True)
         self._seq += 1
 
     def _wait(self, seg: int) -> None:
