@@ -54,7 +54,7 @@ from engines.base import (
     check_key,
 )
 from engines.validate import Op, check_batch, check_expect, check_keys, check_scan
-from engines.wal import DEFAULT_SEGMENT_SIZE, WriteAheadLog
+from engines.wal import DEFAULT_SEGMENT_SIZE, SEGMENT_NAMES, WriteAheadLog
 
 log = logging.getLogger(__name__)
 
@@ -425,10 +425,14 @@ class LevelDBEngine:
     # maintenance (optional engine features, found by getattr in brain/server)
 
     def disk_size(self) -> int:
-        """Bytes of the data directory's files."""
+        """Bytes of the database's files: the data directory's files but the
+        write-ahead log's segments (like etcd's db size, which leaves out its
+        WAL; the segments stay at their full size once grown)."""
         total = 0
         with os.scandir(self.data_dir) as it:
             for entry in it:
+                if entry.name in SEGMENT_NAMES:
+                    continue
                 try:
                     if entry.is_file(follow_symlinks=False):
                         total += entry.stat(follow_symlinks=False).st_size

@@ -143,6 +143,9 @@ def test_segments_are_reused_after_a_checkpoint(tmp_path):
         assert wal is not None and wal.checkpoints >= 8
         for name in SEGMENT_NAMES:
             assert os.path.getsize(os.path.join(path, name)) == SEGMENT
+        # the database's size leaves the log out, like etcd's db size
+        files = sum(os.path.getsize(os.path.join(path, n)) for n in os.listdir(path))
+        assert eng.disk_size() == files - 2 * SEGMENT
         await eng.close()
         eng = LevelDBEngine(path, wal_segment_size=SEGMENT)
         expected = {b"k%d" % (i % 37): b"v%d" % i * 100 for i in range(400)}
