@@ -32,6 +32,11 @@ log = logging.getLogger("brain.transport")
 # waits for a WINDOW_UPDATE while streaming a big request.
 STREAM_WINDOW = 4 * 1024 * 1024
 CONNECTION_WINDOW = 16 * 1024 * 1024
+# Output collected for the event loop's next turn is written at once when it
+# passes this size: a burst (one put fanned out to many watchers, encoded by
+# many stream tasks in one turn) starts reaching the client while the rest is
+# still being encoded.
+FLUSH_BYTES = 64 * 1024
 _MAX_HEADER_BLOCK = 1024 * 1024
 _PARSED_LIMIT = 256
 
@@ -96,6 +101,7 @@ class Connection(asyncio.Protocol):
         self._buf = b""
         self._preface = False
         self._out: list[Any] = []
+        self._out_bytes = 0
         self._receiving = False
         self._flush_scheduled = False
         self._continuation: tuple[int, int, bytearray] | None = None
@@ -173,12 +179,18 @@ class Connection(asyncio.Protocol):
 
     def emit(self, data: Any) -> None:
         self._out.append(data)
-        if not self._receiving and not self._flush_scheduled:
+        self._out_bytes += len(data)
+        if self._receiving:
+            return
+        if self._out_bytes >= FLUSH_BYTES:
+            self.flush()
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self._flush_scheduled = False
+        self._out_bytes = 0
         out = self._out
         if not out:
             return
