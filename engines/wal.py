@@ -57,6 +57,8 @@ _CHUNK = 1 << 20
 _ZEROS = bytes(_CHUNK)
 
 _HEADER = struct.Struct("<IIQ")
+_LENGTH_SEQ = struct.Struct("<IQ")  # the header after its crc
+_CRC = struct.Struct("<I")
 _LENGTHS = struct.Struct("<II")
 _COUNT = struct.Struct("<I")
 _DELETE = 0xFFFFFFFF
@@ -96,10 +98,11 @@ def decode_ops(payload: bytes) -> list[Op]:
     return ops
 
 
-def _record(seq: int, payload: bytes) -> bytes:
-    # the crc covers length, seq and payload: everything after itself
-    body = _HEADER.pack(0, len(payload), seq)[4:] + payload
-    return zlib.crc32(body).to_bytes(4, "little") + body
+def _record(seq: int, payload: bytes) -> list[bytes]:
+    """A record as the pieces to write (no copy of the payload); the crc
+    covers everything after itself: length, seq and payload."""
+    length_seq = _LENGTH_SEQ.pack(len(payload), seq)
+    return [_CRC.pack(zlib.crc32(payload, zlib.crc32(length_seq))), length_seq, payload]
 
 
 @dataclass
@@ -218,12 +221,13 @@ class WriteAheadLog:
         os.fdatasync(self._fds[seg])
         self._seg, self._pos, self._seq = seg, pos, seq
 
-    def _write(self, data: bytes, sync: bool) -> None:
+    def _write(self, record: list[bytes], sync: bool) -> None:
         fd = self._fds[self._seg]
-        end = self._pos + len(data)
+        end = self._pos + _HEADER.size + len(record[2])
         if end > self._sizes[self._seg]:
             self._grow(end)
-        os.pwrite(fd, data, self._pos)
+        if os.pwritev(fd, record, self._pos) != end - self._pos:  # a full disk
+            raise OSError(f"short write to the write-ahead log in {self.directory}")
         self._pos = end
         if sync:
             os.fdatasync(fd)
