@@ -147,47 +147,26 @@ class ReadView:
                 return RawRange([], 0)
             return RawRange([] if count_only else [raw], 1)
         start, stop = K.history_range(key, end or None)
-        items = await snap.scan(start, stop)
-        out: list[bytes] = []
-        # the live keys' escaped history prefixes, for the next pages of a list
-        live: list[bytes] | None = [] if limit > 0 else None
-        count = 0
-        cur_prefix = None
-        cand: bytes | None = None
-        # positions in out of live versions, read from the index below
-        in_index: list[int] = []
-        for ek, ev in items:
-            p = ek[:-8]
-            if p != cur_prefix:
-                if cand is not None:
-                    if cand == K.LIVE or not is_tombstone(_parse_kv(cand)):
-                        count += 1
-                        if live is not None:
-                            live.append(cur_prefix)  # type: ignore[arg-type]
-                        if not count_only and (limit <= 0 or len(out) < limit):
-                            if cand == K.LIVE:
-                                in_index.append(len(out))
-                                cand = cur_prefix
-                            out.append(cand)
-                cur_prefix = p
-                cand = None
+        # each key's newest version at or below rev, by escaped history
+        # prefix, in key order (versions of one key sort oldest first)
+        newest: dict[bytes, bytes] = {}
+        for ek, ev in await snap.scan(start, stop):
             if K.unpack_rev(ek[-8:])[0] <= rev:
-                cand = ev
-        if cand is not None and (cand == K.LIVE or not is_tombstone(_parse_kv(cand))):
-            count += 1
-            if live is not None:
-                live.append(cur_prefix)  # type: ignore[arg-type]
-            if not count_only and (limit <= 0 or len(out) < limit):
-                if cand == K.LIVE:
-                    in_index.append(len(out))
-                    cand = cur_prefix
-                out.append(cand)
+                newest[ek[:-8]] = ev
+        live = [p for p, v in newest.items() if v == K.LIVE or not is_tombstone(_parse_kv(v))]
+        count = len(live)
+        if count_only:
+            return RawRange([], count)
+        page = live[:limit] if limit > 0 else live
+        out = [newest[p] for p in page]
+        in_index = [i for i, raw in enumerate(out) if raw == K.LIVE]
         if in_index:
-            # out holds the escaped history prefix at these positions
-            found = await snap.batch_get([K.INDEX + K.unescape(out[i][1:]) for i in in_index])
+            # live versions are stored in the index only
+            found = await snap.batch_get([K.INDEX + K.unescape(page[i][1:]) for i in in_index])
             for i, raw in zip(in_index, found):
                 out[i] = raw  # type: ignore[call-overload]
-        if live is not None and count > limit:
+        if limit > 0 and count > limit:
+            # the live keys, for the next pages of a list
             self.live_keys.remember(rev, key, end, [K.unescape(p[1:]) for p in live])
         return RawRange(out, count)
 
