@@ -76,6 +76,14 @@ def _message(e: BaseException) -> str:
     return arg.decode(errors="replace") if isinstance(arg, bytes) else str(arg)
 
 
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _scan(reader: Any, start: bytes, end: bytes | None, limit: int, reverse: bool, keys_only: bool) -> list[tuple[bytes, bytes]]:
     """Scan a plyvel DB or snapshot (both have the same iterator API)."""
     if reverse:
@@ -272,18 +280,10 @@ class LevelDBEngine:
             logs = [e.path for e in it if e.name.endswith(".log")]
         for path in logs:
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                _fsync(path)
             except FileNotFoundError:  # flushed to a table file and removed meanwhile
-                continue
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fd = os.open(self.data_dir, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+                pass
+        _fsync(self.data_dir)
 
     def __repr__(self) -> str:
         return f"LevelDBEngine({self.data_dir!r}{', closed' if self._closed else ''})"
