@@ -3,7 +3,7 @@ prefix at a revision pinned by the first page (`limit`, continue from the
 last key + "\\0", exact `count` of what is left), while other clients create,
 update and delete keys of the same prefix between pages, and compaction
 moves on. brain answers later pages from what the first page learnt of the
-range (brain/mvcc/live_keys.py); every page must still match etcd."""
+range (brain/mvcc/key_index.py); every page must still match etcd."""
 from __future__ import annotations
 
 import random

@@ -86,7 +86,7 @@ def test_metrics_and_health(tmp_path):
             kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=b"k0"))
             with pytest.raises(grpc.RpcError):
                 kv.Range(rpc_pb2.RangeRequest(key=b""))
-            # a paged list: the first page learns the range's 9 keys, the second uses them
+            # a paged list, both pages at the current revision
             first = kv.Range(rpc_pb2.RangeRequest(key=b"k", range_end=b"l", limit=4))
             kv.Range(rpc_pb2.RangeRequest(key=first.kvs[-1].key + b"\0", range_end=b"l", limit=4,
                                           revision=first.header.revision))
@@ -114,8 +114,10 @@ def test_metrics_and_health(tmp_path):
         assert values["etcd_debugging_mvcc_watcher_total"] == 2
         assert values["brain_watch_history_events"] == 11
         assert values["brain_watch_history_bytes"] > 0
-        assert values["brain_range_live_keys_held"] == 9
-        assert values["brain_range_live_keys_hits_total"] == 1
+        # the key index: 10 creates and a delete logged; both pages at the current revision
+        assert values["brain_key_index_log_changes"] == 11
+        assert values["brain_range_past_pages_total"] == 0
+        assert values["brain_key_index_bytes"] > 9 * 2
         assert 1 <= values["brain_commit_batches_total"] <= 11
         # every commit is one synced engine write, inline or on the write thread
         synced = values['brain_engine_synced_writes_total{where="inline"}'] + values['brain_engine_synced_writes_total{where="thread"}']

@@ -18,10 +18,10 @@ from typing import Any, Awaitable, Callable, Sequence
 from brain import errors
 from brain.mvcc import keys as K
 from brain.mvcc.compactor import Compactor
-from brain.mvcc.live_keys import LiveKeyCache
+from brain.mvcc.key_index import KeyIndex
 from brain.mvcc.txn_write import Batch, Change, WriteTxn
 from brain.mvcc.view import ReadView
-from engines.base import CommitUnknownError, ConflictError, Engine, EngineError, WriteBatch
+from engines.base import CommitUnknownError, ConflictError, Engine, EngineError, Snapshot, WriteBatch
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,12 @@ def encode_batch(changes: Sequence[Change], rev: int) -> WriteBatch:
     return wb
 
 
+async def load_index(snap: Snapshot, rev: int) -> KeyIndex:
+    """The key index of a store at rev, from the engine's index records."""
+    found = await snap.scan(K.INDEX, K.INDEX_END, keys_only=True)
+    return KeyIndex(rev, [k[1:] for k, _ in found])
+
+
 class MVCCStore:
     def __init__(self, engine: Engine, *, sync: bool = True) -> None:
         self.engine = engine
@@ -116,12 +122,11 @@ class MVCCStore:
         self._fenced = False
         self.lease_exists: Callable[[int], bool] = lambda _id: False
         self.compactor = Compactor(self)
-        # live keys of ranges at pinned revisions, for paged lists (live_keys.py)
-        self.live_keys = LiveKeyCache()
+        # the keys live now and at recent revisions (key_index.py)
+        self.index = KeyIndex(0)
         # figures for metrics
         self.batches = 0
         self.batched_requests = 0
-        self.keys_total = 0  # live keys, kept current by the writer
 
     @classmethod
     async def open(cls, engine: Engine, *, sync: bool = True) -> MVCCStore:
@@ -132,14 +137,20 @@ class MVCCStore:
         finished = await engine.get(K.META_COMPACT_FINISHED)
         compact_rev = K.unpack_rev(scheduled)[0] if scheduled else 0
         finished_rev = K.unpack_rev(finished)[0] if finished else 0
-        store._view = ReadView(engine.snapshot(), rev, compact_rev, store.live_keys)
-        store.keys_total = len(await store._view.snapshot.scan(K.INDEX, K.INDEX_END, keys_only=True))
+        snap = engine.snapshot()
+        store.index = await load_index(snap, rev)
+        store._view = ReadView(snap, rev, compact_rev, store.index)
         store.compactor.finished = finished_rev
         store._writer = asyncio.get_running_loop().create_task(store._write_loop(), name="mvcc-writer")
         if finished_rev < compact_rev:
             log.info("resuming interrupted compaction %d -> %d", finished_rev, compact_rev)
             store.compactor.start(compact_rev)
         return store
+
+    @property
+    def keys_total(self) -> int:
+        """Keys live at the current revision."""
+        return len(self.index)
 
     @property
     def view(self) -> ReadView:
@@ -403,7 +414,7 @@ class MVCCStore:
             await engine.get(K.META_REVISION)
             snap = engine.snapshot()
             raw, scheduled, finished = await snap.batch_get([K.META_REVISION, K.META_COMPACT_SCHEDULED, K.META_COMPACT_FINISHED])
-            keys = len(await snap.scan(K.INDEX, K.INDEX_END, keys_only=True))
+            index = await load_index(snap, K.unpack_rev(raw)[0] if raw else 1)
         except EngineError as e:
             log.error("reloading the revision from the engine failed (%s); the next commit tries again", e)
             return
@@ -412,9 +423,8 @@ class MVCCStore:
         rev = K.unpack_rev(raw)[0] if raw else 1
         compact_rev = K.unpack_rev(scheduled)[0] if scheduled else 0
         finished_rev = K.unpack_rev(finished)[0] if finished else 0
-        self.live_keys = LiveKeyCache()  # another process's revisions: learn afresh
-        self._view = ReadView(snap, rev, compact_rev, self.live_keys)
-        self.keys_total = keys
+        self.index = index  # another process's revisions: learn afresh
+        self._view = ReadView(snap, rev, compact_rev, index)
         self.compactor.finished = max(self.compactor.finished, finished_rev)
         if self.compactor.finished < compact_rev:
             self.compactor.start(compact_rev)
@@ -423,14 +433,10 @@ class MVCCStore:
     def _publish(self, batch: Batch, changes: list[Change], requests: int) -> None:
         view = self._view
         assert view is not None
-        self._view = ReadView(self.engine.snapshot(), batch.rev, view.compact_rev, self.live_keys)
+        self.index.apply(changes, batch.rev)
+        self._view = ReadView(self.engine.snapshot(), batch.rev, view.compact_rev, self.index)
         self.batches += 1
         self.batched_requests += requests
-        for c in changes:
-            if c.deleted:
-                self.keys_total -= 1
-            elif c.prev is None:
-                self.keys_total += 1
         for listener in self._listeners:
             try:
                 listener(changes, batch.rev)
@@ -447,8 +453,8 @@ class MVCCStore:
         wb = WriteBatch()
         wb.put(K.META_COMPACT_SCHEDULED, K.pack_rev(rev))
         await self.engine.write(wb, sync=self.sync)
-        self._view = ReadView(view.snapshot, view.rev, rev, self.live_keys)
-        self.live_keys.forget_below(rev)
+        self._view = ReadView(view.snapshot, view.rev, rev, self.index)
+        self.index.forget_below(rev)
         self.compactor.start(rev)
 
     async def close(self) -> None:

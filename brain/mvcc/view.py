@@ -7,13 +7,16 @@ the header it returns (the committed-revision watermark).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from brain import errors
 from brain.etcdpb import kv_pb2
 from brain.mvcc import keys as K
-from brain.mvcc.live_keys import LiveKeyCache, LiveKeys
+from brain.mvcc.key_index import KeyIndex, Page
 from engines.base import Snapshot
+
+log = logging.getLogger(__name__)
 
 KeyValue = kv_pb2.KeyValue
 _parse_kv = KeyValue.FromString
@@ -41,14 +44,15 @@ def _empty_range(key: bytes, end: RangeEnd) -> bool:
 
 
 class ReadView:
-    __slots__ = ("snapshot", "rev", "compact_rev", "live_keys")
+    __slots__ = ("snapshot", "rev", "compact_rev", "index")
 
-    def __init__(self, snapshot: Snapshot, rev: int, compact_rev: int, live_keys: LiveKeyCache) -> None:
+    def __init__(self, snapshot: Snapshot, rev: int, compact_rev: int, index: KeyIndex) -> None:
         self.snapshot = snapshot
         self.rev = rev
         self.compact_rev = compact_rev
-        # shared by every view of the store: what paged lists learnt
-        self.live_keys = live_keys
+        # shared by every view of the store and kept at the newest commit:
+        # asked at this view's revision, it answers for this view
+        self.index = index
 
     def check_rev(self, rev: int) -> int:
         """etcd's rules for a requested revision: 0 means current; above the
@@ -79,73 +83,73 @@ class ReadView:
         rev = self.check_rev(rev)
         if _empty_range(key, end):
             return RawRange([], 0)
-        if end is not None and limit > 0:
-            known = self.live_keys.lookup(rev, key, end)
-            if known is not None:
-                got = await self._range_known(known, key, rev, limit, count_only)
-                if got is not None:
-                    return got
-        if rev == self.rev:
-            return await self._range_latest(key, end, limit, count_only)
+        if end is None:
+            return await self._get(key, rev, count_only)
+        index = self.index
+        if rev == self.rev == index.rev:
+            # the index is at this view: the count from it, the page as
+            # the engine's index holds it
+            count = index.count(rev, key, end)
+            assert count is not None
+            if count_only or count == 0:
+                return RawRange([], count)
+            start, stop = K.index_range(key, end or None)
+            items = await self.snapshot.scan(start, stop, limit=limit if 0 < limit < count else 0)
+            return RawRange([v for _, v in items], count)
+        if count_only:
+            n = index.count(rev, key, end)
+            if n is not None:
+                return RawRange([], n)
+        else:
+            page = index.page(rev, key, end, limit)
+            if page is not None:
+                return RawRange(await self._values(page, rev), page.count)
+        # older than the index's log reaches
         return await self._range_history(key, end, rev, limit, count_only)
 
-    async def _range_known(self, known: LiveKeys, key: bytes, rev: int, limit: int, count_only: bool) -> RawRange | None:
-        """A page of a range whose live keys at rev are known: the count
-        from them, the values of just the page's keys from the engine."""
-        page, count = known.page(key, limit)
-        if count_only or not page:
-            return RawRange([], count)
-        sub_end = page[-1] + b"\x00"
-        if rev == self.rev:
-            items = await self.snapshot.scan(K.INDEX + page[0], K.INDEX + sub_end)
-            kvs = [v for _, v in items]
-        else:
-            kvs = (await self._range_history(page[0], sub_end, rev, 0, False)).kvs
-        if len(kvs) != len(page):  # cannot happen while revisions are immutable
+    async def _get(self, key: bytes, rev: int, count_only: bool) -> RawRange:
+        """One key at rev."""
+        raw = await (self.get_latest(key) if rev == self.rev else self._get_at(key, rev))
+        if raw is None:
+            return RawRange([], 0)
+        return RawRange([] if count_only else [raw], 1)
+
+    async def _get_at(self, key: bytes, rev: int) -> bytes | None:
+        """The serialized KeyValue of key live at rev (None: not live)."""
+        snap = self.snapshot
+        prefix = K.history_prefix(key)
+        items = await snap.scan(prefix, prefix + K.pack_rev(rev + 1), limit=1, reverse=True)
+        if not items:
             return None
-        return RawRange(kvs, count)
+        raw = items[0][1]
+        if raw == K.LIVE:  # still the live version at this view: stored in the index
+            return await snap.get(K.INDEX + key)
+        return None if is_tombstone(_parse_kv(raw)) else raw
 
-    async def _range_latest(self, key: bytes, end: RangeEnd, limit: int, count_only: bool) -> RawRange:
-        snap = self.snapshot
-        if end is None:
-            raw = await snap.get(K.INDEX + key)
-            if raw is None:
-                return RawRange([], 0)
-            return RawRange([] if count_only else [raw], 1)
-        start, stop = K.index_range(key, end or None)
-        if count_only:
-            return RawRange([], len(await snap.scan(start, stop, keys_only=True)))
-        if limit <= 0:
-            items = await snap.scan(start, stop)
-            return RawRange([v for _, v in items], len(items))
-        items = await snap.scan(start, stop, limit=limit)
-        count = len(items)
-        if count == limit:
-            # count ignores limit: the rest of the range is counted, not read
-            last = items[-1][0]
-            rest = await snap.scan(last + b"\x00", stop, keys_only=True)
-            if rest:
-                count += len(rest)
-                # the next pages of this list come at this revision
-                self.live_keys.remember(self.rev, key, end, [k[1:] for k, _ in items] + [k[1:] for k, _ in rest])
-        return RawRange([v for _, v in items], count)
+    async def _values(self, page: Page, rev: int) -> list[bytes]:
+        """The values at rev of a page's keys: from the engine's index for
+        the keys unchanged since rev, from history for the others."""
+        keys = page.keys
+        if not keys:
+            return []
+        items = await self.snapshot.scan(K.INDEX + keys[0], K.INDEX + keys[-1] + b"\x00")
+        if not page.changed and len(items) == len(keys):
+            return [v for _, v in items]
+        now = {k[1:]: v for k, v in items}
+        changed = page.changed
+        out = []
+        for k in keys:
+            raw = await self._get_at(k, rev) if k in changed else now.get(k)
+            if raw is None:  # cannot happen while revisions are immutable
+                log.error("key %r is in the key index at revision %d but not in the engine", k, rev)
+                raise errors.ErrCorrupt
+            out.append(raw)
+        return out
 
-    async def _range_history(self, key: bytes, end: RangeEnd, rev: int, limit: int, count_only: bool) -> RawRange:
+    async def _range_history(self, key: bytes, end: bytes, rev: int, limit: int, count_only: bool) -> RawRange:
+        """A range at a revision older than the key index reaches: from
+        every version in the range's history."""
         snap = self.snapshot
-        if end is None:
-            prefix = K.history_prefix(key)
-            items = await snap.scan(prefix, prefix + K.pack_rev(rev + 1), limit=1, reverse=True)
-            if not items:
-                return RawRange([], 0)
-            raw = items[0][1]
-            if raw == K.LIVE:
-                if count_only:
-                    return RawRange([], 1)
-                raw = await snap.get(K.INDEX + key)
-                return RawRange([raw], 1)  # type: ignore[list-item]
-            if is_tombstone(_parse_kv(raw)):
-                return RawRange([], 0)
-            return RawRange([] if count_only else [raw], 1)
         start, stop = K.history_range(key, end or None)
         # each key's newest version at or below rev, by escaped history
         # prefix, in key order (versions of one key sort oldest first)
@@ -165,9 +169,6 @@ class ReadView:
             found = await snap.batch_get([K.INDEX + K.unescape(page[i][1:]) for i in in_index])
             for i, raw in zip(in_index, found):
                 out[i] = raw  # type: ignore[call-overload]
-        if limit > 0 and count > limit:
-            # the live keys, for the next pages of a list
-            self.live_keys.remember(rev, key, end, [K.unescape(p[1:]) for p in live])
         return RawRange(out, count)
 
     def close(self) -> None:

@@ -131,9 +131,11 @@ class StateCollector:
         yield GaugeMetricFamily("brain_compaction_finished_revision", "Highest revision physically compacted.", value=c.finished)
         yield CounterMetricFamily("brain_compaction_runs", "Compactions finished.", value=c.runs)
         yield CounterMetricFamily("brain_compaction_removed_versions", "History versions removed by compaction.", value=c.removed_versions)
-        lk = store.live_keys
-        yield GaugeMetricFamily("brain_range_live_keys_held", "Keys held for the next pages of paged lists.", value=lk.keys_held)
-        yield CounterMetricFamily("brain_range_live_keys_hits", "List pages answered from the held live keys.", value=lk.hits)
+        index = store.index
+        yield GaugeMetricFamily("brain_key_index_log_changes", "Changes the key index holds for reads at older revisions.", value=index.log_size)
+        yield GaugeMetricFamily("brain_key_index_past_changes", "Corrections held for reads at older revisions (paged lists).", value=index.past_changes)
+        yield GaugeMetricFamily("brain_key_index_bytes", "Estimated memory of the key index.", value=index.estimated_bytes)
+        yield CounterMetricFamily("brain_range_past_pages", "Range pages answered at an older revision from the key index.", value=index.past_hits)
         eng = srv.engine
         if hasattr(eng, "sync_seconds"):
             yield GaugeMetricFamily(

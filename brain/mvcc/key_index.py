@@ -1,0 +1,281 @@
+"""Which keys are live, in order, at the current revision and at recent ones.
+
+etcd answers counts and list pages from an in-memory index of every key
+(its treeIndex); brain keeps the smallest part of that which answers them:
+
+- the user keys live at the store's newest revision, in a sorted list with
+  positional bisection, so the number of keys in any range is two
+  bisections and a page's keys are a slice;
+- a log of what changed at each revision since the compact revision
+  (create, update, delete per key), so the keys live at an older revision
+  that a read may still ask for (a paged list pins the revision of its first
+  page) are the current keys corrected by what changed since.
+
+For each such older revision the corrections are gathered once and kept
+(`PastKeys`), then brought forward as later commits arrive, so every page of
+a list costs its own keys plus what changed meanwhile, never a walk of the
+rest of the range. The log is bounded: a read older than what it holds
+(`floor`) gets None and is answered from the engine's history instead.
+"""
+from __future__ import annotations
+
+from array import array
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from heapq import merge
+from itertools import islice
+from typing import Iterable, Iterator, Protocol, Sequence
+
+from sortedcontainers import SortedList
+
+CREATE, UPDATE, DELETE = 0, 1, 2
+
+# Changes kept in the log. Compaction trims it too (reads below the compact
+# revision are refused), so this cap bites only when compaction lags.
+MAX_LOG = 1_000_000
+# Older revisions whose corrections are kept, and the changes they may hold
+# in all; the least recently read goes first.
+MAX_PAST = 32
+MAX_PAST_CHANGES = 2_000_000
+
+
+_BYTES_OVERHEAD = 33  # sys.getsizeof(b"")
+_CORRECTION_BYTES = 100  # a dict entry, a set slot and a list slot, about
+
+
+class ChangedKey(Protocol):
+    """What the index needs of a committed change (mvcc's Change)."""
+
+    @property
+    def rev(self) -> int: ...
+    @property
+    def key(self) -> bytes: ...
+    @property
+    def deleted(self) -> bool: ...
+    @property
+    def prev(self) -> bytes | None: ...
+
+
+@dataclass(slots=True)
+class Page:
+    """The first keys of a range live at a revision, how many there are in
+    all, and which of the page's keys changed after that revision (their
+    values at it must be read from history, not from the live index)."""
+
+    keys: list[bytes]
+    count: int
+    changed: set[bytes] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class PastKeys:
+    """The corrections that turn the current key set into the set live at
+    `rev`, as of the index revision `tip`."""
+
+    rev: int
+    tip: int
+    # every key changed in (rev, tip] -> whether it was live at rev
+    live_then: dict[bytes, bool] = field(default_factory=dict)
+    added: SortedList = field(default_factory=SortedList)  # live at tip, not at rev
+    removed: SortedList = field(default_factory=SortedList)  # live at rev, not at tip
+
+
+def _count(keys: SortedList, start: bytes, end: bytes) -> int:
+    """Keys in [start, end); end b"" means no upper bound."""
+    lo = keys.bisect_left(start)
+    hi = len(keys) if end == b"" else keys.bisect_left(end)
+    return max(0, hi - lo)
+
+
+def _irange(keys: SortedList, start: bytes, end: bytes) -> Iterator[bytes]:
+    if end == b"":
+        return keys.irange(start)
+    return keys.irange(start, end, inclusive=(True, False))
+
+
+class KeyIndex:
+    def __init__(self, rev: int, keys: Iterable[bytes] = (), max_log: int = MAX_LOG) -> None:
+        self.rev = rev
+        self.keys = SortedList(keys)
+        self.key_bytes = sum(map(len, self.keys))
+        # the log: parallel lists from _start on, revisions ascending
+        self._revs = array("q")
+        self._keys: list[bytes] = []
+        self._kinds = bytearray()
+        self._start = 0
+        # every change above floor is in the log
+        self.floor = rev
+        self.max_log = max_log
+        self._past: OrderedDict[int, PastKeys] = OrderedDict()
+        self._past_changes = 0
+        self.past_hits = 0  # pages answered at an older revision, for metrics
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def log_size(self) -> int:
+        return len(self._revs) - self._start
+
+    @property
+    def past_changes(self) -> int:
+        return self._past_changes
+
+    @property
+    def estimated_bytes(self) -> int:
+        """What the index holds, by CPython's object sizes: a bytes object
+        and a list slot per live key, a revision, a kind and a list slot
+        per logged change (its key shared or counted alike), and a dict
+        entry and a list slot per correction held."""
+        keys = len(self.keys)
+        return (
+            self.key_bytes + keys * (_BYTES_OVERHEAD + 8)
+            + self.log_size * (8 + 1 + 8)
+            + self._past_changes * _CORRECTION_BYTES
+        )
+
+    # -- writes (the store's writer, after each durable commit) --------------
+
+    def apply(self, changes: Sequence[ChangedKey], rev: int) -> None:
+        """Changes committed in revision order; the store is now at rev."""
+        keys = self.keys
+        log_revs, log_keys, kinds = self._revs, self._keys, self._kinds
+        for c in changes:
+            k = c.key
+            if c.deleted:
+                keys.discard(k)
+                self.key_bytes -= len(k)
+                kind = DELETE
+            elif c.prev is None:
+                keys.add(k)
+                self.key_bytes += len(k)
+                kind = CREATE
+            else:
+                kind = UPDATE
+            log_revs.append(c.rev)
+            log_keys.append(k)
+            kinds.append(kind)
+        self.rev = rev
+        if self.log_size > self.max_log:
+            self._trim(self._revs[self._start + self.log_size - self.max_log])
+
+    def forget_below(self, compact_rev: int) -> None:
+        """Reads below the compact revision are refused: what only they
+        could need goes."""
+        self._trim(compact_rev)
+
+    def _trim(self, floor: int) -> None:
+        """Keep only the changes above floor."""
+        if floor <= self.floor:
+            return
+        self.floor = floor
+        revs = self._revs
+        i = self._start
+        n = len(revs)
+        # the log is in revision order: skip what is at or below floor
+        lo, hi = i, n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if revs[mid] <= floor:
+                lo = mid + 1
+            else:
+                hi = mid
+        self._start = lo
+        if self._start > 4096 and self._start * 2 > n:
+            del self._revs[: self._start]
+            del self._keys[: self._start]
+            del self._kinds[: self._start]
+            self._start = 0
+        for r in [r for r in self._past if r < floor]:
+            self._drop(r)
+
+    # -- reads ---------------------------------------------------------------
+
+    def count(self, rev: int, start: bytes, end: bytes) -> int | None:
+        """Keys live at rev in [start, end) (end b"": no bound); None when
+        rev is older than the log reaches."""
+        now = _count(self.keys, start, end)
+        if rev == self.rev:
+            return now
+        past = self._at(rev)
+        if past is None:
+            return None
+        return now - _count(past.added, start, end) + _count(past.removed, start, end)
+
+    def page(self, rev: int, start: bytes, end: bytes, limit: int) -> Page | None:
+        """The first limit keys (all when limit <= 0) live at rev in
+        [start, end), with the count of all of them; None when rev is older
+        than the log reaches."""
+        keys = self.keys
+        if rev == self.rev:
+            it: Iterator[bytes] = _irange(keys, start, end)
+            return Page(list(islice(it, limit) if limit > 0 else it), _count(keys, start, end))
+        past = self._at(rev)
+        if past is None:
+            return None
+        count = _count(keys, start, end) - _count(past.added, start, end) + _count(past.removed, start, end)
+        live_then = past.live_then
+        then = merge(
+            (k for k in _irange(keys, start, end) if live_then.get(k, True)),
+            _irange(past.removed, start, end),
+        )
+        page = list(islice(then, limit) if limit > 0 else then)
+        changed = {k for k in page if k in live_then}
+        self.past_hits += 1
+        return Page(page, count, changed)
+
+    def _at(self, rev: int) -> PastKeys | None:
+        """The corrections for rev, brought up to the index's revision."""
+        if rev < self.floor or rev > self.rev:
+            return None
+        past = self._past.get(rev)
+        if past is None:
+            past = PastKeys(rev, rev)
+            self._past[rev] = past
+        else:
+            self._past.move_to_end(rev)
+        if past.tip < self.rev:
+            self._advance(past)
+        while self._past_changes > MAX_PAST_CHANGES or len(self._past) > MAX_PAST:
+            oldest = next(iter(self._past))
+            if oldest == rev:
+                break
+            self._drop(oldest)
+        return past
+
+    def _advance(self, past: PastKeys) -> None:
+        revs = self._revs
+        # the first change after past.tip
+        lo, hi = self._start, len(revs)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if revs[mid] <= past.tip:
+                lo = mid + 1
+            else:
+                hi = mid
+        live_then = past.live_then
+        before = len(live_then)
+        touched: set[bytes] = set()
+        log_keys, kinds = self._keys, self._kinds
+        for i in range(lo, len(revs)):
+            k = log_keys[i]
+            if k not in live_then:
+                live_then[k] = kinds[i] != CREATE
+            touched.add(k)
+        now = self.keys
+        added, removed = past.added, past.removed
+        for k in touched:
+            was = live_then[k]
+            is_live = k in now
+            added.discard(k)
+            removed.discard(k)
+            if is_live and not was:
+                added.add(k)
+            elif was and not is_live:
+                removed.add(k)
+        self._past_changes += len(live_then) - before
+        past.tip = self.rev
+
+    def _drop(self, rev: int) -> None:
+        past = self._past.pop(rev)
+        self._past_changes -= len(past.live_then)

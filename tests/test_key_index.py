@@ -1,0 +1,111 @@
+"""The key index (brain/mvcc/key_index.py) against a model: the set of live
+keys at every revision, through creates, updates, deletes, compaction and a
+bounded log. Counts and pages at every revision the index still reaches must
+be the model's; older ones must be refused (None), never answered wrong."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hypothesis import given, settings, strategies as st
+
+from brain.mvcc.key_index import KeyIndex
+
+KEYS = [b"a", b"a\x00", b"ab", b"b", b"ba", b"c", b"d\xff", b"e"]
+
+
+@dataclass
+class C:
+    rev: int
+    key: bytes
+    deleted: bool
+    prev: bytes | None
+
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), st.lists(st.tuples(st.sampled_from(KEYS), st.booleans()), min_size=1, max_size=4)),
+        st.tuples(st.just("compact"), st.integers(0, 40)),
+        st.tuples(st.just("query"), st.integers(0, 40)),
+    ),
+    max_size=40,
+)
+ranges = [(b"", b""), (b"a", b"b"), (b"a\x00", b"c"), (b"b", b""), (b"c", b"e"), (b"zz", b""), (b"ab", b"ab\x00")]
+
+
+def _expect(live: set[bytes], start: bytes, end: bytes, limit: int) -> tuple[list[bytes], int]:
+    inside = sorted(k for k in live if k >= start and (end == b"" or k < end))
+    return (inside[:limit] if limit > 0 else inside), len(inside)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=ops, initial=st.sets(st.sampled_from(KEYS)), max_log=st.sampled_from([3, 10, 1000]))
+def test_index_matches_a_model(ops, initial, max_log):
+    rev = 5
+    index = KeyIndex(rev, sorted(initial), max_log=max_log)
+    live = set(initial)
+    history = {rev: frozenset(live)}  # the live set at each revision
+    compact = 0
+    for op in ops:
+        if op[0] == "write":
+            rev += 1
+            changes = []
+            for key, delete in op[1]:
+                if delete:
+                    if key in live:
+                        live.discard(key)
+                        changes.append(C(rev, key, True, b"v"))
+                else:
+                    changes.append(C(rev, key, False, b"v" if key in live else None))
+                    live.add(key)
+            if not changes:
+                rev -= 1
+                continue
+            index.apply(changes, rev)
+            history[rev] = frozenset(live)
+        elif op[0] == "compact":
+            c = min(op[1], rev)
+            if c > compact:
+                compact = c
+                index.forget_below(c)
+        else:
+            _check(index, history, rev, compact, op[1])
+    for r in range(1, rev + 2):
+        _check(index, history, rev, compact, r)
+    assert len(index) == len(live)
+    assert list(index.keys) == sorted(live)
+
+
+def _check(index: KeyIndex, history: dict, rev: int, compact: int, r: int) -> None:
+    r = min(r, rev)
+    known = [x for x in history if x <= r]
+    for start, end in ranges:
+        got_count = index.count(r, start, end)
+        if r < index.floor or not known:
+            assert got_count is None or r == index.rev
+            continue
+        assert r >= compact
+        live = history[max(known)]
+        for limit in (0, 1, 2, 5):
+            page = index.page(r, start, end, limit)
+            assert page is not None
+            keys, count = _expect(live, start, end, limit)
+            assert (page.keys, page.count) == (keys, count), (r, start, end, limit)
+            # a key that changed after r is flagged, so its value is read from history
+            assert all(k in page.changed for k in keys if k not in history[rev] or _changed_after(history, k, r))
+        assert got_count == _expect(live, start, end, 0)[1]
+
+
+def _changed_after(history: dict, key: bytes, r: int) -> bool:
+    then = max(x for x in history if x <= r)
+    states = [key in history[x] for x in sorted(history) if x >= then]
+    return len(set(states)) > 1
+
+
+def test_floor_is_the_revision_it_was_built_at():
+    index = KeyIndex(10, [b"a", b"b"])
+    assert index.count(10, b"", b"") == 2
+    assert index.page(9, b"", b"", 0) is None
+    index.apply([C(11, b"c", False, None)], 11)
+    assert index.count(10, b"", b"") == 2 and index.count(11, b"", b"") == 3
+    index.forget_below(11)
+    assert index.count(10, b"", b"") is None
