@@ -67,6 +67,10 @@ _LOCK_HELD = re.compile(r"\block \S*LOCK\b")
 # Synced writes run inline while their moving average stays below this
 # (seconds); see the threading model above.
 INLINE_SYNC_MAX = 0.001
+# Pairs a scan reads on the caller's thread before it moves to a read
+# thread (see _scan): a list page reads on the loop, a whole-range list not.
+INLINE_SCAN_ITEMS = 1024
+READ_THREADS = 2
 _SYNC_EWMA_WEIGHT = 0.1  # of the newest sync in the moving average
 
 
@@ -84,18 +88,39 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
-def _scan(reader: Any, start: bytes, end: bytes | None, limit: int, reverse: bool, keys_only: bool) -> list[tuple[bytes, bytes]]:
-    """Scan a plyvel DB or snapshot (both have the same iterator API)."""
+async def _scan(engine: LevelDBEngine, reader: Any, start: bytes, end: bytes | None, limit: int, reverse: bool, keys_only: bool) -> list[tuple[bytes, bytes]]:
+    """Scan a plyvel DB or snapshot (both have the same iterator API).
+
+    The first INLINE_SCAN_ITEMS pairs are read on the caller's thread;
+    a scan with more to read finishes on the engine's read threads, so a
+    long scan never holds the event loop: plyvel steps its iterator without
+    the GIL, and the loop runs between steps."""
     if reverse:
         return _scan_reverse(reader, start, end, limit, keys_only)
     it = reader.iterator(start=start, stop=end, include_value=not keys_only)
+    handed_off = False
     try:
-        found = list(islice(it, limit)) if limit else list(it)
+        first = limit if 0 < limit <= INLINE_SCAN_ITEMS else INLINE_SCAN_ITEMS
+        found = list(islice(it, first))
+        if len(found) == first and first != limit:
+            rest = limit - first if limit else None
+            handed_off = True
+            found += await engine._read_on_thread(_drain, it, rest)
     finally:
-        it.close()
+        if not handed_off:
+            it.close()
     if keys_only:
         return [(k, b"") for k in found]
     return found
+
+
+def _drain(it: Any, limit: int | None) -> list:
+    """The rest of a scan, on a read thread; closes the iterator there, so a
+    cancelled caller never closes it under the thread."""
+    try:
+        return list(islice(it, limit))
+    finally:
+        it.close()
 
 
 def _scan_reverse(reader: Any, start: bytes, end: bytes | None, limit: int, keys_only: bool) -> list[tuple[bytes, bytes]]:
@@ -166,7 +191,7 @@ class LevelDBSnapshot:
     ) -> list[tuple[bytes, bytes]]:
         s, e, n = check_scan(start, end, limit)
         try:
-            return _scan(self._reader(), s, e, n, reverse, keys_only)
+            return await _scan(self._engine, self._reader(), s, e, n, reverse, keys_only)
         except RuntimeError as err:
             raise EngineClosedError(f"leveldb snapshot: {err}") from None
 
@@ -252,6 +277,8 @@ class LevelDBEngine:
                 raise
         self._lock = Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leveldb-sync")
+        self._readers = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="leveldb-read")
+        self.scans_on_thread = 0
         self._queued = 0  # writes handed to the thread and not yet returned
         self.inline_sync_max = inline_sync_max
         self.sync_seconds = 0.0  # moving average of synced writes' duration
@@ -329,9 +356,13 @@ class LevelDBEngine:
         s, e, n = check_scan(start, end, limit)
         try:
             # a LevelDB iterator reads from an implicit snapshot: consistent
-            return _scan(self._db_open(), s, e, n, reverse, keys_only)
+            return await _scan(self, self._db_open(), s, e, n, reverse, keys_only)
         except RuntimeError as err:
             raise EngineClosedError(f"leveldb: {err}") from None
+
+    async def _read_on_thread(self, fn: Any, *args: Any) -> Any:
+        self.scans_on_thread += 1
+        return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
 
     def snapshot(self) -> LevelDBSnapshot:
         snap = LevelDBSnapshot(self, self._db_open().snapshot())
@@ -452,8 +483,12 @@ class LevelDBEngine:
         self._closed = True
         # the write thread runs jobs in order: once this no-op ran, every
         # write accepted before close() has been applied
-        await asyncio.get_running_loop().run_in_executor(self._executor, lambda: None)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, lambda: None)
         self._executor.shutdown(wait=True)
+        # scans still running on the read threads finish before the
+        # database they iterate is closed
+        await loop.run_in_executor(None, self._readers.shutdown, True)
         with self._lock:
             for snap in list(self._snapshots):
                 s, snap._snap = snap._snap, None
