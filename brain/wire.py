@@ -7,6 +7,8 @@ instead of building message objects: protobuf's wire format is a sequence of
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 _SMALL = [bytes((i,)) for i in range(0x80)]
 
 
@@ -54,3 +56,16 @@ class LengthPrefixes:
             add(table[n] if n < upto else tag + varint(n))
             add(v)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Pieces:
+    """A serialized message in pieces, in order: a large response handed to
+    the transport without being joined into one buffer (the join of a
+    whole-range list would hold the event loop, and double its memory)."""
+
+    parts: list[bytes]
+    size: int
+
+    def join(self) -> bytes:
+        return b"".join(self.parts)

@@ -2,11 +2,12 @@
 keys_only, exact count) over any reader with etcd's ReadView shape."""
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from brain.etcdpb import kv_pb2, rpc_pb2
 from brain.mvcc.view import RangeEnd, RawRange
-from brain.wire import LengthPrefixes
+from brain.wire import LengthPrefixes, Pieces
 
 KeyValue = kv_pb2.KeyValue
 RangeRequest = rpc_pb2.RangeRequest
@@ -68,9 +69,12 @@ def _in_read_order(r: RangeRequest, filters: bool) -> bool:
 
 
 _KVS = LengthPrefixes(b"\x12")  # RangeResponse.kvs = 2
+# A range of more KeyValues than this is framed (or parsed) off the event
+# loop, and sent in pieces.
+LARGE_RANGE = 4096
 
 
-async def serialized_range(reader: Reader, r: RangeRequest, header: ResponseHeader) -> RangeResponse | bytes:
+async def serialized_range(reader: Reader, r: RangeRequest, header: ResponseHeader) -> RangeResponse | bytes | Pieces:
     """The KV service's Range: like execute_range, but where the answer is
     the stored KeyValues as read (a plain list page, kube-apiserver's usual
     request), the serialized RangeResponse is put together from their stored
@@ -80,7 +84,10 @@ async def serialized_range(reader: Reader, r: RangeRequest, header: ResponseHead
     caller's Header and copied in."""
     filters = _has_filters(r)
     rr = await _read(reader, r, filters)
+    large = len(rr.kvs) > LARGE_RANGE
     if not _in_read_order(r, filters) or r.keys_only or r.count_only:
+        if large:  # parsed, filtered, sorted and serialized off the event loop
+            return await asyncio.to_thread(_finish_serialized, rr, r, header, filters)
         resp = _finish(rr, r, header.revision, filters)
         resp.header.CopyFrom(header)
         return resp
@@ -88,10 +95,31 @@ async def serialized_range(reader: Reader, r: RangeRequest, header: ResponseHead
     more = r.limit > 0 and len(kvs) > r.limit
     if more:
         kvs = kvs[: r.limit]
-    parts = [RangeResponse(header=header).SerializeToString()]
+    head = RangeResponse(header=header).SerializeToString()
+    tail = RangeResponse(more=more, count=rr.count).SerializeToString()
+    if large:
+        return await asyncio.to_thread(_framed_in_pieces, head, kvs, tail)
+    parts = [head]
     parts += _KVS.frame(kvs)
-    parts.append(RangeResponse(more=more, count=rr.count).SerializeToString())
+    parts.append(tail)
     return b"".join(parts)
+
+
+def _framed_in_pieces(head: bytes, kvs: list[bytes], tail: bytes) -> Pieces:
+    """A large page framed in pieces of LARGE_RANGE values, on a thread:
+    each join holds the GIL only briefly."""
+    parts = [head]
+    frame = _KVS.frame
+    for i in range(0, len(kvs), LARGE_RANGE):
+        parts.append(b"".join(frame(kvs[i : i + LARGE_RANGE])))
+    parts.append(tail)
+    return Pieces(parts, sum(map(len, parts)))
+
+
+def _finish_serialized(rr: RawRange, r: RangeRequest, header: ResponseHeader, filters: bool) -> bytes:
+    resp = _finish(rr, r, header.revision, filters)
+    resp.header.CopyFrom(header)
+    return resp.SerializeToString()
 
 
 async def execute_range(reader: Reader, r: RangeRequest, header_rev: int) -> RangeResponse:

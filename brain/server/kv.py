@@ -12,6 +12,8 @@ from brain.etcdpb import rpc_pb2
 from brain.mvcc.store import MVCCStore
 from brain.mvcc.txn_write import Batch, WriteTxn
 from brain.server.header import Header
+from brain.server.heap import HeapTrimmer
+from brain.wire import Pieces
 from brain.server.status import generic, unary
 
 # What etcd adds around a request before its size check (the raft request's
@@ -20,8 +22,9 @@ _RAFT_FRAMING_BYTES = 16
 
 
 class KVService:
-    def __init__(self, store: MVCCStore, header: Header, max_request_bytes: int, max_txn_ops: int) -> None:
+    def __init__(self, store: MVCCStore, header: Header, max_request_bytes: int, max_txn_ops: int, heap: HeapTrimmer | None = None) -> None:
         self.store = store
+        self.heap = heap
         self.header = header
         self.max_request_bytes = max_request_bytes
         self.max_txn_ops = max_txn_ops
@@ -36,14 +39,17 @@ class KVService:
         if r.ByteSize() + _RAFT_FRAMING_BYTES > self.max_request_bytes:
             raise errors.ErrRequestTooLarge
 
-    async def range(self, r: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse | bytes:
+    async def range(self, r: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse | bytes | Pieces:
         validate.check_range(r)
         view = self.store.view
         header = rpc_pb2.ResponseHeader(revision=view.rev)
         self.header.fill(header)
         # often already serialized (see serialized_range): status.unary's
         # serializer passes bytes through
-        return await serialized_range(view, r, header)
+        resp = await serialized_range(view, r, header)
+        if self.heap is not None and type(resp) is not rpc_pb2.RangeResponse:
+            self.heap.after_response(resp.size if type(resp) is Pieces else len(resp))
+        return resp
 
     async def put(self, r: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
         validate.check_put(r)

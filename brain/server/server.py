@@ -13,6 +13,7 @@ from brain.lease import Lessor
 from brain.mvcc.store import MVCCStore
 from brain.server.config import GRPC_OVERHEAD_BYTES, ServerConfig
 from brain.server.header import Header, load_identity
+from brain.server.heap import HeapTrimmer
 from brain.server.kv import KVService
 from brain.server.lease import LeaseService
 from brain.server.maintenance import ClusterService, MaintenanceService
@@ -77,6 +78,7 @@ class BrainServer:
         self.metrics_http: MetricsHTTP | None = None
         # (name, help, value) gauges that other parts (watch hub, lessor) add
         self.gauge_sources: list = []
+        self.heap = HeapTrimmer()
 
     def extra_gauges(self) -> list[tuple[str, str, float]]:
         out: list[tuple[str, str, float]] = []
@@ -116,7 +118,7 @@ class BrainServer:
         self.gauge_sources.append(self.watch.hub.gauges)
         server.add_generic_rpc_handlers(
             [
-                KVService(store, header, cfg.max_request_bytes, cfg.max_txn_ops).handler(),
+                KVService(store, header, cfg.max_request_bytes, cfg.max_txn_ops, self.heap).handler(),
                 self.watch.handler(),
                 LeaseService(lessor, header).handler(),
                 MaintenanceService(store, self.engine, header, cfg).handler(),
@@ -150,6 +152,7 @@ class BrainServer:
             self.watch.hub.close()
         if self.grpc is not None:
             await self.grpc.stop(grace)
+        self.heap.close()
         if self.lessor is not None:
             await self.lessor.stop()
         if self.store is not None:

@@ -8,6 +8,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from brain.errors import EtcdError
+from brain.wire import Pieces
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,11 @@ def _serializer(resp_cls) -> Callable[[Any], bytes]:
     serialize = resp_cls.SerializeToString
 
     def serializer(resp: Any) -> bytes:
-        return resp if type(resp) is bytes else serialize(resp)
+        if type(resp) is bytes:
+            return resp
+        if type(resp) is Pieces:  # grpcio's server takes one buffer
+            return resp.join()
+        return serialize(resp)
 
     return serializer
 

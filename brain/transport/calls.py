@@ -8,6 +8,8 @@ from typing import Any
 
 import grpc
 
+from brain.wire import Pieces
+
 from brain.transport.context import ServicerContext
 from brain.transport.stream import Stream, StreamClosed
 
@@ -60,6 +62,9 @@ async def unary_request(stream: Stream, handler: grpc.RpcMethodHandler, raw: byt
         return
     if ctx._code is not None and ctx._code != grpc.StatusCode.OK:
         _status(stream, ctx)
+        return
+    if type(response) is Pieces:
+        stream.send_pieces(response)
         return
     try:
         payload = handler.response_serializer(response) if handler.response_serializer is not None else response

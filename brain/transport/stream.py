@@ -12,6 +12,7 @@ from brain.transport import frames
 from brain.transport.context import RequestStream, ServicerContext
 from brain.transport.hpack import Header
 from brain.transport.status import RESPONSE_HEADERS, trailers
+from brain.wire import Pieces
 
 if TYPE_CHECKING:
     from brain.transport.connection import Connection
@@ -90,6 +91,15 @@ class Stream:
             return
         self.send_headers()
         self.queue(b"\x00" + len(payload).to_bytes(4, "big") + payload)
+        self.finish(grpc.StatusCode.OK, None)
+
+    def send_pieces(self, message: Pieces) -> None:
+        """Like send_unary, for a message in pieces: each is queued as it is."""
+        if self.closed:
+            return
+        self.send_headers()
+        self.pending.append(memoryview(b"\x00" + message.size.to_bytes(4, "big")))
+        self.pending.extend(memoryview(p) for p in message.parts if p)
         self.finish(grpc.StatusCode.OK, None)
 
     async def write(self, payload: bytes) -> None:
