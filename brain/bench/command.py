@@ -68,9 +68,13 @@ def _echo(text: str) -> None:
 @click.option("--brain-arg", "brain_args", multiple=True, help="Extra argument for the started brain (repeatable), e.g. --brain-arg=--engine=memory.")
 @click.option("--etcd-arg", "etcd_args", multiple=True, help="Extra argument for the started etcd (repeatable).")
 @click.option("--no-progress", is_flag=True, help="No progress bar or lines.")
+@click.option("--scale", type=click.IntRange(1000, 100_000_000), default=None,
+              help="Instead of the workloads: load this many pod-sized keys into each fresh server and measure lists, "
+              "counts, a probe client's latency meanwhile, memory, disk and restarts.")
+@click.option("--scale-restarts/--no-scale-restarts", default=True, show_default=True, help="With --scale: time restarts too.")
 def bench(endpoint, server_pid, server_kind, compare, rounds, workload_text, duration, inflight, list_inflight, list_keys,
           page_size, watchers, watch_streams, watch_puts, watch_put_inflight, watch_put_rate, lease_ttl, value_size, client, etcdload_bin,
-          client_procs, channels, out_dir, work_dir, keep, brain_args, etcd_args, no_progress) -> None:
+          client_procs, channels, out_dir, work_dir, keep, brain_args, etcd_args, no_progress, scale, scale_restarts) -> None:
     """Benchmark etcd-compatible servers with kube-apiserver-shaped requests.
 
     Workloads: create and update (compare-and-put Txns), get (Range limit 1),
@@ -79,6 +83,14 @@ def bench(endpoint, server_pid, server_kind, compare, rounds, workload_text, dur
     """
     if compare and endpoint:
         raise click.UsageError("--compare starts its own servers: drop --endpoint")
+    if scale is not None:
+        if endpoint:
+            raise click.UsageError("--scale starts its own servers: drop --endpoint")
+        from brain.bench.scale_command import run_scale
+
+        run_scale(scale, ["etcd", "brain"] if compare else [server_kind], value_size, page_size, scale_restarts,
+                  work_dir, keep, brain_args, etcd_args, out_dir, not no_progress)
+        return
     if server_pid and not endpoint:
         raise click.UsageError("--server-pid goes with --endpoint")
     if work_dir:

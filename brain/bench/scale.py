@@ -1,0 +1,240 @@
+"""`brain bench --scale N`: a store of N pod-sized keys, measured the way a
+large cluster uses it.
+
+For each server (etcd, then brain, with --compare), on a fresh data dir:
+load N keys under /registry/pods/ with Txns of many puts, then, while a
+probe process on its own connection gets one key every 10 ms with a 1 s
+deadline, run kube-apiserver's paged list (limit 500, revision pinned by the
+first page), count-only ranges, and one unpaged range of everything; then
+read memory and disk, restart after SIGTERM and after SIGKILL, and time how
+long each takes to serve again. The probe's latencies are reported per phase.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import grpc
+
+from brain.bench import procstat
+from brain.bench.servers import ManagedServer
+from brain.etcdpb import rpc_pb2 as pb, rpc_pb2_grpc
+
+PREFIX = b"/registry/pods/"
+PREFIX_END = b"/registry/pods0"
+PROBE_EVERY_S = 0.01
+PROBE_DEADLINE_S = 1.0
+_UNLIMITED = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+
+
+def pod_key(i: int) -> bytes:
+    return PREFIX + b"ns-%03d/pod-%08d" % (i % 1000, i)
+
+
+@dataclass
+class ScaleSettings:
+    keys: int
+    value_size: int = 1024
+    txn_puts: int = 100
+    inflight: int = 8
+    page_size: int = 500
+    counts: int = 5
+    restarts: bool = True
+
+
+# -- the probe: its own process and connection ---------------------------------
+
+def _probe_main(endpoint: str, key: bytes, conn: Any) -> None:
+    samples: list[tuple[float, float | None]] = []
+    with grpc.insecure_channel(endpoint) as ch:
+        kv = rpc_pb2_grpc.KVStub(ch)
+        req = pb.RangeRequest(key=key)
+        conn.send("ready")
+        while not conn.poll():
+            t0 = time.monotonic()
+            try:
+                kv.Range(req, timeout=PROBE_DEADLINE_S)
+                samples.append((t0, (time.monotonic() - t0) * 1000))
+            except grpc.RpcError:
+                samples.append((t0, None))
+            pause = PROBE_EVERY_S - (time.monotonic() - t0)
+            if pause > 0:
+                time.sleep(pause)
+    conn.send(samples)
+
+
+class Probe:
+    def __init__(self, endpoint: str, key: bytes) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_probe_main, args=(endpoint, key, child), daemon=True)
+        self._proc.start()
+        self._conn.recv()
+
+    def stop(self) -> list[tuple[float, float | None]]:
+        self._conn.send("stop")
+        samples = self._conn.recv()
+        self._proc.join(10)
+        return samples
+
+
+def probe_figures(samples: list[tuple[float, float | None]], start: float, end: float) -> dict[str, Any]:
+    inside = [lat for t, lat in samples if start <= t <= end]
+    ok = sorted(lat for lat in inside if lat is not None)
+    out: dict[str, Any] = {"probes": len(inside), "timeouts": len(inside) - len(ok)}
+    if ok:
+        out.update(p50_ms=_pct(ok, 50), p99_ms=_pct(ok, 99), max_ms=ok[-1])
+    return out
+
+
+def _pct(sorted_values: list[float], p: float) -> float:
+    i = min(len(sorted_values) - 1, max(0, round(p / 100 * len(sorted_values) + 0.5) - 1))
+    return sorted_values[i]
+
+
+# -- phases --------------------------------------------------------------------
+
+def load(endpoint: str, s: ScaleSettings, progress: Callable[[int], None]) -> float:
+    """N keys in Txns of txn_puts puts, inflight Txns at a time; keys/s."""
+    value = os.urandom(s.value_size // 2).hex().encode()[: s.value_size]
+    batches = range(0, s.keys, s.txn_puts)
+    lock = threading.Lock()
+    channels = [grpc.insecure_channel(endpoint, options=_UNLIMITED) for _ in range(2)]
+    try:
+        stubs = [rpc_pb2_grpc.KVStub(ch) for ch in channels]
+
+        def one(i: int) -> None:
+            n = min(s.txn_puts, s.keys - i)
+            ops = [pb.RequestOp(request_put=pb.PutRequest(key=pod_key(j), value=value)) for j in range(i, i + n)]
+            stubs[(i // s.txn_puts) % 2].Txn(pb.TxnRequest(success=ops), timeout=60)
+            with lock:
+                progress(n)
+
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(s.inflight) as pool:
+            for f in [pool.submit(one, i) for i in batches]:
+                f.result()
+        return s.keys / (time.monotonic() - t0)
+    finally:
+        for ch in channels:
+            ch.close()
+
+
+def paged_list(kv: Any, page_size: int) -> dict[str, Any]:
+    """kube-apiserver's list: pages of page_size at the first page's revision."""
+    t0 = time.monotonic()
+    resp = kv.Range(pb.RangeRequest(key=PREFIX, range_end=PREFIX_END, limit=page_size), timeout=600)
+    first_ms = (time.monotonic() - t0) * 1000
+    rev, pages, seen, count0 = resp.header.revision, 1, len(resp.kvs), resp.count
+    while resp.more:
+        nxt = resp.kvs[-1].key + b"\x00"
+        resp = kv.Range(pb.RangeRequest(key=nxt, range_end=PREFIX_END, limit=page_size, revision=rev), timeout=600)
+        pages += 1
+        seen += len(resp.kvs)
+    wall = time.monotonic() - t0
+    return {"pages": pages, "keys": seen, "first_count": count0, "seconds": wall,
+            "pages_per_s": pages / wall, "first_page_ms": first_ms}
+
+
+def counts(kv: Any, n: int) -> dict[str, Any]:
+    lat = []
+    total = 0
+    for _ in range(n):
+        t0 = time.monotonic()
+        total = kv.Range(pb.RangeRequest(key=PREFIX, range_end=PREFIX_END, count_only=True), timeout=600).count
+        lat.append((time.monotonic() - t0) * 1000)
+    return {"count": total, "median_ms": statistics.median(lat), "max_ms": max(lat)}
+
+
+def unpaged(kv: Any) -> dict[str, Any]:
+    t0 = time.monotonic()
+    resp = kv.Range(pb.RangeRequest(key=PREFIX, range_end=PREFIX_END), timeout=1800)
+    return {"keys": len(resp.kvs), "seconds": time.monotonic() - t0}
+
+
+def _du(path: str) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _rss(srv: ManagedServer) -> int | None:
+    s = procstat.sample(srv.pid) if srv.pid else None
+    return s.rss_bytes if s else None
+
+
+def restart(srv: ManagedServer, kill: bool) -> float:
+    """Seconds from the new process's start to its first answered Range."""
+    assert srv.proc is not None
+    if kill:
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait()
+    else:
+        srv.stop()
+    t0 = time.monotonic()
+    srv.start()
+    return time.monotonic() - t0
+
+
+def _settled_rss(srv: ManagedServer, seconds: float = 10.0) -> int | None:
+    time.sleep(seconds)
+    return _rss(srv)
+
+
+def measure(srv: ManagedServer, s: ScaleSettings, echo: Callable[[str], None], progress: Callable[[str, int], Callable[[int], None]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"server": srv.name}
+    rate = load(srv.endpoint, s, progress(f"load {srv.name}", s.keys))
+    out["load_keys_per_s"] = rate
+    echo(f"  {srv.name}: loaded {s.keys:,} keys at {rate:,.0f} keys/s")
+    time.sleep(2)
+    out["rss_after_load"] = _rss(srv)
+    probe = Probe(srv.endpoint, pod_key(s.keys // 2))
+    phases: dict[str, tuple[float, float]] = {}
+    with grpc.insecure_channel(srv.endpoint, options=_UNLIMITED) as ch:
+        kv = rpc_pb2_grpc.KVStub(ch)
+        time.sleep(1)
+        t = time.monotonic()
+        time.sleep(2)
+        phases["idle"] = (t, time.monotonic())
+        t = time.monotonic()
+        out["paged_list"] = paged_list(kv, s.page_size)
+        phases["paged_list"] = (t, time.monotonic())
+        echo(f"  {srv.name}: paged list {out['paged_list']['pages_per_s']:.2f} pages/s, first page {out['paged_list']['first_page_ms']:.0f} ms")
+        t = time.monotonic()
+        out["count"] = counts(kv, s.counts)
+        phases["count"] = (t, time.monotonic())
+        echo(f"  {srv.name}: count-only {out['count']['median_ms']:.2f} ms")
+        t = time.monotonic()
+        out["unpaged"] = unpaged(kv)
+        phases["unpaged"] = (t, time.monotonic())
+        echo(f"  {srv.name}: unpaged range {out['unpaged']['seconds']:.2f} s")
+    out["rss_after_unpaged"] = _rss(srv)
+    samples = probe.stop()
+    out["probe"] = {name: probe_figures(samples, a, b) for name, (a, b) in phases.items()}
+    big = [(a, b) for name, (a, b) in phases.items() if name != "idle"]
+    out["probe"]["during_big_reads"] = probe_figures([x for x in samples if any(a <= x[0] <= b for a, b in big)], 0, float("inf"))
+    out["rss_settled_after_unpaged"] = _settled_rss(srv)
+    out["disk_bytes"] = _du(os.path.join(srv.workdir, "data"))
+    if s.restarts:
+        out["restart_clean_s"] = restart(srv, kill=False)
+        out["rss_after_restart"] = _settled_rss(srv, 5)
+        out["restart_kill_s"] = restart(srv, kill=True)
+        echo(f"  {srv.name}: restart {out['restart_clean_s']:.1f} s (SIGTERM), {out['restart_kill_s']:.1f} s (SIGKILL)")
+    return out
+
+
+def server_argv_extra(kind: str) -> tuple[str, ...]:
+    """etcd's default 2 GiB quota is too small for a large run: 8 GiB, its recommended maximum."""
+    return ("--quota-backend-bytes", str(8 << 30)) if kind == "etcd" else ()
