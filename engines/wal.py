@@ -278,11 +278,18 @@ class WriteAheadLog:
         self.checkpoints += 1
 
     def close(self) -> None:
-        for seg in (0, 1):
-            try:
-                self._wait(seg)
-            except Exception as e:  # reported, the log replays it at the next open
-                log.warning("write-ahead log: checkpoint failed at close: %s", e)
+        """Make everything logged durable in the engine and start a fresh
+        run, so the next open has nothing to replay. If that fails, the log
+        is left as it is and the next open replays it."""
+        try:
+            self._fresh_run()
+        except Exception as e:
+            log.warning("write-ahead log: checkpoint failed at close: %s", e)
+            for seg in (0, 1):
+                try:
+                    self._wait(seg)
+                except Exception as e2:
+                    log.warning("write-ahead log: checkpoint failed at close: %s", e2)
         self._thread.shutdown(wait=True)
         for fd in self._fds:
             os.close(fd)

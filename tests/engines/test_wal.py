@@ -97,10 +97,52 @@ def test_a_lost_leveldb_tail_is_replayed_from_the_log(tmp_path_factory, before, 
             pos += size
             await eng.write(_batch(ops), sync=synced)
             _apply(model, ops)
+        # the log as a crash here would leave it (a clean close checkpoints
+        # and starts a fresh run, leaving nothing to replay)
+        crashed = _segments(path)
         await eng.close()
         _restore_leveldb_files(saved, path)
+        _restore_segments(crashed, path)
         eng = LevelDBEngine(path, wal_segment_size=SEGMENT)
         assert await _contents(eng) == model
+        await eng.close()
+
+    asyncio.run(go())
+
+
+def _segments(path: str) -> dict[str, bytes]:
+    out = {}
+    for name in SEGMENT_NAMES:
+        with open(os.path.join(path, name), "rb") as f:
+            out[name] = f.read()
+    return out
+
+
+def _restore_segments(saved: dict[str, bytes], path: str) -> None:
+    for name, data in saved.items():
+        with open(os.path.join(path, name), "wb") as f:
+            f.write(data)
+
+
+def test_a_clean_close_leaves_nothing_to_replay(tmp_path):
+    """After close, LevelDB holds every batch durably and the log's newest
+    run is an empty barrier: the next open replays nothing, and the log's
+    sequence numbers still go on from where they were."""
+    path = str(tmp_path / "db")
+
+    async def go():
+        eng = LevelDBEngine(path, wal_segment_size=SEGMENT)
+        for i in range(50):
+            await eng.write(_batch([(b"k%d" % i, b"v" * 100)]))
+        await eng.close()
+        wal = WriteAheadLog(path, lambda: None, SEGMENT)
+        try:
+            assert wal.recover() == [[]]  # the barrier: no ops
+            assert wal._seq > 50
+        finally:
+            wal.close()
+        eng = LevelDBEngine(path, wal_segment_size=SEGMENT)
+        assert len(await eng.scan(b"", None)) == 50
         await eng.close()
 
     asyncio.run(go())
@@ -118,8 +160,10 @@ def test_without_the_log_the_rollback_loses_writes(tmp_path):
         _copy_leveldb_files(path, saved)
         eng = LevelDBEngine(path, wal_segment_size=SEGMENT)
         await eng.write(_batch([(b"a", b"2"), (b"b", b"x")]))
+        crashed = _segments(path)
         await eng.close()
         _restore_leveldb_files(saved, path)
+        _restore_segments(crashed, path)
         kept = LevelDBEngine(path, wal_segment_size=SEGMENT, write_ahead_log=False)
         assert await _contents(kept) == {b"a": b"1"}
         await kept.close()
@@ -191,7 +235,9 @@ def test_a_torn_record_ends_the_replay(tmp_path):
         eng = LevelDBEngine(path, wal_segment_size=SEGMENT)
         for i in range(3):
             await eng.write(_batch([(b"k%d" % i, b"v%d" % i)]))
+        crashed = _segments(path)
         await eng.close()
+        _restore_segments(crashed, path)
         run = read_run(_segment(path, 0))
         assert [r.seq for r in run][-3:] == [run[-1].seq - 2, run[-1].seq - 1, run[-1].seq]
         torn = run[-2].offset + 20  # inside the second-to-last record
@@ -241,10 +287,10 @@ def test_undo_takes_back_the_last_record(tmp_path):
     assert mark is not None
     wal.undo(mark)
     wal.append([(b"c", b"3")], True)
+    # what an open after a crash here would replay
+    runs = [read_run(os.pread(fd, 4096, 0)) for fd in wal._fds]
+    assert [decode_ops(r.payload) for r in records_to_replay(runs)] == [[(b"a", b"1")], [(b"c", b"3")]]
     wal.close()
-    again = WriteAheadLog(str(tmp_path), lambda: None, segment_size=4096)
-    assert again.recover() == [[(b"a", b"1")], [(b"c", b"3")]]
-    again.close()
 
 
 def test_a_smaller_segment_size_still_replays_the_whole_log(tmp_path):
@@ -258,8 +304,10 @@ def test_a_smaller_segment_size_still_replays_the_whole_log(tmp_path):
         eng = LevelDBEngine(path, wal_segment_size=1 << 20)
         for i in range(40):
             await eng.write(_batch([(b"k%d" % i, b"v" * 1000)]))
+        crashed = _segments(path)
         await eng.close()
         _restore_leveldb_files(saved, path)
+        _restore_segments(crashed, path)
         eng = LevelDBEngine(path, wal_segment_size=4096)
         assert len(await _contents(eng)) == 40
         await eng.close()
