@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import sys
 
@@ -48,7 +49,27 @@ def setup_logging(level: str) -> None:
     )
 
 
-@click.group()
+class _Commands(click.Group):
+    """The client tools (bench, engine-check, engine-bench) are imported
+    only when called, so `brain serve` starts without loading them."""
+
+    LAZY = {
+        "bench": ("brain.bench.command", "bench"),
+        "engine-check": ("brain.engine_commands", "engine_check"),
+        "engine-bench": ("brain.engine_commands", "engine_bench"),
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.LAZY])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.LAZY:
+            module, attr = self.LAZY[cmd_name]
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Commands)
 def cli() -> None:
     """brain: an etcd v3 API server for Kubernetes over pluggable engines."""
 
@@ -110,22 +131,6 @@ def serve(name, data_dir, engine, listen_client_urls, advertise_client_urls, lis
             uvloop.run(run(config))
     except EngineUnavailableError as e:  # e.g. TiKV's PD does not answer: say so, without a traceback
         raise click.ClickException(str(e)) from None
-
-
-def _register_engine_commands() -> None:
-    try:
-        from brain.engine_commands import engine_bench, engine_check
-    except ImportError:
-        return
-    cli.add_command(engine_check, "engine-check")
-    cli.add_command(engine_bench, "engine-bench")
-
-
-_register_engine_commands()
-
-from brain.bench.command import bench  # noqa: E402  (after the group it joins)
-
-cli.add_command(bench, "bench")
 
 
 def main() -> None:

@@ -78,7 +78,11 @@ class ManagedServer:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
         deadline = time.monotonic() + READY_TIMEOUT_S
         last: Exception | None = None
-        with grpc.insecure_channel(self.endpoint) as ch:
+        # reconnect quickly: grpc's default backoff (1 s, growing) would
+        # be counted in the start-up time that --scale reports
+        fast = [("grpc.initial_reconnect_backoff_ms", 20), ("grpc.min_reconnect_backoff_ms", 20),
+                ("grpc.max_reconnect_backoff_ms", 50)]
+        with grpc.insecure_channel(self.endpoint, options=fast) as ch:
             kv = rpc_pb2_grpc.KVStub(ch)
             while time.monotonic() < deadline:
                 if not self.alive():
@@ -88,7 +92,7 @@ class ManagedServer:
                     return self
                 except grpc.RpcError as e:
                     last = e
-                    time.sleep(0.1)
+                    time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"{self.name} not ready after {READY_TIMEOUT_S:.0f} s ({last}); log: {self.log_path}")
 
