@@ -489,6 +489,13 @@ class LevelDBEngine:
         # scans still running on the read threads finish before the
         # database they iterate is closed
         await loop.run_in_executor(None, self._readers.shutdown, True)
+        # the memtable goes to a table file now, so the next open does not
+        # rebuild it from LevelDB's log (a range with no keys: only the
+        # memtable is compacted)
+        try:
+            await loop.run_in_executor(None, lambda: self._db.compact_range(start=b"\x00", stop=b"\x00\x00"))
+        except plyvel.Error as e:
+            log.warning("leveldb: flushing the memtable at close failed: %s", e)
         with self._lock:
             for snap in list(self._snapshots):
                 s, snap._snap = snap._snap, None

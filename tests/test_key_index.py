@@ -109,3 +109,42 @@ def test_floor_is_the_revision_it_was_built_at():
     assert index.count(10, b"", b"") == 2 and index.count(11, b"", b"") == 3
     index.forget_below(11)
     assert index.count(10, b"", b"") is None
+
+
+def test_an_older_store_gets_its_key_set_at_open():
+    """A store written before the key set and leased-key records existed
+    (here: with them removed) gets them from its index at the next open."""
+    import asyncio
+
+    from brain.apply.txn import apply_put
+    from brain.etcdpb import rpc_pb2 as pb
+    from brain.mvcc import keys as K
+    from brain.mvcc.store import MVCCStore
+    from engines.base import WriteBatch
+    from engines.memory import MemoryEngine
+
+    async def main() -> None:
+        engine = MemoryEngine()
+        store = await MVCCStore.open(engine)
+        store.lease_exists = lambda _id: True
+        for i in range(30):
+            r = pb.PutRequest(key=b"k%02d" % i, value=b"v", lease=(7 if i % 3 == 0 else 0))
+            await store.write(lambda txn, r=r: apply_put(txn, r))
+        await store.write(lambda txn: txn.delete_range(b"k00", None))
+        want_keys = [b"k%02d" % i for i in range(1, 30)]
+        want_leased = [(7, b"k%02d" % i) for i in range(3, 30, 3)]
+        assert [k[1:] for k, _ in await engine.scan(K.KEYSET, K.KEYSET_END)] == want_keys
+        assert [K.decode_leased(k) for k, _ in await engine.scan(K.LEASED, K.LEASED_END)] == want_leased
+        await store.close()
+        wb = WriteBatch()
+        for k, _ in await engine.scan(K.KEYSET, K.LEASED_END):
+            wb.delete(k)
+        wb.delete(K.META_KEYSET)
+        await engine.write(wb)
+        store = await MVCCStore.open(engine)
+        assert list(store.index.keys) == want_keys
+        assert [K.decode_leased(k) for k, _ in await engine.scan(K.LEASED, K.LEASED_END)] == want_leased
+        assert await engine.get(K.META_KEYSET) is not None
+        await store.close()
+
+    asyncio.run(main())

@@ -91,6 +91,10 @@ def test_past_revisions_and_replay_match_a_model(groups, compact_at):
                 else:
                     assert value != K.LIVE
 
+        # the key set: a record for each live key, none for the others
+        keyset = await engine.scan(K.KEYSET, K.KEYSET_END)
+        assert [k[1:] for k, _ in keyset] == sorted(states[last])
+
         # compaction keeps what reads at and after its revision need
         target = 1 + compact_at % last
         await store.compact(target, physical=True)

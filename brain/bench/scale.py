@@ -103,7 +103,11 @@ def _pct(sorted_values: list[float], p: float) -> float:
 
 def load(endpoint: str, s: ScaleSettings, progress: Callable[[int], None]) -> float:
     """N keys in Txns of txn_puts puts, inflight Txns at a time; keys/s."""
-    value = os.urandom(s.value_size // 2).hex().encode()[: s.value_size]
+    # like a pod's protobuf: half shared with every other pod, half its own
+    # (hex, so a compressing engine halves it); no engine stores these
+    # values much smaller than they are
+    shared = os.urandom(s.value_size).hex().encode()[: s.value_size - s.value_size // 2]
+    own = s.value_size // 2
     batches = range(0, s.keys, s.txn_puts)
     lock = threading.Lock()
     channels = [grpc.insecure_channel(endpoint, options=_UNLIMITED) for _ in range(2)]
@@ -112,7 +116,8 @@ def load(endpoint: str, s: ScaleSettings, progress: Callable[[int], None]) -> fl
 
         def one(i: int) -> None:
             n = min(s.txn_puts, s.keys - i)
-            ops = [pb.RequestOp(request_put=pb.PutRequest(key=pod_key(j), value=value)) for j in range(i, i + n)]
+            ops = [pb.RequestOp(request_put=pb.PutRequest(key=pod_key(j), value=shared + os.urandom(own // 2 + 1).hex().encode()[:own]))
+                   for j in range(i, i + n)]
             stubs[(i // s.txn_puts) % 2].Txn(pb.TxnRequest(success=ops), timeout=60)
             with lock:
                 progress(n)

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from brain.etcdpb import kv_pb2
 from brain.mvcc import keys as K
 from brain.mvcc.txn_write import Change
 from engines.base import Snapshot
 
-_parse_kv = kv_pb2.KeyValue.FromString
 
 
 class Attachments:
@@ -64,16 +62,9 @@ class Attachments:
     def __len__(self) -> int:
         return len(self._lease_of)
 
-    async def load(self, snapshot: Snapshot, page: int = 1024) -> None:
-        """Attach every live key that names a lease, paging through the
-        latest index so a big store is never held in memory at once."""
-        start = K.INDEX
-        while True:
-            items = await snapshot.scan(start, K.INDEX_END, limit=page)
-            for _, raw in items:
-                kv = _parse_kv(raw)
-                if kv.lease:
-                    self.attach(kv.key, kv.lease)
-            if len(items) < page:
-                return
-            start = items[-1][0] + b"\x00"
+    async def load(self, snapshot: Snapshot) -> None:
+        """Attach every live key that names a lease, from the engine's
+        leased-key records (keys.py): only leased keys are read."""
+        for k, _ in await snapshot.scan(K.LEASED, K.LEASED_END, keys_only=True):
+            lease, key = K.decode_leased(k)
+            self.attach(key, lease)

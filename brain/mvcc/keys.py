@@ -15,6 +15,12 @@ Every engine key starts with a one-byte namespace:
                                  order. Lets watches replay from the engine and
                                  lets compaction find what to prune without a
                                  full scan.
+  x<user key>                 -> empty: the key is live. The key set alone,
+                                 without values, so that an open reads the
+                                 keys for the key index (key_index.py) without
+                                 reading every value.
+  y<lease id:8><user key>     -> empty: the live key is attached to the lease,
+                                 so that an open reads only leased keys.
   m<name>                     -> metadata (current revision, compaction).
   l<lease id:8>               -> a lease (see brain/lease).
 
@@ -42,6 +48,10 @@ EVENTS = b"e"
 EVENTS_END = b"f"
 LEASE = b"l"
 LEASE_END = b"m"
+KEYSET = b"x"
+KEYSET_END = b"y"
+LEASED = b"y"
+LEASED_END = b"z"
 
 # the history value of a key's live version (see above); no KeyValue
 # serializes to it, since every stored version has a key
@@ -51,6 +61,9 @@ META_REVISION = b"mrev"
 META_COMPACT_SCHEDULED = b"mcompact-scheduled"
 META_COMPACT_FINISHED = b"mcompact-finished"
 META_CLUSTER_ID = b"mcluster-id"
+# present once the key set and leased-key records cover every live key
+# (stores written before they existed get them at their first open)
+META_KEYSET = b"mkeyset"
 
 _REV = struct.Struct(">Q")
 pack_rev = _REV.pack
@@ -89,6 +102,18 @@ def history_range(key: bytes, end: bytes | None) -> tuple[bytes, bytes]:
 
 def events_key(rev: int) -> bytes:
     return EVENTS + _REV.pack(rev)
+
+
+def leased_key(lease_id: int, key: bytes) -> bytes:
+    return LEASED + _REV.pack(lease_id & 0xFFFFFFFFFFFFFFFF) + key
+
+
+def decode_leased(engine_key: bytes) -> tuple[int, bytes]:
+    """(lease id, user key) of a leased-key record."""
+    lease = _REV.unpack_from(engine_key, 1)[0]
+    if lease >= 1 << 63:
+        lease -= 1 << 64
+    return lease, engine_key[9:]
 
 
 def lease_key(lease_id: int) -> bytes:

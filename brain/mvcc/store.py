@@ -20,7 +20,7 @@ from brain.mvcc import keys as K
 from brain.mvcc.compactor import Compactor
 from brain.mvcc.key_index import KeyIndex
 from brain.mvcc.txn_write import Batch, Change, WriteTxn
-from brain.mvcc.view import ReadView
+from brain.mvcc.view import ReadView, _parse_kv
 from engines.base import CommitUnknownError, ConflictError, Engine, EngineError, Snapshot, WriteBatch
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,8 @@ CommitListener = Callable[[Sequence[Change], int], None]
 # Upper bound of requests folded into one engine commit: keeps one batch's
 # apply time (and so the latency of its first request) bounded.
 MAX_BATCH = 512
+# live keys per engine write when an older store's key set is written
+KEYSET_CHUNK = 4096
 
 
 class StoreClosedError(Exception):
@@ -84,17 +86,25 @@ def encode_batch(changes: Sequence[Change], rev: int) -> WriteBatch:
     put = wb.ops.append
     by_rev: dict[int, list[bytes]] = {}
     for c in changes:
+        key = c.key
         if c.prev is not None:
             # the replaced version leaves the index: its history record
             # takes the full KeyValue (see keys.py)
-            put((K.history_key(c.key, c.prev_rev), c.prev))
-        if c.deleted:
-            put((K.INDEX + c.key, None))
-            put((K.history_key(c.key, c.rev), c.kv))
+            put((K.history_key(key, c.prev_rev), c.prev))
+            if c.prev_lease and (c.deleted or c.lease != c.prev_lease):
+                put((K.leased_key(c.prev_lease, key), None))
         else:
-            put((K.INDEX + c.key, c.kv))
-            put((K.history_key(c.key, c.rev), K.LIVE))
-        by_rev.setdefault(c.rev, []).append(c.key)
+            put((K.KEYSET + key, b""))
+        if c.deleted:
+            put((K.INDEX + key, None))
+            put((K.history_key(key, c.rev), c.kv))
+            put((K.KEYSET + key, None))
+        else:
+            put((K.INDEX + key, c.kv))
+            put((K.history_key(key, c.rev), K.LIVE))
+            if c.lease and c.lease != c.prev_lease:
+                put((K.leased_key(c.lease, key), b""))
+        by_rev.setdefault(c.rev, []).append(key)
     for r, ks in by_rev.items():
         put((K.events_key(r), K.encode_key_list(ks)))
     put((K.META_REVISION, K.pack_rev(rev)))
@@ -102,9 +112,41 @@ def encode_batch(changes: Sequence[Change], rev: int) -> WriteBatch:
 
 
 async def load_index(snap: Snapshot, rev: int) -> KeyIndex:
-    """The key index of a store at rev, from the engine's index records."""
-    found = await snap.scan(K.INDEX, K.INDEX_END, keys_only=True)
+    """The key index of a store at rev, from the engine's key set."""
+    found = await snap.scan(K.KEYSET, K.KEYSET_END, keys_only=True)
     return KeyIndex(rev, [k[1:] for k, _ in found])
+
+
+async def ensure_keyset(engine: Engine) -> None:
+    """Write the key set and leased-key records of a store written before
+    they existed, from its index, once (keys.py)."""
+    if await engine.get(K.META_KEYSET) is not None:
+        return
+    snap = engine.snapshot()
+    try:
+        start, n = K.INDEX, 0
+        while True:
+            items = await snap.scan(start, K.INDEX_END, limit=KEYSET_CHUNK)
+            wb = WriteBatch()
+            for k, raw in items:
+                key = k[1:]
+                wb.put(K.KEYSET + key, b"")
+                lease = _parse_kv(raw).lease
+                if lease:
+                    wb.put(K.leased_key(lease, key), b"")
+            if items:
+                await engine.write(wb)
+                n += len(items)
+            if len(items) < KEYSET_CHUNK:
+                break
+            start = items[-1][0] + b"\x00"
+        wb = WriteBatch()
+        wb.put(K.META_KEYSET, b"1")
+        await engine.write(wb)
+        if n:
+            log.info("wrote the key set of %d live keys", n)
+    finally:
+        snap.close()
 
 
 class MVCCStore:
@@ -131,6 +173,7 @@ class MVCCStore:
     @classmethod
     async def open(cls, engine: Engine, *, sync: bool = True) -> MVCCStore:
         store = cls(engine, sync=sync)
+        await ensure_keyset(engine)
         raw = await engine.get(K.META_REVISION)
         rev = K.unpack_rev(raw)[0] if raw else 1  # a fresh store is at revision 1
         scheduled = await engine.get(K.META_COMPACT_SCHEDULED)

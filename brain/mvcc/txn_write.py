@@ -116,7 +116,11 @@ class WriteTxn:
         latest = self.batch.latest
         if key in latest:
             return latest[key]
-        return await self.batch.view.get_latest(key)
+        view = self.batch.view
+        index = view.index
+        if index.rev == view.rev and key not in index.keys:
+            return None  # a create: the key index knows, no engine read
+        return await view.get_latest(key)
 
     async def range(
         self, key: bytes, end: RangeEnd, rev: int = 0, limit: int = 0, count_only: bool = False
