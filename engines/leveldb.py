@@ -102,22 +102,24 @@ async def _scan(engine: LevelDBEngine, reader: Any, start: bytes, end: bytes | N
     try:
         first = limit if 0 < limit <= INLINE_SCAN_ITEMS else INLINE_SCAN_ITEMS
         found = list(islice(it, first))
+        if keys_only:
+            found = [(k, b"") for k in found]
         if len(found) == first and first != limit:
             rest = limit - first if limit else None
             handed_off = True
-            found += await engine._read_on_thread(_drain, it, rest)
+            found += await engine._read_on_thread(_drain, it, rest, keys_only)
     finally:
         if not handed_off:
             it.close()
-    if keys_only:
-        return [(k, b"") for k in found]
     return found
 
 
-def _drain(it: Any, limit: int | None) -> list:
+def _drain(it: Any, limit: int | None, keys_only: bool) -> list:
     """The rest of a scan, on a read thread; closes the iterator there, so a
     cancelled caller never closes it under the thread."""
     try:
+        if keys_only:
+            return [(k, b"") for k in islice(it, limit)]
         return list(islice(it, limit))
     finally:
         it.close()

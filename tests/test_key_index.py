@@ -38,14 +38,25 @@ def _expect(live: set[bytes], start: bytes, end: bytes, limit: int) -> tuple[lis
 
 
 @settings(max_examples=300, deadline=None)
-@given(ops=ops, initial=st.sets(st.sampled_from(KEYS)), max_log=st.sampled_from([3, 10, 1000]))
-def test_index_matches_a_model(ops, initial, max_log):
+@given(ops=ops, initial=st.sets(st.sampled_from(KEYS)), max_log=st.sampled_from([3, 10, 1000]),
+       loaded_after=st.one_of(st.none(), st.integers(0, 40)))
+def test_index_matches_a_model(ops, initial, max_log, loaded_after):
+    """loaded_after: the index starts without its keys (as at an open, while
+    they are read) and gets them after that many ops."""
+    from sortedcontainers import SortedList
+
     rev = 5
-    index = KeyIndex(rev, sorted(initial), max_log=max_log)
+    late = loaded_after is not None
+    index = KeyIndex(rev, None if late else sorted(initial), max_log=max_log)
     live = set(initial)
     history = {rev: frozenset(live)}  # the live set at each revision
     compact = 0
-    for op in ops:
+    for n, op in enumerate(ops + [("query", 40)]):
+        if late and n == loaded_after:
+            index.loaded(SortedList(initial), sum(map(len, initial)))
+            late = False
+        if late:
+            assert index.count(rev, b"", b"") is None and index.page(rev, b"", b"", 0) is None
         if op[0] == "write":
             rev += 1
             changes = []
@@ -67,12 +78,15 @@ def test_index_matches_a_model(ops, initial, max_log):
             if c > compact:
                 compact = c
                 index.forget_below(c)
-        else:
+        elif not late:
             _check(index, history, rev, compact, op[1])
+    if late:
+        index.loaded(SortedList(initial), sum(map(len, initial)))
     for r in range(1, rev + 2):
         _check(index, history, rev, compact, r)
     assert len(index) == len(live)
     assert list(index.keys) == sorted(live)
+    assert index.key_bytes == sum(map(len, live))
 
 
 def _check(index: KeyIndex, history: dict, rev: int, compact: int, r: int) -> None:
@@ -142,6 +156,7 @@ def test_an_older_store_gets_its_key_set_at_open():
         wb.delete(K.META_KEYSET)
         await engine.write(wb)
         store = await MVCCStore.open(engine)
+        await store.index_loaded()
         assert list(store.index.keys) == want_keys
         assert [K.decode_leased(k) for k, _ in await engine.scan(K.LEASED, K.LEASED_END)] == want_leased
         assert await engine.get(K.META_KEYSET) is not None

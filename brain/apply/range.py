@@ -6,7 +6,7 @@ import asyncio
 from typing import Protocol
 
 from brain.etcdpb import kv_pb2, rpc_pb2
-from brain.mvcc.view import RangeEnd, RawRange
+from brain.mvcc.view import RangeEnd, RawRange, drop_in_slices
 from brain.wire import LengthPrefixes, Pieces
 
 KeyValue = kv_pb2.KeyValue
@@ -87,7 +87,9 @@ async def serialized_range(reader: Reader, r: RangeRequest, header: ResponseHead
     large = len(rr.kvs) > LARGE_RANGE
     if not _in_read_order(r, filters) or r.keys_only or r.count_only:
         if large:  # parsed, filtered, sorted and serialized off the event loop
-            return await asyncio.to_thread(_finish_serialized, rr, r, header, filters)
+            raw = await asyncio.to_thread(_finish_serialized, rr, r, header, filters)
+            await drop_in_slices(rr.kvs)
+            return raw
         resp = _finish(rr, r, header.revision, filters)
         resp.header.CopyFrom(header)
         return resp
@@ -98,7 +100,10 @@ async def serialized_range(reader: Reader, r: RangeRequest, header: ResponseHead
     head = RangeResponse(header=header).SerializeToString()
     tail = RangeResponse(more=more, count=rr.count).SerializeToString()
     if large:
-        return await asyncio.to_thread(_framed_in_pieces, head, kvs, tail)
+        pieces = await asyncio.to_thread(_framed_in_pieces, head, kvs, tail)
+        del kvs
+        await drop_in_slices(rr.kvs)
+        return pieces
     parts = [head]
     parts += _KVS.frame(kvs)
     parts.append(tail)

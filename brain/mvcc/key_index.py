@@ -94,9 +94,13 @@ def _irange(keys: SortedList, start: bytes, end: bytes) -> Iterator[bytes]:
 
 
 class KeyIndex:
-    def __init__(self, rev: int, keys: Iterable[bytes] = (), max_log: int = MAX_LOG) -> None:
+    def __init__(self, rev: int, keys: Iterable[bytes] | None = (), max_log: int = MAX_LOG) -> None:
+        """keys: the keys live at rev, or None while they are still being
+        read (see loaded): until then every query answers None and the
+        changes committed meanwhile are only logged."""
         self.rev = rev
-        self.keys = SortedList(keys)
+        self.ready = keys is not None
+        self.keys = SortedList(keys or ())
         self.key_bytes = sum(map(len, self.keys))
         # the log: parallel lists from _start on, revisions ascending
         self._revs = array("q")
@@ -105,6 +109,7 @@ class KeyIndex:
         self._start = 0
         # every change above floor is in the log
         self.floor = rev
+        self._deferred_floor = 0  # a trim asked for while the keys were read
         self.max_log = max_log
         self._past: OrderedDict[int, PastKeys] = OrderedDict()
         self._past_changes = 0
@@ -112,6 +117,27 @@ class KeyIndex:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def loaded(self, keys: SortedList, key_bytes: int) -> None:
+        """The keys live at the revision this index started at (its floor),
+        read while the store went on: the changes logged since are applied
+        to them, and the index answers from now on."""
+        revs, log_keys, kinds = self._revs, self._keys, self._kinds
+        for i in range(self._start, len(revs)):
+            k = log_keys[i]
+            if kinds[i] == CREATE:
+                keys.add(k)
+                key_bytes += len(k)
+            elif kinds[i] == DELETE:
+                keys.discard(k)
+                key_bytes -= len(k)
+        self.keys = keys
+        self.key_bytes = key_bytes
+        self.ready = True
+        if self._deferred_floor:
+            self._trim(self._deferred_floor)
+        if self.log_size > self.max_log:
+            self._trim(self._revs[self._start + self.log_size - self.max_log])
 
     @property
     def log_size(self) -> int:
@@ -139,24 +165,27 @@ class KeyIndex:
     def apply(self, changes: Sequence[ChangedKey], rev: int) -> None:
         """Changes committed in revision order; the store is now at rev."""
         keys = self.keys
+        ready = self.ready
         log_revs, log_keys, kinds = self._revs, self._keys, self._kinds
         for c in changes:
             k = c.key
             if c.deleted:
-                keys.discard(k)
-                self.key_bytes -= len(k)
                 kind = DELETE
+                if ready:
+                    keys.discard(k)
+                    self.key_bytes -= len(k)
             elif c.prev is None:
-                keys.add(k)
-                self.key_bytes += len(k)
                 kind = CREATE
+                if ready:
+                    keys.add(k)
+                    self.key_bytes += len(k)
             else:
                 kind = UPDATE
             log_revs.append(c.rev)
             log_keys.append(k)
             kinds.append(kind)
         self.rev = rev
-        if self.log_size > self.max_log:
+        if self.log_size > self.max_log and ready:
             self._trim(self._revs[self._start + self.log_size - self.max_log])
 
     def forget_below(self, compact_rev: int) -> None:
@@ -165,7 +194,11 @@ class KeyIndex:
         self._trim(compact_rev)
 
     def _trim(self, floor: int) -> None:
-        """Keep only the changes above floor."""
+        """Keep only the changes above floor (all of them while the keys
+        are still being read: loaded() needs them)."""
+        if not self.ready:
+            self._deferred_floor = max(self._deferred_floor, floor)
+            return
         if floor <= self.floor:
             return
         self.floor = floor
@@ -193,7 +226,9 @@ class KeyIndex:
 
     def count(self, rev: int, start: bytes, end: bytes) -> int | None:
         """Keys live at rev in [start, end) (end b"": no bound); None when
-        rev is older than the log reaches."""
+        rev is older than the log reaches or the keys are being read."""
+        if not self.ready:
+            return None
         now = _count(self.keys, start, end)
         if rev == self.rev:
             return now
@@ -205,7 +240,9 @@ class KeyIndex:
     def page(self, rev: int, start: bytes, end: bytes, limit: int) -> Page | None:
         """The first limit keys (all when limit <= 0) live at rev in
         [start, end), with the count of all of them; None when rev is older
-        than the log reaches."""
+        than the log reaches or the keys are being read."""
+        if not self.ready:
+            return None
         keys = self.keys
         if rev == self.rev:
             it: Iterator[bytes] = _irange(keys, start, end)

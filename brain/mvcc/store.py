@@ -15,6 +15,8 @@ import logging
 from collections import deque
 from typing import Any, Awaitable, Callable, Sequence
 
+from sortedcontainers import SortedList
+
 from brain import errors
 from brain.mvcc import keys as K
 from brain.mvcc.compactor import Compactor
@@ -111,10 +113,18 @@ def encode_batch(changes: Sequence[Change], rev: int) -> WriteBatch:
     return wb
 
 
-async def load_index(snap: Snapshot, rev: int) -> KeyIndex:
-    """The key index of a store at rev, from the engine's key set."""
+async def read_keys(snap: Snapshot) -> tuple[SortedList, int]:
+    """The live keys of a snapshot, sorted, and their total size, from the
+    engine's key set; sorted on a thread (a long scan is the engine's to
+    keep off the event loop)."""
     found = await snap.scan(K.KEYSET, K.KEYSET_END, keys_only=True)
-    return KeyIndex(rev, [k[1:] for k, _ in found])
+    return await asyncio.to_thread(_sorted_keys, found)
+
+
+def _sorted_keys(found: list[tuple[bytes, bytes]]) -> tuple[SortedList, int]:
+    keys = [k[1:] for k, _ in found]
+    found.clear()
+    return SortedList(keys), sum(map(len, keys))
 
 
 async def ensure_keyset(engine: Engine) -> None:
@@ -166,6 +176,7 @@ class MVCCStore:
         self.compactor = Compactor(self)
         # the keys live now and at recent revisions (key_index.py)
         self.index = KeyIndex(0)
+        self._index_loader: asyncio.Task | None = None
         # figures for metrics
         self.batches = 0
         self.batched_requests = 0
@@ -181,7 +192,7 @@ class MVCCStore:
         compact_rev = K.unpack_rev(scheduled)[0] if scheduled else 0
         finished_rev = K.unpack_rev(finished)[0] if finished else 0
         snap = engine.snapshot()
-        store.index = await load_index(snap, rev)
+        store._start_index(snap, rev)
         store._view = ReadView(snap, rev, compact_rev, store.index)
         store.compactor.finished = finished_rev
         store._writer = asyncio.get_running_loop().create_task(store._write_loop(), name="mvcc-writer")
@@ -189,6 +200,31 @@ class MVCCStore:
             log.info("resuming interrupted compaction %d -> %d", finished_rev, compact_rev)
             store.compactor.start(compact_rev)
         return store
+
+    def _start_index(self, snap: Snapshot, rev: int) -> None:
+        """A key index at rev that reads its keys in the background: the
+        store serves at once (from the engine meanwhile), whatever its size."""
+        index = self.index = KeyIndex(rev, None)
+
+        async def load() -> None:
+            try:
+                keys, size = await read_keys(snap)
+            except EngineError as e:
+                log.error("cannot read the key set for the key index (%s); ranges are answered from the engine", e)
+                return
+            index.loaded(keys, size)
+            log.info("key index loaded: %d keys at revision %d", len(keys), rev)
+
+        if self._index_loader is not None:
+            self._index_loader.cancel()
+        self._index_loader = self._loop.create_task(load(), name="mvcc-key-index")
+
+    async def index_loaded(self) -> None:
+        """Return once the key index answers (it loads in the background
+        after an open)."""
+        task = self._index_loader
+        if task is not None:
+            await asyncio.shield(task)
 
     @property
     def keys_total(self) -> int:
@@ -457,7 +493,6 @@ class MVCCStore:
             await engine.get(K.META_REVISION)
             snap = engine.snapshot()
             raw, scheduled, finished = await snap.batch_get([K.META_REVISION, K.META_COMPACT_SCHEDULED, K.META_COMPACT_FINISHED])
-            index = await load_index(snap, K.unpack_rev(raw)[0] if raw else 1)
         except EngineError as e:
             log.error("reloading the revision from the engine failed (%s); the next commit tries again", e)
             return
@@ -466,8 +501,8 @@ class MVCCStore:
         rev = K.unpack_rev(raw)[0] if raw else 1
         compact_rev = K.unpack_rev(scheduled)[0] if scheduled else 0
         finished_rev = K.unpack_rev(finished)[0] if finished else 0
-        self.index = index  # another process's revisions: learn afresh
-        self._view = ReadView(snap, rev, compact_rev, index)
+        self._start_index(snap, rev)  # another process's revisions: learn afresh
+        self._view = ReadView(snap, rev, compact_rev, self.index)
         self.compactor.finished = max(self.compactor.finished, finished_rev)
         if self.compactor.finished < compact_rev:
             self.compactor.start(compact_rev)
@@ -508,4 +543,10 @@ class MVCCStore:
         self._queue.put(None)
         if self._writer is not None:
             await self._writer
+        if self._index_loader is not None and not self._index_loader.done():
+            self._index_loader.cancel()
+            try:
+                await self._index_loader
+            except asyncio.CancelledError:
+                pass
         await self.compactor.stop()

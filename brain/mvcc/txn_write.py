@@ -118,7 +118,7 @@ class WriteTxn:
             return latest[key]
         view = self.batch.view
         index = view.index
-        if index.rev == view.rev and key not in index.keys:
+        if index.ready and index.rev == view.rev and key not in index.keys:
             return None  # a create: the key index knows, no engine read
         return await view.get_latest(key)
 

@@ -7,6 +7,7 @@ the header it returns (the committed-revision watermark).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -33,6 +34,37 @@ class RawRange:
 
     kvs: list[bytes]
     count: int
+
+
+# Objects freed per turn of the event loop when a large result is dropped.
+DROP_SLICE = 8192
+
+
+async def drop_in_slices(items: list) -> None:
+    """Empty a list, freeing its items a slice per turn of the event loop:
+    freeing a million at once would hold the loop (and the GIL) for as long
+    as a large read took to make them."""
+    if len(items) <= DROP_SLICE:
+        items.clear()
+        return
+    while items:
+        del items[-DROP_SLICE:]
+        await asyncio.sleep(0)
+
+
+async def values_in_slices(items: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """The values of a scan's pairs, which are dropped: for a large scan, a
+    slice per turn of the event loop."""
+    if len(items) <= DROP_SLICE:
+        out = [v for _, v in items]
+        items.clear()
+        return out
+    out = []
+    for i in range(0, len(items), DROP_SLICE):
+        out += [v for _, v in items[i : i + DROP_SLICE]]
+        await asyncio.sleep(0)
+    await drop_in_slices(items)
+    return out
 
 
 def is_tombstone(kv: KeyValue) -> bool:
@@ -86,6 +118,10 @@ class ReadView:
         if end is None:
             return await self._get(key, rev, count_only)
         index = self.index
+        if not index.ready:  # still being read at start: from the engine
+            if rev == self.rev:
+                return await self._range_walk(key, end, limit, count_only)
+            return await self._range_history(key, end, rev, limit, count_only)
         if rev == self.rev == index.rev:
             # the index is at this view: the count from it, the page as
             # the engine's index holds it
@@ -95,7 +131,7 @@ class ReadView:
                 return RawRange([], count)
             start, stop = K.index_range(key, end or None)
             items = await self.snapshot.scan(start, stop, limit=limit if 0 < limit < count else 0)
-            return RawRange([v for _, v in items], count)
+            return RawRange(await values_in_slices(items), count)
         if count_only:
             n = index.count(rev, key, end)
             if n is not None:
@@ -106,6 +142,19 @@ class ReadView:
                 return RawRange(await self._values(page, rev), page.count)
         # older than the index's log reaches
         return await self._range_history(key, end, rev, limit, count_only)
+
+    async def _range_walk(self, key: bytes, end: bytes, limit: int, count_only: bool) -> RawRange:
+        """A range at this view's revision without the key index: the count
+        from a walk of the engine's key set, the page from its index."""
+        snap = self.snapshot
+        counted = await snap.scan(K.KEYSET + key, K.KEYSET_END if end == b"" else K.KEYSET + end, keys_only=True)
+        count = len(counted)
+        await drop_in_slices(counted)
+        if count_only or count == 0:
+            return RawRange([], count)
+        start, stop = K.index_range(key, end or None)
+        items = await snap.scan(start, stop, limit=limit if 0 < limit < count else 0)
+        return RawRange(await values_in_slices(items), count)
 
     async def _get(self, key: bytes, rev: int, count_only: bool) -> RawRange:
         """One key at rev."""

@@ -4,8 +4,8 @@ A whole-range list builds a response as large as the data it lists. Python
 frees those buffers once the response is sent, but glibc's allocator keeps
 the freed pages in its heaps (they are fragmented by the small objects
 allocated meanwhile), so the process's RSS would stay at its peak. After a
-large response, `malloc_trim` runs on a thread, once the response has had
-time to be sent and again later for a slow client.
+large response, `malloc_trim` runs on a thread every few seconds for a
+while, so the memory goes back once the client has read it all.
 """
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ from typing import Callable
 log = logging.getLogger(__name__)
 
 LARGE_RESPONSE_BYTES = 64 << 20
-TRIM_AFTER_S = (1.0, 5.0, 30.0)
+# trims run this often until this long after the last large response
+# (its memory is freed only once a client has read all of it)
+TRIM_EVERY_S = 2.0
+TRIM_FOR_S = 30.0
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -37,7 +40,8 @@ def _malloc_trim() -> Callable[[int], int] | None:
 class HeapTrimmer:
     def __init__(self) -> None:
         self._trim = _malloc_trim()
-        self._scheduled: list[asyncio.TimerHandle] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._until = 0.0
         self.trims = 0
 
     def after_response(self, size: int) -> None:
@@ -45,12 +49,14 @@ class HeapTrimmer:
         if size < LARGE_RESPONSE_BYTES or self._trim is None:
             return
         loop = asyncio.get_running_loop()
-        for h in self._scheduled:
-            h.cancel()
-        self._scheduled = [loop.call_later(d, self._start) for d in TRIM_AFTER_S]
+        self._until = loop.time() + TRIM_FOR_S
+        if self._timer is None:
+            self._timer = loop.call_later(TRIM_EVERY_S, self._tick)
 
-    def _start(self) -> None:
-        asyncio.get_running_loop().run_in_executor(None, self._run)
+    def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.run_in_executor(None, self._run)
+        self._timer = loop.call_later(TRIM_EVERY_S, self._tick) if loop.time() < self._until else None
 
     def _run(self) -> None:
         assert self._trim is not None
@@ -58,6 +64,6 @@ class HeapTrimmer:
         self.trims += 1
 
     def close(self) -> None:
-        for h in self._scheduled:
-            h.cancel()
-        self._scheduled = []
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
