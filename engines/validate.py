@@ -45,7 +45,14 @@ def check_scan(start: object, end: object, limit: object) -> tuple[bytes, bytes 
 def check_batch(batch: object) -> list[Op]:
     if not isinstance(batch, WriteBatch):
         raise TypeError(f"write takes a WriteBatch, not {type(batch).__name__}")
-    return [(check_key(k), None if v is None else check_value(v)) for k, v in batch.ops]
+    ops = batch.ops
+    # the usual batch, every key and value already bytes: one pass, no copies
+    for k, v in ops:
+        if type(k) is not bytes or (v is not None and type(v) is not bytes):
+            break
+    else:
+        return list(ops)
+    return [(check_key(k), None if v is None else check_value(v)) for k, v in ops]
 
 
 def check_expect(expect: object) -> list[Op]:

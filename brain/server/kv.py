@@ -5,6 +5,7 @@ import grpc
 
 from brain import errors
 from brain.apply import validate
+from brain.apply.bulk_puts import apply_bulk_puts, bulk_puts
 from brain.apply.range import serialized_range
 from brain.apply.single_key import READS, WRITES, apply_single_key, single_key
 from brain.apply.txn import apply_delete, apply_put, apply_txn, is_read_only
@@ -73,6 +74,11 @@ class KVService:
             return await self.store.write(lambda txn: apply_single_key(txn, r, header))
         if shape == READS:
             return await apply_single_key(self._committed(), r, self.header)
+        puts = bulk_puts(r, self.max_txn_ops)
+        if puts is not None:
+            self._check_size(r)
+            header = self.header
+            return await self.store.write(lambda txn: apply_bulk_puts(txn, puts, header))
         validate.check_txn(r, self.max_txn_ops)
         validate.check_intervals(r.success)
         validate.check_intervals(r.failure)
