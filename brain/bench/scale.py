@@ -132,13 +132,20 @@ def load(endpoint: str, s: ScaleSettings, progress: Callable[[int], None]) -> fl
             ch.close()
 
 
-def paged_list(kv: Any, page_size: int) -> dict[str, Any]:
-    """kube-apiserver's list: pages of page_size at the first page's revision."""
+def paged_list(kv: Any, page_size: int, pace: float | None = None, max_s: float | None = None) -> dict[str, Any]:
+    """kube-apiserver's list: pages of page_size at the first page's
+    revision; with pace, at most that many pages a second, for at most max_s."""
     t0 = time.monotonic()
     resp = kv.Range(pb.RangeRequest(key=PREFIX, range_end=PREFIX_END, limit=page_size), timeout=600)
     first_ms = (time.monotonic() - t0) * 1000
     rev, pages, seen, count0 = resp.header.revision, 1, len(resp.kvs), resp.count
     while resp.more:
+        if pace:
+            wait = t0 + pages / pace - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            if max_s is not None and time.monotonic() - t0 > max_s:
+                break
         nxt = resp.kvs[-1].key + b"\x00"
         resp = kv.Range(pb.RangeRequest(key=nxt, range_end=PREFIX_END, limit=page_size, revision=rev), timeout=600)
         pages += 1
@@ -198,7 +205,13 @@ def _settled_rss(srv: ManagedServer, seconds: float = 10.0) -> int | None:
     return _rss(srv)
 
 
-def measure(srv: ManagedServer, s: ScaleSettings, echo: Callable[[str], None], progress: Callable[[str, int], Callable[[int], None]]) -> dict[str, Any]:
+PACED_LIST_S = 30.0
+
+
+def measure(srv: ManagedServer, s: ScaleSettings, echo: Callable[[str], None], progress: Callable[[str, int], Callable[[int], None]],
+            pace: float | None = None) -> dict[str, Any]:
+    """pace: also run the paged list at this many pages a second (another
+    server's rate) for PACED_LIST_S, so the probe is compared at equal work."""
     out: dict[str, Any] = {"server": srv.name}
     rate = load(srv.endpoint, s, progress(f"load {srv.name}", s.keys))
     out["load_keys_per_s"] = rate
@@ -217,6 +230,11 @@ def measure(srv: ManagedServer, s: ScaleSettings, echo: Callable[[str], None], p
         out["paged_list"] = paged_list(kv, s.page_size)
         phases["paged_list"] = (t, time.monotonic())
         echo(f"  {srv.name}: paged list {out['paged_list']['pages_per_s']:.2f} pages/s, first page {out['paged_list']['first_page_ms']:.0f} ms")
+        if pace:
+            t = time.monotonic()
+            out["paged_list_paced"] = paged_list(kv, s.page_size, pace, PACED_LIST_S)
+            phases["paged_list_paced"] = (t, time.monotonic())
+            echo(f"  {srv.name}: paged list paced at {pace:.2f} pages/s for {PACED_LIST_S:.0f} s")
         t = time.monotonic()
         out["count"] = counts(kv, s.counts)
         phases["count"] = (t, time.monotonic())
@@ -228,7 +246,7 @@ def measure(srv: ManagedServer, s: ScaleSettings, echo: Callable[[str], None], p
     out["rss_after_unpaged"] = _rss(srv)
     samples = probe.stop()
     out["probe"] = {name: probe_figures(samples, a, b) for name, (a, b) in phases.items()}
-    big = [(a, b) for name, (a, b) in phases.items() if name != "idle"]
+    big = [(a, b) for name, (a, b) in phases.items() if name not in ("idle", "paged_list_paced")]
     out["probe"]["during_big_reads"] = probe_figures([x for x in samples if any(a <= x[0] <= b for a, b in big)], 0, float("inf"))
     out["rss_settled_after_unpaged"] = _settled_rss(srv)
     out["disk_bytes"] = _du(os.path.join(srv.workdir, "data"))

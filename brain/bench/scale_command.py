@@ -71,7 +71,9 @@ def run_scale(keys: int, kinds: list[str], value_size: int, page_size: int, rest
         srv.start()
         doc["servers"][kind] = {"argv": srv.argv}
         try:
-            doc["results"][kind] = scale.measure(srv, settings, _echo, _progress(show_progress))
+            etcd_rate = doc["results"].get("etcd", {}).get("paged_list", {}).get("pages_per_s")
+            pace = etcd_rate if kind == "brain" and etcd_rate else None
+            doc["results"][kind] = scale.measure(srv, settings, _echo, _progress(show_progress), pace)
         finally:
             srv.stop()
             if not keep:

@@ -17,6 +17,7 @@ ROWS: list[tuple[str, tuple[str, ...], str, bool]] = [
     ("probe get max, during big reads", ("probe", "during_big_reads", "max_ms"), "ms", False),
     ("probe timeouts (1 s), during big reads", ("probe", "during_big_reads", "timeouts"), "", False),
     ("probe get p99 during the paged list", ("probe", "paged_list", "p99_ms"), "ms", False),
+    ("probe get p99, brain's list paced at etcd's page rate", ("probe", "paged_list_paced", "p99_ms"), "ms", False),
     ("probe get p99 during counts", ("probe", "count", "p99_ms"), "ms", False),
     ("probe get p99 during the unpaged range", ("probe", "unpaged", "p99_ms"), "ms", False),
     ("RSS after load", ("rss_after_load",), "MB", False),
@@ -56,12 +57,20 @@ def ratio(brain: float | None, etcd: float | None) -> float | None:
     return brain / etcd
 
 
+def _values(doc: dict[str, Any], names: list[str], path: tuple[str, ...], unit: str) -> list[float | None]:
+    """One figure per server; the paced row holds etcd's unpaced list (the
+    list that ran at that rate on etcd) beside brain's paced one."""
+    if path[:2] == ("probe", "paged_list_paced"):
+        return [value(doc["results"][n], ("probe", "paged_list", "p99_ms") if n == "etcd" else path, unit) for n in names]
+    return [value(doc["results"][n], path, unit) for n in names]
+
+
 def table(doc: dict[str, Any]) -> str:
     names = doc["order"]
     head = ["figure", *names] + (["brain/etcd"] if len(names) == 2 else [])
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for label, path, unit, _ in ROWS:
-        vals = [value(doc["results"][n], path, unit) for n in names]
+        vals = _values(doc, names, path, unit)
         cells = [f"{label}" + (f" ({unit})" if unit else "")] + [_fmt(v) for v in vals]
         if len(names) == 2:
             r = ratio(vals[1], vals[0])
@@ -83,23 +92,24 @@ def write_png(doc: dict[str, Any], path: str) -> None:
 
     names = doc["order"]
     colors = {"etcd": "#4C72B0", "brain": "#DD8452"}
-    rows = [r for r in ROWS if any(value(doc["results"][n], r[1], r[2]) is not None for n in names)]
+    rows = [r for r in ROWS if any(v is not None for v in _values(doc, names, r[1], r[2]))]
     cols = 4
     nrows = (len(rows) + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 2.6 * nrows), dpi=100, squeeze=False)
     for ax, (label, p, unit, higher) in zip(axes.flat, rows):
-        vals = [value(doc["results"][n], p, unit) or 0.0 for n in names]
+        found = _values(doc, names, p, unit)
+        vals = [v or 0.0 for v in found]
         ax.bar(names, vals, color=[colors.get(n, "#888") for n in names])
         title = label + (f" ({unit})" if unit else "")
         if len(names) == 2:
-            r = ratio(vals[1], vals[0])
+            r = ratio(found[1], found[0])
             if r is not None:
                 better = (r >= 1) == higher
                 title += f"\nbrain/etcd {r:.2f}x ({'better' if better else 'worse'})"
         ax.set_title(title, fontsize=8)
         ax.tick_params(labelsize=7)
-        for i, v in enumerate(vals):
-            ax.text(i, v, _fmt(v), ha="center", va="bottom", fontsize=7)
+        for i, v in enumerate(found):
+            ax.text(i, v or 0.0, _fmt(v), ha="center", va="bottom", fontsize=7)
     for ax in list(axes.flat)[len(rows):]:
         ax.axis("off")
     fig.suptitle(f"brain bench --scale {doc['settings']['keys']:,} ({doc['settings']['value_size']} B values)", fontsize=10)
