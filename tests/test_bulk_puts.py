@@ -1,4 +1,5 @@
-"""The bulk-put path (brain/apply/bulk_puts.py) against the general one
+"""The bulk-put path (brain/apply/bulk_puts.py) and the plain Put
+(brain/apply/plain_put.py) against the general one
 (apply_txn): the same requests, applied in the same order to two stores,
 must give the same answers byte for byte, the same errors and the same
 stored state (key set and leased keys included). And bulk_puts() must send
@@ -104,3 +105,37 @@ def test_other_shapes_go_the_general_way():
     for t in not_bulk:
         assert bulk_puts(t, 128) is None, t
     assert bulk_puts(pb.TxnRequest(success=four), 3) is None  # ErrTooManyOps
+
+
+@st.composite
+def puts(draw) -> pb.PutRequest:
+    return pb.PutRequest(key=draw(st.sampled_from(KEYS)), value=draw(st.sampled_from([b"", b"v1", b"v" * 300])),
+                         lease=draw(st.sampled_from([0, 0, LEASE, 99])))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(puts(), min_size=1, max_size=12))
+def test_plain_put_answers_as_apply_put(requests):
+    """brain/apply/plain_put.py against apply_put with the header filled in."""
+    from brain.apply.plain_put import apply_plain_put, is_plain
+    from brain.apply.txn import apply_put
+
+    async def main():
+        fast, general = await _open(), await _open()
+        fast_header, general_header = Header(fast, CLUSTER, MEMBER), Header(general, CLUSTER, MEMBER)
+
+        async def general_fn(txn, p):
+            resp = await apply_put(txn, p)
+            general_header.fill(resp.header)
+            return resp
+
+        for p in requests:
+            assert is_plain(p)
+            got = await _apply(fast, lambda txn: apply_plain_put(txn, p, fast_header))
+            assert got == await _apply(general, lambda txn: general_fn(txn, p)), p
+        assert await fast.view.snapshot.scan(b"", None) == await general.view.snapshot.scan(b"", None)
+        await fast.close()
+        await general.close()
+
+    asyncio.run(main())
+    assert not any(is_plain(pb.PutRequest(key=b"k", **{f: True})) for f in ("prev_kv", "ignore_value", "ignore_lease"))

@@ -6,6 +6,7 @@ import grpc
 from brain import errors
 from brain.apply import validate
 from brain.apply.bulk_puts import apply_bulk_puts, bulk_puts
+from brain.apply.plain_put import apply_plain_put, is_plain
 from brain.apply.range import serialized_range
 from brain.apply.single_key import READS, WRITES, apply_single_key, single_key
 from brain.apply.txn import apply_delete, apply_put, apply_txn, is_read_only
@@ -52,9 +53,12 @@ class KVService:
             self.heap.after_response(resp.size if type(resp) is Pieces else len(resp))
         return resp
 
-    async def put(self, r: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
+    async def put(self, r: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse | bytes:
         validate.check_put(r)
         self._check_size(r)
+        if is_plain(r):
+            header = self.header
+            return await self.store.write(lambda txn: apply_plain_put(txn, r, header))
         resp = await self.store.write(lambda txn: apply_put(txn, r))
         self.header.fill(resp.header)
         return resp

@@ -1,0 +1,25 @@
+"""A Put without prev_kv, ignore_value or ignore_lease (etcdctl put, and
+most clients' puts), answered with bytes: its PutResponse is the header
+alone, so it is put together from the server's encoded header instead of
+being built and filled as a message. The answer apply_put gives, byte for
+byte (tests/test_bulk_puts.py holds the two side by side)."""
+from __future__ import annotations
+
+from brain import errors
+from brain.apply.single_key import ResponseHeaders
+from brain.etcdpb import rpc_pb2
+from brain.mvcc.txn_write import WriteTxn
+from brain.wire import bytes_field
+
+_PUT_HEADER = b"\x0a"  # PutResponse.header = 1
+
+
+def is_plain(p: rpc_pb2.PutRequest) -> bool:
+    return not (p.prev_kv or p.ignore_value or p.ignore_lease)
+
+
+async def apply_plain_put(txn: WriteTxn, p: rpc_pb2.PutRequest, headers: ResponseHeaders) -> bytes:
+    if p.lease and not txn.lease_exists(p.lease):
+        raise errors.ErrLeaseNotFound
+    rev = await txn.put(p.key, p.value, p.lease)
+    return bytes_field(_PUT_HEADER, headers.encode(rev))
