@@ -92,3 +92,29 @@ def test_watch_puts_can_be_paced(brain, tmp_path):
     assert run["client"] == "python" and "cannot pace" in run["client_choice"], run
     assert run["errors"] == 0 and run["ops"] % 6 == 0 and 4 * 6 <= run["ops"] <= 7 * 6, run
     assert doc["settings"]["watch_put_rate"] == 20
+
+
+@pytest.mark.timeout(240)
+def test_bench_scale_compare(tmp_path):
+    """--scale with --compare: both servers loaded with the same keys, every
+    figure present for each, brain's list also paced at etcd's page rate."""
+    out = str(tmp_path / "out")
+    proc = subprocess.run([sys.executable, "-m", "brain", "bench", "--out", out, "--scale", "3000", "--compare",
+                           "--page-size", "100", "--work-dir", str(tmp_path / "work"), "--no-progress"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=230)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    (path,) = glob.glob(os.path.join(out, "brain-bench-scale-3000-*.json"))
+    with open(path) as f:
+        doc = json.load(f)
+    assert doc["order"] == ["etcd", "brain"]
+    for name in ("etcd", "brain"):
+        r = doc["results"][name]
+        assert r["load_keys_per_s"] > 0
+        assert r["paged_list"]["keys"] == 3000 and r["paged_list"]["pages"] == 30 and r["paged_list"]["first_count"] == 3000
+        assert r["count"]["count"] == 3000 and r["unpaged"]["keys"] == 3000
+        assert r["probe"]["idle"]["probes"] > 0 and r["probe"]["idle"]["timeouts"] == 0
+        assert r["rss_after_load"] > 0 and r["disk_bytes"] > 0
+        assert r["restart_clean_s"] > 0 and r["restart_kill_s"] > 0
+    assert "paged_list_paced" in doc["results"]["brain"]["probe"]
+    assert "brain/etcd" in proc.stdout and "count-only range" in proc.stdout
+    assert os.listdir(tmp_path / "work") == []

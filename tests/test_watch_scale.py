@@ -284,10 +284,16 @@ def test_thousand_watchers_exactly_once_in_order_with_a_stalled_stream(brain, tm
     during = [s for t, s in writer.latencies if stall_from <= t < stall_to]
     assert len(writer.latencies) >= 0.9 * WRITE_RATE * WRITE_SECONDS
     assert during and _percentile(during, 0.99) < 0.25, sorted(during)[-5:]
-    # and the other watchers kept receiving promptly (bounds for a loaded
-    # 2-core machine: typically p50 ~0.1 s, p99 ~0.6 s for all 1,000 watchers)
+    # and the other watchers kept receiving as promptly as when no stream
+    # is stalled: their lag during the stall is held against their own lag
+    # outside it, not against a fixed bound (on a loaded 2-core machine
+    # their lag varies several-fold from day to day, stall or no stall);
+    # held up by the stalled stream, they would wait out the stall on top
     lag_during = [lag for sent, lag in lags if stall_from <= sent < stall_to]
-    assert lag_during and _percentile(lag_during, 0.99) < 2.0, (_percentile(lag_during, 0.5), _percentile(lag_during, 0.99))
+    lag_outside = [lag for sent, lag in lags if not stall_from <= sent < stall_to]
+    assert lag_during and lag_outside
+    during_p99, outside_p99 = _percentile(lag_during, 0.99), _percentile(lag_outside, 0.99)
+    assert during_p99 < 1.5 * outside_p99 + 0.5, (during_p99, outside_p99)
 
 
 if __name__ == "__main__":

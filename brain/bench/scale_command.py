@@ -48,9 +48,9 @@ def _progress(enabled: bool) -> Callable[[str, int], Callable[[int], None]]:
     return make
 
 
-def run_scale(keys: int, kinds: list[str], value_size: int, page_size: int, restarts: bool, work_dir: str | None,
+def run_scale(keys: int, kinds: list[str], value_size: int, page_size: int, restarts: bool, unpaged: bool, work_dir: str | None,
               keep: bool, brain_args: tuple[str, ...], etcd_args: tuple[str, ...], out_dir: str, show_progress: bool) -> None:
-    settings = scale.ScaleSettings(keys=keys, value_size=value_size, page_size=page_size, restarts=restarts)
+    settings = scale.ScaleSettings(keys=keys, value_size=value_size, page_size=page_size, restarts=restarts, unpaged=unpaged)
     if work_dir:
         os.makedirs(work_dir, exist_ok=True)
     doc: dict[str, Any] = {

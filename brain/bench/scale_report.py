@@ -8,7 +8,7 @@ from typing import Any
 # (label, path into one server's figures, unit, whether higher is better)
 ROWS: list[tuple[str, tuple[str, ...], str, bool]] = [
     ("bulk load (Txns of 100 puts)", ("load_keys_per_s",), "keys/s", True),
-    ("paged list, limit 500", ("paged_list", "pages_per_s"), "pages/s", True),
+    ("paged list at a pinned revision", ("paged_list", "pages_per_s"), "pages/s", True),
     ("first page of that list", ("paged_list", "first_page_ms"), "ms", False),
     ("count-only range", ("count", "median_ms"), "ms", False),
     ("unpaged range of everything", ("unpaged", "seconds"), "s", False),

@@ -33,7 +33,7 @@ from brain.lease.expiry import ExpiryQueue
 from brain.lease.lease import MAX_TTL, MIN_TTL, Lease
 from brain.mvcc import keys as K
 from brain.mvcc.store import MVCCStore
-from brain.mvcc.txn_write import Change, WriteTxn
+from brain.mvcc.txn_write import YIELD_EVERY, Change, WriteTxn
 from engines.base import EngineError, WriteBatch
 
 log = logging.getLogger(__name__)
@@ -297,7 +297,9 @@ class Lessor:
         for c in txn.batch.changes:
             if c.lease == lease_id and not c.deleted:
                 candidates.add(c.key)
-        for key in sorted(candidates):  # etcd deletes in key order
+        for i, key in enumerate(sorted(candidates)):  # etcd deletes in key order
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # a lease with many keys lets reads run
             raw = await txn.get(key)
             if raw is not None and _parse_kv(raw).lease == lease_id:
                 await txn.delete_range(key, None)

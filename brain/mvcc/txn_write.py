@@ -12,6 +12,7 @@ changes nothing consumes no revision; its ranges see its own earlier writes.
 """
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from brain import errors
@@ -20,6 +21,9 @@ from brain.mvcc.view import RangeEnd, RawRange, ReadView
 
 KeyValue = kv_pb2.KeyValue
 _parse_kv = KeyValue.FromString
+
+# Keys a request changes between two turns of the event loop.
+YIELD_EVERY = 4096
 
 
 @dataclass(slots=True)
@@ -187,7 +191,11 @@ class WriteTxn:
         if not found.kvs:
             return 0, self.rev()
         rev = self.begin_rev + 1
-        for raw in found.kvs:
+        for i, raw in enumerate(found.kvs):
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                # a large delete lets reads run (the writer applies nothing
+                # else meanwhile; reads use the committed view)
+                await asyncio.sleep(0)
             p = _parse_kv(raw)
             tomb = KeyValue(key=p.key, mod_revision=rev).SerializeToString()
             self.latest[p.key] = None
