@@ -15,17 +15,19 @@ import logging
 from collections import deque
 from typing import Any, Awaitable, Callable, Sequence
 
-from sortedcontainers import SortedList
-
 from brain import errors
+from brain.etcdpb import kv_pb2
 from brain.mvcc import keys as K
 from brain.mvcc.compactor import Compactor
 from brain.mvcc.key_index import KeyIndex
+from brain.mvcc.keyset import ensure_keyset, read_keys
 from brain.mvcc.txn_write import Batch, Change, WriteTxn
-from brain.mvcc.view import ReadView, _parse_kv
+from brain.mvcc.view import ReadView
 from engines.base import CommitUnknownError, ConflictError, Engine, EngineError, Snapshot, WriteBatch
 
 log = logging.getLogger(__name__)
+
+_parse_kv = kv_pb2.KeyValue.FromString
 
 WriteFn = Callable[[WriteTxn], Awaitable[Any]]
 CommitListener = Callable[[Sequence[Change], int], None]
@@ -33,8 +35,6 @@ CommitListener = Callable[[Sequence[Change], int], None]
 # Upper bound of requests folded into one engine commit: keeps one batch's
 # apply time (and so the latency of its first request) bounded.
 MAX_BATCH = 512
-# live keys per engine write when an older store's key set is written
-KEYSET_CHUNK = 4096
 
 
 class StoreClosedError(Exception):
@@ -111,52 +111,6 @@ def encode_batch(changes: Sequence[Change], rev: int) -> WriteBatch:
         put((K.events_key(r), K.encode_key_list(ks)))
     put((K.META_REVISION, K.pack_rev(rev)))
     return wb
-
-
-async def read_keys(snap: Snapshot) -> tuple[SortedList, int]:
-    """The live keys of a snapshot, sorted, and their total size, from the
-    engine's key set; sorted on a thread (a long scan is the engine's to
-    keep off the event loop)."""
-    found = await snap.scan(K.KEYSET, K.KEYSET_END, keys_only=True)
-    return await asyncio.to_thread(_sorted_keys, found)
-
-
-def _sorted_keys(found: list[tuple[bytes, bytes]]) -> tuple[SortedList, int]:
-    keys = [k[1:] for k, _ in found]
-    found.clear()
-    return SortedList(keys), sum(map(len, keys))
-
-
-async def ensure_keyset(engine: Engine) -> None:
-    """Write the key set and leased-key records of a store written before
-    they existed, from its index, once (keys.py)."""
-    if await engine.get(K.META_KEYSET) is not None:
-        return
-    snap = engine.snapshot()
-    try:
-        start, n = K.INDEX, 0
-        while True:
-            items = await snap.scan(start, K.INDEX_END, limit=KEYSET_CHUNK)
-            wb = WriteBatch()
-            for k, raw in items:
-                key = k[1:]
-                wb.put(K.KEYSET + key, b"")
-                lease = _parse_kv(raw).lease
-                if lease:
-                    wb.put(K.leased_key(lease, key), b"")
-            if items:
-                await engine.write(wb)
-                n += len(items)
-            if len(items) < KEYSET_CHUNK:
-                break
-            start = items[-1][0] + b"\x00"
-        wb = WriteBatch()
-        wb.put(K.META_KEYSET, b"1")
-        await engine.write(wb)
-        if n:
-            log.info("wrote the key set of %d live keys", n)
-    finally:
-        snap.close()
 
 
 class MVCCStore:
