@@ -247,7 +247,7 @@ def measure(srv: ManagedServer, s: ScaleSettings, echo: Callable[[str], None], p
             out["unpaged"] = unpaged(kv)
             phases["unpaged"] = (t, time.monotonic())
             echo(f"  {srv.name}: unpaged range {out['unpaged']['seconds']:.2f} s")
-    out["rss_after_unpaged"] = _rss(srv)
+    out["rss_after_unpaged"] = _rss(srv)  # after the last big read, unpaged or not
     samples = probe.stop()
     out["probe"] = {name: probe_figures(samples, a, b) for name, (a, b) in phases.items()}
     big = [(a, b) for name, (a, b) in phases.items() if name not in ("idle", "paged_list_paced")]
