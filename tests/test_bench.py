@@ -114,6 +114,7 @@ def test_bench_scale_compare(tmp_path):
         assert r["count"]["count"] == 3000 and r["unpaged"]["keys"] == 3000
         assert r["probe"]["idle"]["probes"] > 0 and r["probe"]["idle"]["timeouts"] == 0
         assert r["rss_after_load"] > 0 and r["disk_bytes"] > 0
+        assert 0 < r["anon_after_load"] <= r["rss_after_load"] and r["anon_settled_after_unpaged"] > 0
         assert r["restart_clean_s"] > 0 and r["restart_kill_s"] > 0
     assert "paged_list_paced" in doc["results"]["brain"]["probe"]
     assert "brain/etcd" in proc.stdout and "count-only range" in proc.stdout

@@ -190,6 +190,12 @@ def _rss(srv: ManagedServer) -> int | None:
     return s.rss_bytes if s else None
 
 
+def _anon(srv: ManagedServer) -> int | None:
+    """The process's own memory, without the pages of the files it maps."""
+    s = procstat.sample(srv.pid) if srv.pid else None
+    return s.anon_bytes if s else None
+
+
 def restart(srv: ManagedServer, kill: bool) -> float:
     """Seconds from the new process's start to its first answered Range."""
     assert srv.proc is not None
@@ -221,6 +227,7 @@ def measure(srv: ManagedServer, s: ScaleSettings, echo: Callable[[str], None], p
     echo(f"  {srv.name}: loaded {s.keys:,} keys at {rate:,.0f} keys/s")
     time.sleep(2)
     out["rss_after_load"] = _rss(srv)
+    out["anon_after_load"] = _anon(srv)
     probe = Probe(srv.endpoint, pod_key(s.keys // 2))
     phases: dict[str, tuple[float, float]] = {}
     with grpc.insecure_channel(srv.endpoint, options=_UNLIMITED) as ch:
@@ -248,11 +255,13 @@ def measure(srv: ManagedServer, s: ScaleSettings, echo: Callable[[str], None], p
             phases["unpaged"] = (t, time.monotonic())
             echo(f"  {srv.name}: unpaged range {out['unpaged']['seconds']:.2f} s")
     out["rss_after_unpaged"] = _rss(srv)  # after the last big read, unpaged or not
+    out["anon_after_unpaged"] = _anon(srv)
     samples = probe.stop()
     out["probe"] = {name: probe_figures(samples, a, b) for name, (a, b) in phases.items()}
     big = [(a, b) for name, (a, b) in phases.items() if name not in ("idle", "paged_list_paced")]
     out["probe"]["during_big_reads"] = probe_figures([x for x in samples if any(a <= x[0] <= b for a, b in big)], 0, float("inf"))
     out["rss_settled_after_unpaged"] = _settled_rss(srv)
+    out["anon_settled_after_unpaged"] = _anon(srv)
     out["disk_bytes"] = _du(os.path.join(srv.workdir, "data"))
     if s.restarts:
         out["restart_clean_s"] = restart(srv, kill=False)
