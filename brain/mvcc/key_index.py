@@ -20,6 +20,7 @@ rest of the range. The log is bounded: a read older than what it holds
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from heapq import merge
@@ -203,17 +204,9 @@ class KeyIndex:
             return
         self.floor = floor
         revs = self._revs
-        i = self._start
         n = len(revs)
         # the log is in revision order: skip what is at or below floor
-        lo, hi = i, n
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if revs[mid] <= floor:
-                lo = mid + 1
-            else:
-                hi = mid
-        self._start = lo
+        self._start = bisect_right(revs, floor, self._start)
         if self._start > 4096 and self._start * 2 > n:
             del self._revs[: self._start]
             del self._keys[: self._start]
@@ -282,14 +275,7 @@ class KeyIndex:
 
     def _advance(self, past: PastKeys) -> None:
         revs = self._revs
-        # the first change after past.tip
-        lo, hi = self._start, len(revs)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if revs[mid] <= past.tip:
-                lo = mid + 1
-            else:
-                hi = mid
+        lo = bisect_right(revs, past.tip, self._start)  # the first change after tip
         live_then = past.live_then
         before = len(live_then)
         touched: set[bytes] = set()
