@@ -12,6 +12,20 @@ from dataclasses import dataclass
 _SMALL = [bytes((i,)) for i in range(0x80)]
 
 
+# Tags of the write responses put together from bytes (rpc.proto):
+# TxnResponse header 1, succeeded 2 (true), responses 3; ResponseOp
+# response_put 2, response_delete_range 3; PutResponse / DeleteRangeResponse
+# header 1; ResponseHeader revision 3; DeleteRangeResponse deleted 2.
+TXN_HEADER = b"\x0a"
+TXN_SUCCEEDED = b"\x10\x01"
+TXN_RESPONSES = b"\x1a"
+OP_PUT = b"\x12"
+OP_DELETE = b"\x1a"
+RESPONSE_HEADER = b"\x0a"
+HEADER_REVISION = b"\x18"
+DELETED = b"\x10"
+
+
 def varint(n: int) -> bytes:
     """Protobuf base-128 varint; negative numbers as their 64-bit two's complement."""
     if 0 <= n < 0x80:

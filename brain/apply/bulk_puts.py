@@ -12,18 +12,10 @@ the general way, so errors stay etcd's.
 from __future__ import annotations
 
 from brain import errors
-from brain.apply.single_key import (
-    _HEADER,
-    _OP_PUT,
-    _REVISION,
-    _TXN_HEADER,
-    _TXN_RESPONSES,
-    _TXN_SUCCEEDED,
-    ResponseHeaders,
-)
+from brain.apply.single_key import ResponseHeaders
 from brain.etcdpb import rpc_pb2
 from brain.mvcc.txn_write import WriteTxn
-from brain.wire import bytes_field, varint
+from brain.wire import HEADER_REVISION, OP_PUT, RESPONSE_HEADER, TXN_HEADER, TXN_RESPONSES, TXN_SUCCEEDED, bytes_field, varint
 
 # Below this many ops the general path costs no more.
 MIN_OPS = 4
@@ -56,5 +48,5 @@ async def apply_bulk_puts(txn: WriteTxn, puts: list[rpc_pb2.PutRequest], headers
     rev = 0
     for p in puts:
         rev = await put(p.key, p.value, p.lease)
-    op = bytes_field(_TXN_RESPONSES, bytes_field(_OP_PUT, bytes_field(_HEADER, _REVISION + varint(rev))))
-    return b"".join((bytes_field(_TXN_HEADER, headers.encode(txn.rev())), _TXN_SUCCEEDED, op * len(puts)))
+    op = bytes_field(TXN_RESPONSES, bytes_field(OP_PUT, bytes_field(RESPONSE_HEADER, HEADER_REVISION + varint(rev))))
+    return b"".join((bytes_field(TXN_HEADER, headers.encode(txn.rev())), TXN_SUCCEEDED, op * len(puts)))

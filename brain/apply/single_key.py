@@ -22,7 +22,18 @@ from brain.apply.range import execute_range
 from brain.apply.txn import compare_kv
 from brain.etcdpb import kv_pb2, rpc_pb2
 from brain.mvcc.txn_write import WriteTxn
-from brain.wire import bytes_field, varint
+from brain.wire import (
+    DELETED,
+    HEADER_REVISION,
+    OP_DELETE,
+    OP_PUT,
+    RESPONSE_HEADER,
+    TXN_HEADER,
+    TXN_RESPONSES,
+    TXN_SUCCEEDED,
+    bytes_field,
+    varint,
+)
 
 _parse_kv = kv_pb2.KeyValue.FromString
 _EMPTY_KV = kv_pb2.KeyValue()
@@ -90,18 +101,6 @@ def single_key(t: rpc_pb2.TxnRequest) -> int:
     return kind
 
 
-# Tags of the fields a one-key write's TxnResponse has (rpc.proto): the
-# response is put together from them rather than built as messages.
-_TXN_HEADER = b"\x0a"  # TxnResponse.header = 1
-_TXN_SUCCEEDED = b"\x10\x01"  # TxnResponse.succeeded = 2, true
-_TXN_RESPONSES = b"\x1a"  # TxnResponse.responses = 3
-_OP_PUT = b"\x12"  # ResponseOp.response_put = 2
-_OP_DELETE = b"\x1a"  # ResponseOp.response_delete_range = 3
-_HEADER = b"\x0a"  # PutResponse.header / DeleteRangeResponse.header = 1
-_REVISION = b"\x18"  # ResponseHeader.revision = 3
-_DELETED = b"\x10"  # DeleteRangeResponse.deleted = 2
-
-
 async def apply_single_key(txn: WriteTxn, t: rpc_pb2.TxnRequest, headers: ResponseHeaders) -> TxnResponse | bytes:
     """apply_txn for a txn single_key() accepted, header included. A branch
     with a Range answers as a TxnResponse; otherwise the answer is already
@@ -126,11 +125,11 @@ async def apply_single_key(txn: WriteTxn, t: rpc_pb2.TxnRequest, headers: Respon
             # the usual op is on the compared key: its version is at hand
             known = (raw, parsed) if p.key == c.key else None
             rev = await txn.put(p.key, p.value, p.lease, known)
-            op_field = bytes_field(_TXN_RESPONSES, bytes_field(_OP_PUT, bytes_field(_HEADER, _REVISION + varint(rev))))
+            op_field = bytes_field(TXN_RESPONSES, bytes_field(OP_PUT, bytes_field(RESPONSE_HEADER, HEADER_REVISION + varint(rev))))
         elif which == "request_delete_range":
             deleted, rev = await txn.delete_range(op.request_delete_range.key, None)
-            body = bytes_field(_HEADER, _REVISION + varint(rev)) + (_DELETED + varint(deleted) if deleted else b"")
-            op_field = bytes_field(_TXN_RESPONSES, bytes_field(_OP_DELETE, body))
+            body = bytes_field(RESPONSE_HEADER, HEADER_REVISION + varint(rev)) + (DELETED + varint(deleted) if deleted else b"")
+            op_field = bytes_field(TXN_RESPONSES, bytes_field(OP_DELETE, body))
         else:
             resp = TxnResponse(succeeded=ok)
             rr = await execute_range(txn, op.request_range, txn.rev())
@@ -138,4 +137,4 @@ async def apply_single_key(txn: WriteTxn, t: rpc_pb2.TxnRequest, headers: Respon
             resp.header.revision = txn.rev()
             headers.fill(resp.header)
             return resp
-    return b"".join((bytes_field(_TXN_HEADER, headers.encode(txn.rev())), _TXN_SUCCEEDED if ok else b"", op_field))
+    return b"".join((bytes_field(TXN_HEADER, headers.encode(txn.rev())), TXN_SUCCEEDED if ok else b"", op_field))
