@@ -163,3 +163,37 @@ def test_an_older_store_gets_its_key_set_at_open():
         await store.close()
 
     asyncio.run(main())
+
+
+def test_a_large_range_at_a_pinned_revision_is_read_in_slices():
+    """More keys than one slice (view.DROP_SLICE) at an older revision: read
+    a slice per turn of the loop, the whole answer still the one at that
+    revision."""
+    import asyncio
+
+    from brain.mvcc import view as V
+    from brain.mvcc.store import MVCCStore
+    from engines.memory import MemoryEngine
+
+    n = V.DROP_SLICE + 300
+
+    async def main() -> None:
+        store = await MVCCStore.open(MemoryEngine())
+        await store.index_loaded()
+
+        async def put_many(txn, lo, hi):
+            for i in range(lo, hi):
+                await txn.put(b"k%06d" % i, b"v%d" % i, 0)
+        for lo in range(0, n, 2000):
+            await store.write(lambda txn, lo=lo: put_many(txn, lo, min(n, lo + 2000)))
+        pinned = store.rev
+        await store.write(lambda txn: txn.delete_range(b"k000005", None))
+        await store.write(lambda txn: put_many(txn, n, n + 10))
+        for limit in (0, n - 1, n + 50):
+            got = await store.view.range(b"k", b"l", rev=pinned, limit=limit)
+            assert got.count == n
+            want = [b"v%d" % i for i in range(n)][: limit or n]
+            assert [kv[-len(w):] for kv, w in zip(got.kvs, want)] == want and len(got.kvs) == len(want)
+        await store.close()
+
+    asyncio.run(main())

@@ -137,9 +137,9 @@ class ReadView:
             if n is not None:
                 return RawRange([], n)
         else:
-            page = index.page(rev, key, end, limit)
-            if page is not None:
-                return RawRange(await self._values(page, rev), page.count)
+            got = await self._range_past(key, end, rev, limit)
+            if got is not None:
+                return got
         # older than the index's log reaches
         return await self._range_history(key, end, rev, limit, count_only)
 
@@ -175,6 +175,25 @@ class ReadView:
             return await snap.get(K.INDEX + key)
         return None if is_tombstone(_parse_kv(raw)) else raw
 
+    async def _range_past(self, key: bytes, end: bytes, rev: int, limit: int) -> RawRange | None:
+        """A range at an older revision from the key index, a slice of at
+        most DROP_SLICE keys per turn of the event loop; None when the index
+        does not reach rev (or stops reaching it between two slices)."""
+        want = limit if limit > 0 else 0
+        page = self.index.page(rev, key, end, min(want, DROP_SLICE) if want else DROP_SLICE)
+        if page is None:
+            return None
+        count = page.count
+        kvs = await self._values(page, rev)
+        target = min(want, count) if want else count
+        while len(kvs) < target:
+            await asyncio.sleep(0)
+            page = self.index.page(rev, page.keys[-1] + b"\x00", end, min(target - len(kvs), DROP_SLICE))
+            if page is None or not page.keys:
+                return None
+            kvs += await self._values(page, rev)
+        return RawRange(kvs, count)
+
     async def _values(self, page: Page, rev: int) -> list[bytes]:
         """The values at rev of a page's keys: from the engine's index for
         the keys unchanged since rev, from history for the others."""
@@ -201,23 +220,34 @@ class ReadView:
         snap = self.snapshot
         start, stop = K.history_range(key, end or None)
         # each key's newest version at or below rev, by escaped history
-        # prefix, in key order (versions of one key sort oldest first)
+        # prefix, in key order (versions of one key sort oldest first);
+        # a slice per turn of the event loop, as the range may be large
+        versions = await snap.scan(start, stop)
         newest: dict[bytes, bytes] = {}
-        for ek, ev in await snap.scan(start, stop):
-            if K.unpack_rev(ek[-8:])[0] <= rev:
-                newest[ek[:-8]] = ev
-        live = [p for p, v in newest.items() if v == K.LIVE or not is_tombstone(_parse_kv(v))]
+        for i in range(0, len(versions), DROP_SLICE):
+            for ek, ev in versions[i : i + DROP_SLICE]:
+                if K.unpack_rev(ek[-8:])[0] <= rev:
+                    newest[ek[:-8]] = ev
+            await asyncio.sleep(0)
+        await drop_in_slices(versions)
+        live: list[bytes] = []
+        items = list(newest.items())
+        for i in range(0, len(items), DROP_SLICE):
+            live += [p for p, v in items[i : i + DROP_SLICE] if v == K.LIVE or not is_tombstone(_parse_kv(v))]
+            await asyncio.sleep(0)
         count = len(live)
         if count_only:
             return RawRange([], count)
         page = live[:limit] if limit > 0 else live
         out = [newest[p] for p in page]
         in_index = [i for i, raw in enumerate(out) if raw == K.LIVE]
-        if in_index:
-            # live versions are stored in the index only
-            found = await snap.batch_get([K.INDEX + K.unescape(page[i][1:]) for i in in_index])
-            for i, raw in zip(in_index, found):
+        # live versions are stored in the index only
+        for j in range(0, len(in_index), DROP_SLICE):
+            part = in_index[j : j + DROP_SLICE]
+            found = await snap.batch_get([K.INDEX + K.unescape(page[i][1:]) for i in part])
+            for i, raw in zip(part, found):
                 out[i] = raw  # type: ignore[call-overload]
+            await asyncio.sleep(0)
         return RawRange(out, count)
 
     def close(self) -> None:
