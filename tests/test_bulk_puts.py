@@ -46,6 +46,21 @@ async def _open() -> MVCCStore:
     return store
 
 
+async def _pair(general_apply):
+    """Two stores with the same history to come: one for the short path
+    (with its headers), one for general_apply with the header the KV
+    service fills in."""
+    fast, general = await _open(), await _open()
+    general_header = Header(general, CLUSTER, MEMBER)
+
+    async def general_fn(txn, req):
+        resp = await general_apply(txn, req)
+        general_header.fill(resp.header)
+        return resp
+
+    return fast, general, Header(fast, CLUSTER, MEMBER), general_fn
+
+
 async def _apply(store: MVCCStore, fn) -> bytes:
     try:
         resp = await store.write(fn)
@@ -58,13 +73,7 @@ async def _apply(store: MVCCStore, fn) -> bytes:
 @given(st.lists(st.one_of(bulk_txns(), bulk_txns(), deletes()), min_size=1, max_size=10))
 def test_bulk_put_path_answers_as_apply_txn(requests):
     async def main():
-        fast, general = await _open(), await _open()
-        fast_header, general_header = Header(fast, CLUSTER, MEMBER), Header(general, CLUSTER, MEMBER)
-
-        async def general_fn(txn, t):
-            resp = await apply_txn(txn, t)
-            general_header.fill(resp.header)
-            return resp
+        fast, general, fast_header, general_fn = await _pair(apply_txn)
 
         for t in requests:
             puts = bulk_puts(t, MAX_OPS)
@@ -121,13 +130,7 @@ def test_plain_put_answers_as_apply_put(requests):
     from brain.apply.txn import apply_put
 
     async def main():
-        fast, general = await _open(), await _open()
-        fast_header, general_header = Header(fast, CLUSTER, MEMBER), Header(general, CLUSTER, MEMBER)
-
-        async def general_fn(txn, p):
-            resp = await apply_put(txn, p)
-            general_header.fill(resp.header)
-            return resp
+        fast, general, fast_header, general_fn = await _pair(apply_put)
 
         for p in requests:
             assert is_plain(p)
