@@ -57,6 +57,7 @@ class _Commands(click.Group):
         "bench": ("brain.bench.command", "bench"),
         "engine-check": ("brain.engine_commands", "engine_check"),
         "engine-bench": ("brain.engine_commands", "engine_bench"),
+        "snapshot": ("brain.snapshot.command", "snapshot"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -1,6 +1,8 @@
 """etcdserverpb.Maintenance and etcdserverpb.Cluster for a one-member cluster."""
 from __future__ import annotations
 
+from typing import AsyncIterator
+
 import grpc
 
 from brain import errors
@@ -8,8 +10,13 @@ from brain.etcdpb import rpc_pb2
 from brain.mvcc.store import MVCCStore
 from brain.server.config import ServerConfig
 from brain.server.header import Header
-from brain.server.status import generic, unary
+from brain.server.status import generic, server_stream, unary
+from brain.snapshot.stream import chunked, snapshot_bytes
 from engines.base import Engine
+
+
+# bytes of snapshot per message
+SNAPSHOT_CHUNK = 256 * 1024
 
 
 def engine_size(engine: Engine) -> int:
@@ -55,6 +62,21 @@ class MaintenanceService:
         self.header.fill(resp.header)
         return resp
 
+    async def snapshot(self, r: rpc_pb2.SnapshotRequest) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
+        """brain's snapshot file (brain/snapshot/format.py), streamed as etcd
+        streams its own: chunks of the file, whose last 32 bytes are its
+        sha256. remaining_bytes counts down from the engine's size on disk,
+        an estimate, and is 0 on the last message only."""
+        estimate = engine_size(self.engine)
+        sent = 0
+        pending: bytes | None = None
+        async for chunk in chunked(snapshot_bytes(self.engine, self.config.version), SNAPSHOT_CHUNK):
+            if pending is not None:
+                sent += len(pending)
+                yield rpc_pb2.SnapshotResponse(remaining_bytes=max(estimate - sent, 1), blob=pending)
+            pending = chunk
+        yield rpc_pb2.SnapshotResponse(remaining_bytes=0, blob=pending or b"")
+
     def handler(self) -> grpc.GenericRpcHandler:
         pb = rpc_pb2
         return generic(
@@ -63,6 +85,7 @@ class MaintenanceService:
                 "Status": unary(self.status, pb.StatusRequest, pb.StatusResponse),
                 "Alarm": unary(self.alarm, pb.AlarmRequest, pb.AlarmResponse),
                 "Defragment": unary(self.defragment, pb.DefragmentRequest, pb.DefragmentResponse),
+                "Snapshot": server_stream(self.snapshot, pb.SnapshotRequest, pb.SnapshotResponse),
             },
         )
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -34,6 +34,30 @@ def unary(fn: Callable[[Any], Awaitable[Any]], req_cls, resp_cls) -> grpc.RpcMet
             await context.abort(grpc.StatusCode.UNKNOWN, f"brain: internal error: {e.__class__.__name__}")
 
     return grpc.unary_unary_rpc_method_handler(handler, response_serializer=_serializer(resp_cls))
+
+
+def server_stream(fn: Callable[[Any], AsyncIterator[Any]], req_cls, resp_cls) -> grpc.RpcMethodHandler:
+    """A unary-stream method: fn(request) yields the responses; errors map to
+    statuses as in unary()."""
+    parse = req_cls.FromString
+
+    async def handler(raw: bytes, context):
+        try:
+            request = parse(raw)
+        except DecodeError as e:
+            await context.abort(grpc.StatusCode.INTERNAL, f"grpc: error unmarshalling request: {e}")
+        try:
+            async for resp in fn(request):
+                yield resp
+        except EtcdError as e:
+            await context.abort(e.code, e.message)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as e:
+            log.exception("unexpected error in %s", getattr(fn, "__qualname__", fn))
+            await context.abort(grpc.StatusCode.UNKNOWN, f"brain: internal error: {e.__class__.__name__}")
+
+    return grpc.unary_stream_rpc_method_handler(handler, response_serializer=_serializer(resp_cls))
 
 
 def _serializer(resp_cls) -> Callable[[Any], bytes]:

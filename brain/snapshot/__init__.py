@@ -1,0 +1,1 @@
+"""Snapshots of a store: the file format, streaming it from a server, restoring it."""
