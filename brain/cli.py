@@ -58,6 +58,7 @@ class _Commands(click.Group):
         "engine-check": ("brain.engine_commands", "engine_check"),
         "engine-bench": ("brain.engine_commands", "engine_bench"),
         "snapshot": ("brain.snapshot.command", "snapshot"),
+        "migrate": ("brain.migrate.command", "migrate"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -82,8 +82,10 @@ def _fail_futures(pairs: list, exc: BaseException) -> None:
             fut.set_exception(exc)
 
 
-def encode_batch(changes: Sequence[Change], rev: int) -> WriteBatch:
-    """The engine writes for a batch of changes ending at revision rev."""
+def encode_batch(changes: Sequence[Change], rev: int, events: bool = True) -> WriteBatch:
+    """The engine writes for a batch of changes ending at revision rev.
+    Without events, no revision log records: for versions imported at or
+    below the compact revision, which no watch replays and compaction skips."""
     wb = WriteBatch()
     put = wb.ops.append
     by_rev: dict[int, list[bytes]] = {}
@@ -107,8 +109,9 @@ def encode_batch(changes: Sequence[Change], rev: int) -> WriteBatch:
             if c.lease and c.lease != c.prev_lease:
                 put((K.leased_key(c.lease, key), b""))
         by_rev.setdefault(c.rev, []).append(key)
-    for r, ks in by_rev.items():
-        put((K.events_key(r), K.encode_key_list(ks)))
+    if events:
+        for r, ks in by_rev.items():
+            put((K.events_key(r), K.encode_key_list(ks)))
     put((K.META_REVISION, K.pack_rev(rev)))
     return wb
 

@@ -1,0 +1,1 @@
+"""Migration from a running etcd into a brain data directory, revisions kept."""
