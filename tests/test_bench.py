@@ -116,6 +116,9 @@ def test_bench_scale_compare(tmp_path):
         assert r["rss_after_load"] > 0 and r["disk_bytes"] > 0
         assert 0 < r["anon_after_load"] <= r["rss_after_load"] and r["anon_settled_after_unpaged"] > 0
         assert r["restart_clean_s"] > 0 and r["restart_kill_s"] > 0
+        assert r["snapshot_save"]["bytes"] > 3000 * 1024 and r["snapshot_restore"]["seconds"] > 0
+        assert "snapshot" in r["probe"]
+    assert doc["migrate"]["keys_per_s"] > 0 and "brain migrate --once" in proc.stdout
     assert "paged_list_paced" in doc["results"]["brain"]["probe"]
     assert "brain/etcd" in proc.stdout and "count-only range" in proc.stdout
     assert os.listdir(tmp_path / "work") == []

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import grpc
 
-from brain.bench import procstat
+from brain.bench import procstat, scale_day2
 from brain.bench.servers import ManagedServer
 from brain.etcdpb import rpc_pb2 as pb, rpc_pb2_grpc
 
@@ -50,6 +50,8 @@ class ScaleSettings:
     # one range of every key: its response is as large as the data, and the
     # client holds it whole (leave it out where that is more than memory)
     unpaged: bool = True
+    # a snapshot streamed to a file (probe running), then restored
+    snapshot: bool = True
 
 
 # -- the probe: its own process and connection ---------------------------------
@@ -254,15 +256,25 @@ def measure(srv: ManagedServer, s: ScaleSettings, echo: Callable[[str], None], p
             out["unpaged"] = unpaged(kv)
             phases["unpaged"] = (t, time.monotonic())
             echo(f"  {srv.name}: unpaged range {out['unpaged']['seconds']:.2f} s")
+        if s.snapshot:
+            t = time.monotonic()
+            out["snapshot_save"] = scale_day2.snapshot_save(srv, os.path.join(srv.workdir, "snapshot.db"))
+            phases["snapshot"] = (t, time.monotonic())
+            echo(f"  {srv.name}: snapshot of {out['snapshot_save']['bytes'] / 1e6:,.0f} MB in {out['snapshot_save']['seconds']:.1f} s")
     out["rss_after_unpaged"] = _rss(srv)  # after the last big read, unpaged or not
     out["anon_after_unpaged"] = _anon(srv)
     samples = probe.stop()
     out["probe"] = {name: probe_figures(samples, a, b) for name, (a, b) in phases.items()}
-    big = [(a, b) for name, (a, b) in phases.items() if name not in ("idle", "paged_list_paced")]
+    big = [(a, b) for name, (a, b) in phases.items() if name not in ("idle", "paged_list_paced", "snapshot")]
     out["probe"]["during_big_reads"] = probe_figures([x for x in samples if any(a <= x[0] <= b for a, b in big)], 0, float("inf"))
     out["rss_settled_after_unpaged"] = _settled_rss(srv)
     out["anon_settled_after_unpaged"] = _anon(srv)
     out["disk_bytes"] = _du(os.path.join(srv.workdir, "data"))
+    if s.snapshot:
+        snap, restored = os.path.join(srv.workdir, "snapshot.db"), os.path.join(srv.workdir, "restored")
+        out["snapshot_restore"] = scale_day2.snapshot_restore(srv.name, snap, restored)
+        echo(f"  {srv.name}: snapshot restored in {out['snapshot_restore']['seconds']:.1f} s")
+        scale_day2.cleanup(snap, restored)
     if s.restarts:
         out["restart_clean_s"] = restart(srv, kill=False)
         out["rss_after_restart"] = _settled_rss(srv, 5)

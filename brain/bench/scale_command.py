@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import click
 
-from brain.bench import scale, scale_report, servers
+from brain.bench import scale, scale_day2, scale_report, servers
 
 
 def _echo(text: str) -> None:
@@ -74,6 +74,11 @@ def run_scale(keys: int, kinds: list[str], value_size: int, page_size: int, rest
             etcd_rate = doc["results"].get("etcd", {}).get("paged_list", {}).get("pages_per_s")
             pace = etcd_rate if kind == "brain" and etcd_rate else None
             doc["results"][kind] = scale.measure(srv, settings, _echo, _progress(show_progress), pace)
+            if kind == "etcd" and "brain" in kinds and settings.snapshot:
+                target = os.path.join(srv.workdir, "migrated")
+                doc["migrate"] = scale_day2.migrate_from(srv, target, keys)
+                _echo(f"  brain migrate from etcd: {doc['migrate']['seconds']:.1f} s ({doc['migrate']['keys_per_s']:,.0f} keys/s)")
+                scale_day2.cleanup(target)
         finally:
             srv.stop()
             if not keep:

@@ -30,6 +30,10 @@ ROWS: list[tuple[str, tuple[str, ...], str, bool]] = [
     ("disk", ("disk_bytes",), "MB", False),
     ("restart to serving, after SIGTERM", ("restart_clean_s",), "s", False),
     ("restart to serving, after SIGKILL", ("restart_kill_s",), "s", False),
+    ("snapshot streamed to a file", ("snapshot_save", "seconds"), "s", False),
+    ("snapshot size", ("snapshot_save", "bytes"), "MB", False),
+    ("probe get p99 during the snapshot", ("probe", "snapshot", "p99_ms"), "ms", False),
+    ("snapshot restored into a new data dir", ("snapshot_restore", "seconds"), "s", False),
 ]
 
 
@@ -79,6 +83,9 @@ def table(doc: dict[str, Any]) -> str:
             r = ratio(vals[1], vals[0])
             cells.append("-" if r is None else f"{r:.2f}x")
         lines.append(" | ".join(cells))
+    migrated = doc.get("migrate")
+    if migrated:
+        lines.append(f"\nbrain migrate --once from the loaded etcd: {migrated['seconds']:.1f} s ({migrated['keys_per_s']:,.0f} keys/s)")
     return "\n".join(lines)
 
 
