@@ -7,6 +7,7 @@ import grpc
 
 from brain import errors
 from brain.etcdpb import rpc_pb2
+from brain.mvcc.hash import hash_all, hash_kv
 from brain.mvcc.store import MVCCStore
 from brain.server.config import ServerConfig
 from brain.server.header import Header
@@ -77,6 +78,22 @@ class MaintenanceService:
             pending = chunk
         yield rpc_pb2.SnapshotResponse(remaining_bytes=0, blob=pending or b"")
 
+    async def hash(self, r: rpc_pb2.HashRequest) -> rpc_pb2.HashResponse:
+        view = self.store.view
+        resp = rpc_pb2.HashResponse(hash=await hash_all(view))
+        resp.header.revision = view.rev  # the revision hashed, not one committed meanwhile
+        self.header.fill(resp.header)
+        return resp
+
+    async def hash_kv(self, r: rpc_pb2.HashKVRequest) -> rpc_pb2.HashKVResponse:
+        view = self.store.view
+        got = await hash_kv(view, r.revision)
+        # etcd reports -1 for a store that was never compacted
+        resp = rpc_pb2.HashKVResponse(hash=got.hash, compact_revision=got.compact_revision or -1)
+        resp.header.revision = view.rev
+        self.header.fill(resp.header)
+        return resp
+
     def handler(self) -> grpc.GenericRpcHandler:
         pb = rpc_pb2
         return generic(
@@ -86,6 +103,8 @@ class MaintenanceService:
                 "Alarm": unary(self.alarm, pb.AlarmRequest, pb.AlarmResponse),
                 "Defragment": unary(self.defragment, pb.DefragmentRequest, pb.DefragmentResponse),
                 "Snapshot": server_stream(self.snapshot, pb.SnapshotRequest, pb.SnapshotResponse),
+                "Hash": unary(self.hash, pb.HashRequest, pb.HashResponse),
+                "HashKV": unary(self.hash_kv, pb.HashKVRequest, pb.HashKVResponse),
             },
         )
 
