@@ -34,10 +34,11 @@ value length (u32), value. Like etcd's Hash it is for testing: it covers the
 physical layout, so it changes as lazy compaction removes history and is
 equal on two servers only once both have compacted as far.
 
-Both walk the engine a page at a time over the snapshot of one read view,
-yielding to the event loop between pages, so neither holds the loop however
-large the store; the view pins the revision and the compact revision for the
-whole walk.
+Both walk an engine snapshot a page at a time, yielding to the event loop
+between pages, so neither holds the loop however large the store. HashKV
+reads the snapshot of the current read view, which pins the revision and
+the compact revision for the whole walk; Hash a new snapshot of the engine,
+and reports the revision stored in it.
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ from brain import errors
 from brain.etcdpb import kv_pb2
 from brain.mvcc import keys as K
 from brain.mvcc.view import ReadView
-from engines.base import Snapshot
+from engines.base import Engine, Snapshot
 
 _parse_kv = kv_pb2.KeyValue.FromString
 
@@ -166,12 +167,18 @@ async def _hash_versions(snap: Snapshot, counted: list[tuple[bytes, bytes]], crc
     return zlib.crc32(chunk, crc)
 
 
-async def hash_all(view: ReadView) -> int:
-    """Hash of every engine record but the metadata; see the module docstring."""
-    snap = view.snapshot
-    crc = zlib.crc32(HASH_SEED)
-    for start, end in ((b"", META), (META_END, None)):
-        async for page in _pages(snap, start, end):
-            crc = zlib.crc32(b"".join(_U32.pack(len(k)) + k + _U32.pack(len(v)) + v for k, v in page), crc)
-    return crc
-
+async def hash_all(engine: Engine) -> tuple[int, int]:
+    """Hash of every engine record but the metadata, and the revision the
+    engine held; see the module docstring. From a new engine snapshot rather
+    than the current read view's, which predates any physical compaction
+    since the last write."""
+    snap = engine.snapshot()
+    try:
+        raw = await snap.get(K.META_REVISION)
+        crc = zlib.crc32(HASH_SEED)
+        for start, end in ((b"", META), (META_END, None)):
+            async for page in _pages(snap, start, end):
+                crc = zlib.crc32(b"".join(_U32.pack(len(k)) + k + _U32.pack(len(v)) + v for k, v in page), crc)
+    finally:
+        snap.close()
+    return crc, (K.unpack_rev(raw)[0] if raw else 1)  # a fresh store is at revision 1

@@ -79,9 +79,9 @@ class MaintenanceService:
         yield rpc_pb2.SnapshotResponse(remaining_bytes=0, blob=pending or b"")
 
     async def hash(self, r: rpc_pb2.HashRequest) -> rpc_pb2.HashResponse:
-        view = self.store.view
-        resp = rpc_pb2.HashResponse(hash=await hash_all(view))
-        resp.header.revision = view.rev  # the revision hashed, not one committed meanwhile
+        crc, rev = await hash_all(self.engine)
+        resp = rpc_pb2.HashResponse(hash=crc)
+        resp.header.revision = rev  # the revision hashed, not one committed meanwhile
         self.header.fill(resp.header)
         return resp
 
