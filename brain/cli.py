@@ -1,4 +1,4 @@
-"""The brain command: serve, engine-check, engine-bench."""
+"""The brain command: serve, check, engine-check, engine-bench."""
 from __future__ import annotations
 
 import asyncio
@@ -55,6 +55,7 @@ class _Commands(click.Group):
 
     LAZY = {
         "bench": ("brain.bench.command", "bench"),
+        "check": ("brain.check", "check"),
         "engine-check": ("brain.engine_commands", "engine_check"),
         "engine-bench": ("brain.engine_commands", "engine_bench"),
         "snapshot": ("brain.snapshot.command", "snapshot"),
