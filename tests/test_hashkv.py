@@ -13,6 +13,8 @@ import json
 import os
 import struct
 import subprocess
+import sys
+import tempfile
 import zlib
 
 import grpc
@@ -26,8 +28,14 @@ from brain.etcdpb import rpc_pb2_grpc
 from brain.mvcc.hash import hash_all, hash_kv
 from brain.mvcc.store import MVCCStore
 from brain.mvcc.view import ReadView
+from engines.base import Engine
+from engines.leveldb import LevelDBEngine
 from engines.memory import MemoryEngine
+from engines.tikv import TikvEngine
 from servers import brain_server, etcd_tool
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "engines"))
+from tikv_double import FakeTikv  # noqa: E402  (the tikv-client test double, beside the engine tests)
 
 KEYS = [b"a", b"b", b"b\x00", b"c"]
 LEASES = [0, 0, 7, 9]
@@ -56,21 +64,46 @@ def model_hash(history: list[tuple[int, bytes, Version | None]], compact: int, r
     return crc
 
 
+class Place:
+    """Where a store's engine lives, so that it can be reopened there: the
+    in-memory engine (reopened as is), LevelDB in a directory, or the TiKV
+    engine over the tikv-client test double."""
+
+    def __init__(self, kind: str, tmp: str) -> None:
+        self.kind = kind
+        self.tmp = tmp
+        self.cluster = FakeTikv() if kind == "tikv" else None
+        self.memory = MemoryEngine() if kind == "memory" else None
+
+    async def open(self) -> Engine:
+        if self.memory is not None:
+            return self.memory
+        if self.cluster is not None:
+            return await TikvEngine.open(self.cluster.client(), key_prefix=b"brain/hash/")
+        return LevelDBEngine(self.tmp)
+
+    async def reopen(self, engine: Engine) -> Engine:
+        if engine is not self.memory:
+            await engine.close()
+        return await self.open()
+
+
 op = st.tuples(st.sampled_from(["put", "put", "delete"]), st.sampled_from(KEYS), st.binary(max_size=6),
                st.sampled_from(LEASES))
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.lists(op, min_size=1, max_size=30), st.integers(min_value=0, max_value=40))
-def test_hashkv_matches_its_definition(ops, compact_at):
-    async def main():
-        engine = MemoryEngine()
+@pytest.mark.parametrize("kind", ["memory", "leveldb", "tikv"])
+@settings(max_examples=30, deadline=None)
+@given(ops=st.lists(op, min_size=1, max_size=30), compact_at=st.integers(min_value=0, max_value=40))
+def test_hashkv_matches_its_definition(kind, ops, compact_at):
+    async def main(place: Place):
+        engine = await place.open()
         store = await MVCCStore.open(engine)
         store.lease_exists = lambda _id: True
         history: list[tuple[int, bytes, Version | None]] = []
         live: dict[bytes, Version] = {}
-        for kind, key, value, lease in ops:
-            if kind == "put":
+        for what, key, value, lease in ops:
+            if what == "put":
                 resp = await store.write(lambda t: apply_put(t, pb.PutRequest(key=key, value=value, lease=lease)))
                 rev = resp.header.revision
                 prev = live.get(key)
@@ -84,27 +117,30 @@ def test_hashkv_matches_its_definition(ops, compact_at):
         for r in range(1, current + 1):
             assert (await hash_kv(store.view, r)).hash == model_hash(history, 0, r)
         compact = min(compact_at, current)
-        if compact < 1:
-            await store.close()
-            return
-        # the engine as it was before compaction: a server whose compaction
-        # is scheduled but not yet done serves HashKV from such a snapshot
-        before = engine.snapshot()
-        await store.compact(compact, physical=True)
-        unfinished = ReadView(before, current, compact, store.index)
-        for r in range(compact + 1, current + 1):
-            want = model_hash(history, compact, r)
-            assert (await hash_kv(store.view, r)).hash == want, f"at {r}, compacted at {compact}"
-            assert (await hash_kv(unfinished, r)).hash == want, f"at {r}, compaction at {compact} unfinished"
+        if compact >= 1:
+            # the engine as it was before compaction: a server whose compaction
+            # is scheduled but not yet done serves HashKV from such a snapshot
+            before = engine.snapshot()
+            await store.compact(compact, physical=True)
+            unfinished = ReadView(before, current, compact, store.index)
+            for r in range(compact + 1, current + 1):
+                want = model_hash(history, compact, r)
+                assert (await hash_kv(store.view, r)).hash == want, f"at {r}, compacted at {compact}"
+                assert (await hash_kv(unfinished, r)).hash == want, f"at {r}, compaction at {compact} unfinished"
+            before.close()
         whole = await hash_all(engine)
         await store.close()
+        engine = await place.reopen(engine)
         reopened = await MVCCStore.open(engine)
         for r in range(compact + 1, current + 1):
             assert (await hash_kv(reopened.view, r)).hash == model_hash(history, compact, r)
         assert await hash_all(engine) == whole
         await reopened.close()
+        if engine is not place.memory:
+            await engine.close()
 
-    asyncio.run(main())
+    with tempfile.TemporaryDirectory(prefix="hashkv-") as tmp:
+        asyncio.run(main(Place(kind, tmp)))
 
 
 # -- as processes ---------------------------------------------------------------
