@@ -126,23 +126,24 @@ def compare(a: Iterator[KeyValue], b: Iterator[KeyValue]) -> Iterator[tuple[byte
             ka, kb = next(a, None), next(b, None)
 
 
-def show(value: object) -> str:
-    """A value as printed: bytes quoted (escaped when not text), long ones cut."""
+def show(value: object, cut: bool = True) -> str:
+    """A value as printed: bytes quoted (escaped when not text), long ones
+    cut unless cut is false (keys are shown whole)."""
     if not isinstance(value, bytes):
         return str(value)
-    head = value[:SHOWN_BYTES]
+    head = value[:SHOWN_BYTES] if cut else value
     try:
         text = head.decode()
         shown = '"' + text.encode("unicode_escape").decode().replace('"', '\\"') + '"'
     except UnicodeDecodeError:
         shown = repr(head)[1:]
-    if len(value) > SHOWN_BYTES:
+    if len(head) < len(value):
         shown += f"... ({len(value)} bytes)"
     return shown
 
 
 def _print(d: Difference) -> None:
-    key = "(revision)" if d.key is None else show(d.key)
+    key = "(revision)" if d.key is None else show(d.key, cut=False)
     click.echo(f"{key}\t{d.field}\tA: {show(d.a)}\tB: {show(d.b)}")
 
 

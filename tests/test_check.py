@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from brain.check import SHOWN_BYTES, show
 from brain.etcdpb import rpc_pb2 as pb
 from brain.etcdpb import rpc_pb2_grpc
 from certs import make_pki
@@ -151,3 +152,12 @@ def test_over_tls(tmp_path, etcd):
         assert got.returncode == 2, got.stdout + got.stderr
     finally:
         secure.stop()
+
+
+def test_how_values_are_shown():
+    assert show(b"pod 1") == '"pod 1"'
+    assert show(b'say "hi"\n') == '"say \\"hi\\"\\n"'
+    assert show(b"\x00\xffbinary") == "'\\x00\\xffbinary'"
+    assert show(b"v" * 100) == '"' + "v" * SHOWN_BYTES + '"... (100 bytes)'
+    assert show(b"/registry/" + b"k" * 100, cut=False) == '"/registry/' + "k" * 100 + '"'
+    assert show(7) == "7"
