@@ -28,7 +28,10 @@ class Endpoint:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError(f"endpoint {url!r}: want host:port, http://host:port or https://host:port")
-            return cls(parts.netloc, parts.scheme == "https" or bool(cacert), cacert, cert, key)
+            # the scheme decides, as in etcd's client: http:// is plaintext
+            # even beside TLS options meant for another endpoint (brain
+            # check compares an https etcd with an http brain)
+            return cls(parts.netloc, parts.scheme == "https", cacert, cert, key)
         return cls(url, bool(cacert), cacert, cert, key)
 
     def channel(self) -> grpc.Channel:
