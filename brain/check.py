@@ -20,6 +20,7 @@ from typing import Iterator
 import click
 import grpc
 
+from brain.client import Endpoint
 from brain.etcdpb import kv_pb2, rpc_pb2, rpc_pb2_grpc
 from engines.base import prefix_end
 
@@ -29,50 +30,6 @@ KeyValue = kv_pb2.KeyValue
 FIELDS = ("value", "create_revision", "mod_revision", "version", "lease")
 # bytes of a value shown in a difference; the rest is summarized
 SHOWN_BYTES = 64
-_NO_LIMIT = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
-
-
-@dataclass(frozen=True, slots=True)
-class TLSFiles:
-    cacert: str = ""
-    cert: str = ""
-    key: str = ""
-
-    @property
-    def given(self) -> bool:
-        return bool(self.cacert or self.cert or self.key)
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """One side of the comparison: host:port and whether it speaks TLS."""
-
-    target: str
-    secure: bool
-
-    @classmethod
-    def parse(cls, url: str, tls: TLSFiles) -> Endpoint:
-        # as etcdctl: https:// or TLS files mean TLS; http:// or a bare
-        # host:port without TLS files mean plaintext
-        if url.startswith("https://"):
-            return cls(url[len("https://"):].rstrip("/"), True)
-        if url.startswith("http://"):
-            return cls(url[len("http://"):].rstrip("/"), False)
-        return cls(url, tls.given)
-
-    def channel(self, tls: TLSFiles) -> grpc.Channel:
-        if not self.secure:
-            return grpc.insecure_channel(self.target, options=_NO_LIMIT)
-        creds = grpc.ssl_channel_credentials(
-            root_certificates=_read(tls.cacert), private_key=_read(tls.key), certificate_chain=_read(tls.cert))
-        return grpc.secure_channel(self.target, creds, options=_NO_LIMIT)
-
-
-def _read(path: str) -> bytes | None:
-    if not path:
-        return None
-    with open(path, "rb") as f:
-        return f.read()
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,11 +120,13 @@ def check(endpoint_a: str, endpoint_b: str, revision: int, prefix: str, page_siz
     create/mod revision, version and lease of every key. Prints each
     difference (key, field, A's value, B's value) and a summary; exits 0
     when they are equal, 1 when they differ, 2 when one cannot be read."""
-    tls = TLSFiles(cacert, cert, key_file)
     start = prefix.encode() if prefix else b"\x00"
     end = (prefix_end(start) or b"\x00") if prefix else b"\x00"
-    sides = [Endpoint.parse(u, tls) for u in (endpoint_a, endpoint_b)]
-    channels = [e.channel(tls) for e in sides]
+    try:
+        sides = [Endpoint.parse(u, cacert, cert, key_file) for u in (endpoint_a, endpoint_b)]
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    channels = [e.channel() for e in sides]
     try:
         readers = [Reader(rpc_pb2_grpc.KVStub(ch), start, end, page_size, command_timeout) for ch in channels]
         sys.exit(_run(readers, revision, (endpoint_a, endpoint_b)))

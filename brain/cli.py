@@ -1,4 +1,4 @@
-"""The brain command: serve, check, engine-check, engine-bench."""
+"""The brain command: serve, engine-check, engine-bench."""
 from __future__ import annotations
 
 import asyncio
