@@ -161,3 +161,27 @@ def test_how_values_are_shown():
     assert show(b"v" * 100) == '"' + "v" * SHOWN_BYTES + '"... (100 bytes)'
     assert show(b"/registry/" + b"k" * 100, cut=False) == '"/registry/' + "k" * 100 + '"'
     assert show(7) == "7"
+
+
+def test_after_a_migration(tmp_path, etcd):
+    """The use it is for: etcd migrated into brain (`brain migrate --once`)
+    checks equal, revisions included, and a write to one side afterwards is
+    seen."""
+    with etcd.channel() as ch:
+        load(rpc_pb2_grpc.KVStub(ch), rpc_pb2_grpc.LeaseStub(ch))
+    data = tmp_path / "migrated"
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    done = subprocess.run([sys.executable, "-m", "brain", "migrate", "--from", etcd.endpoint, "--data-dir", str(data),
+                           "--once"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    migrated = brain_server(str(tmp_path), data_dir=str(data)).start()
+    try:
+        got = check(etcd, migrated)
+        assert (got.returncode, got.stdout.strip()) == (0, "equal: 7 keys compared at revision 9"), got.stderr
+        with migrated.channel() as ch:
+            rpc_pb2_grpc.KVStub(ch).Put(pb.PutRequest(key=b"/registry/pods/p0", value=b"after"))
+        got = check(etcd, migrated)
+        assert got.returncode == 1
+        assert ['"/registry/pods/p0"', "value", 'A: "pod 0"', 'B: "after"'] in diff_lines(got.stdout)
+    finally:
+        migrated.stop()
