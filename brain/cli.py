@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import logging
 import sys
 
 import click
+
+from brain.logs import fatal, setup_logging
 
 from brain.server.config import (
     DEFAULT_MAX_REQUEST_BYTES,
@@ -39,14 +40,6 @@ def _tikv_options(engine: str, pd_endpoints: str, key_prefix: str | None) -> dic
     if key_prefix is not None:
         options["key_prefix"] = key_prefix
     return options
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
-        stream=sys.stderr,
-    )
 
 
 class _Commands(click.Group):
@@ -102,7 +95,7 @@ def serve(name, data_dir, engine, listen_client_urls, advertise_client_urls, lis
           log_level, server_version, unsafe_no_fsync, cert_file, key_file, trusted_ca_file, client_cert_auth, transport,
           tikv_pd_endpoints, tikv_key_prefix) -> None:
     """Serve the etcd v3 API."""
-    setup_logging("warning" if log_level == "warn" else log_level)
+    setup_logging(log_level)
     engine_options = _tikv_options(engine, tikv_pd_endpoints, tikv_key_prefix)
     urls = _urls(listen_client_urls)
     if any(u.scheme == "https" for u in urls) and not (cert_file and key_file):
@@ -123,7 +116,8 @@ def serve(name, data_dir, engine, listen_client_urls, advertise_client_urls, lis
         engine_options=engine_options,
     )
     from brain.server.server import serve as run
-    from engines.base import EngineUnavailableError
+    from brain.server.server import ListenError
+    from engines.base import EngineLockedError, EngineUnavailableError
 
     try:
         try:
@@ -132,12 +126,30 @@ def serve(name, data_dir, engine, listen_client_urls, advertise_client_urls, lis
             asyncio.run(run(config))
         else:
             uvloop.run(run(config))
-    except EngineUnavailableError as e:  # e.g. TiKV's PD does not answer: say so, without a traceback
-        raise click.ClickException(str(e)) from None
+    # start errors an operator fixes (a port in use, a data dir in use, PD
+    # not answering): one line saying so, as etcd does, not a traceback
+    except (ListenError, EngineLockedError, EngineUnavailableError) as e:
+        fatal(str(e))
+    except PermissionError as e:
+        fatal(f"cannot open the data directory: {e}")
 
 
 def main() -> None:
-    cli()
+    try:
+        code = cli.main(standalone_mode=False)
+    except click.UsageError as e:
+        # a bad flag: one line (and, from serve, one log line), as etcd's start errors
+        if e.ctx is not None and e.ctx.command.name == "serve":
+            setup_logging("info")
+            fatal(f"bad flag: {e.format_message()}", 2)
+        click.echo(f"Error: {e.format_message()}", err=True)
+        sys.exit(2)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.Abort:
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

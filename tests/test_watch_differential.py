@@ -354,7 +354,7 @@ def test_fragmented_responses(pair):
 
 _BRAIN_WITH_INTERVAL = """
 import asyncio, sys
-from brain.cli import setup_logging
+from brain.logs import setup_logging
 from brain.server.config import ListenURL, ServerConfig
 from brain.server.server import serve
 setup_logging("info")

@@ -63,6 +63,10 @@ def _h2_tls(config: ServerConfig):
     return server_context(tls.cert_file, tls.key_file, tls.trusted_ca_file, tls.client_cert_auth)
 
 
+class ListenError(Exception):
+    """A client URL cannot be listened on (in use, not this host's, no permission)."""
+
+
 class BrainServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -129,10 +133,15 @@ class BrainServer:
         health_pb2_grpc.add_HealthServicer_to_server(hs, server)
         await hs.set("", health_pb2.HealthCheckResponse.SERVING)
         for url in cfg.listen_client_urls:
-            if url.scheme == "https":
-                port = server.add_secure_port(url.address, _h2_tls(cfg) if cfg.transport == "h2" else _credentials(cfg))
-            else:
-                port = server.add_insecure_port(url.address)
+            try:
+                if url.scheme == "https":
+                    port = server.add_secure_port(url.address, _h2_tls(cfg) if cfg.transport == "h2" else _credentials(cfg))
+                else:
+                    port = server.add_insecure_port(url.address)
+            except OSError as e:  # brain's transport
+                raise ListenError(f"listen tcp {url.address}: bind: {(e.strerror or str(e)).lower()}") from None
+            except RuntimeError as e:  # grpcio: "Failed to bind to address"
+                raise ListenError(f"listen tcp {url.address}: bind: {e}") from None
             self.ports.append(port)
         await server.start()
         self.grpc = server
