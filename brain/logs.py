@@ -4,6 +4,8 @@ traceback under "error" when there is one."""
 from __future__ import annotations
 
 import datetime
+import functools
+import json
 import logging
 import sys
 from typing import Any, NoReturn
@@ -30,7 +32,10 @@ class ZapStyleFormatter(JsonFormatter):
 def setup_logging(level: str, stream: Any = None) -> None:
     """level: debug, info, warn or error."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(ZapStyleFormatter(json_ensure_ascii=False))
+    # compact, as zap writes it, so that line-oriented tools matching
+    # '"level":"error"' work on brain's logs as on etcd's
+    compact = functools.partial(json.dumps, separators=(",", ":"))
+    handler.setFormatter(ZapStyleFormatter(json_ensure_ascii=False, json_serializer=compact))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, "WARNING" if level == "warn" else level.upper(), logging.INFO))
