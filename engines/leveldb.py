@@ -54,6 +54,7 @@ from engines.base import (
     check_key,
 )
 from engines.validate import Op, check_batch, check_expect, check_keys, check_scan
+from engines.timings import DurationHistogram
 from engines.wal import DEFAULT_SEGMENT_SIZE, SEGMENT_NAMES, WriteAheadLog
 
 log = logging.getLogger(__name__)
@@ -270,6 +271,11 @@ class LevelDBEngine:
         except plyvel.Error as e:
             raise EngineError(f"cannot open leveldb in {self.data_dir}: {_message(e)}") from None
         self._closed = False
+        # for etcd's disk histograms: the syncs that make a write durable (the
+        # log's fdatasync, or LevelDB's own synced write when the log is not
+        # used) and whole commits, synced or not
+        self.fsync_durations = DurationHistogram()
+        self.commit_durations = DurationHistogram()
         self._wal: WriteAheadLog | None = None
         if write_ahead_log:
             try:
@@ -290,7 +296,7 @@ class LevelDBEngine:
         self._snapshots: weakref.WeakSet[LevelDBSnapshot] = weakref.WeakSet()
 
     def _open_wal(self, segment_size: int) -> WriteAheadLog:
-        wal = WriteAheadLog(self.data_dir, self._sync_leveldb_logs, segment_size)
+        wal = WriteAheadLog(self.data_dir, self._sync_leveldb_logs, segment_size, self.fsync_durations)
         try:
             for ops in wal.recover():
                 self._write_batch(ops, False).write()
@@ -444,15 +450,21 @@ class LevelDBEngine:
                 raise EngineError(f"leveldb write-ahead log in {self.data_dir} failed: {e}") from None
         # logged: LevelDB need not sync (a batch too large for the log, mark
         # None, is synced by LevelDB itself)
-        wb = self._write_batch(ops, sync and mark is None)
+        leveldb_syncs = sync and mark is None
+        wb = self._write_batch(ops, leveldb_syncs)
+        t_write = time.perf_counter()
         try:
             wb.write()
         except plyvel.Error as e:
             if mark is not None:
                 wal.undo(mark)  # type: ignore[union-attr]
             raise EngineError(f"leveldb write in {self.data_dir} failed: {_message(e)}") from None
+        t_end = time.perf_counter()
+        if leveldb_syncs:
+            self.fsync_durations.observe(t_end - t_write)
+        took = t_end - t0
+        self.commit_durations.observe(took)
         if sync:
-            took = time.perf_counter() - t0
             self.sync_seconds += _SYNC_EWMA_WEIGHT * (took - self.sync_seconds)
 
     # maintenance (optional engine features, found by getattr in brain/server)

@@ -43,7 +43,10 @@ import struct
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Callable, Sequence
+
+from engines.timings import DurationHistogram
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +155,7 @@ class WriteAheadLog:
         directory: str,
         checkpoint: Callable[[], None],
         segment_size: int = DEFAULT_SEGMENT_SIZE,
+        fsync_durations: DurationHistogram | None = None,
     ) -> None:
         if segment_size < 4096:
             raise ValueError(f"write-ahead log segments must be at least 4096 bytes, not {segment_size}")
@@ -172,6 +176,8 @@ class WriteAheadLog:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-checkpoint")
         self.checkpoints = 0
         self.unlogged = 0  # batches too large for a segment, written with the engine's own sync
+        # the appends' fdatasyncs (etcd_disk_wal_fsync_duration_seconds)
+        self.fsync_durations = fsync_durations if fsync_durations is not None else DurationHistogram()
 
     # -- recovery ----------------------------------------------------------
 
@@ -230,7 +236,9 @@ class WriteAheadLog:
             raise OSError(f"short write to the write-ahead log in {self.directory}")
         self._pos = end
         if sync:
+            t0 = perf_counter()
             os.fdatasync(fd)
+            self.fsync_durations.observe(perf_counter() - t0)
 
     def _grow(self, end: int) -> None:
         # zeros ahead of the writer: a sync of data written over them needs
