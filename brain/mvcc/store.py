@@ -137,6 +137,13 @@ class MVCCStore:
         # figures for metrics
         self.batches = 0
         self.batched_requests = 0
+        # etcd's raft proposals, counted per request through the writer:
+        # committed once its batch is durable (or, like an etcd apply that
+        # returns an error, once answered with its own error), failed when
+        # its batch did not commit; pending is submitted minus both
+        self.proposals_submitted = 0
+        self.proposals_committed = 0
+        self.proposals_failed = 0
 
     @classmethod
     async def open(cls, engine: Engine, *, sync: bool = True) -> MVCCStore:
@@ -210,6 +217,7 @@ class MVCCStore:
             raise errors.ErrStopped
         fut = self._loop.create_future()
         self._queue.put((fn, fut))
+        self.proposals_submitted += 1
         return await fut
 
     async def compact(self, rev: int, physical: bool) -> int:
@@ -218,6 +226,7 @@ class MVCCStore:
             raise errors.ErrStopped
         fut = self._loop.create_future()
         self._queue.put((("compact", rev), fut))
+        self.proposals_submitted += 1
         cur = await fut
         if physical:
             await self.compactor.wait(rev)
@@ -261,6 +270,7 @@ class MVCCStore:
                     applied = await self._apply(items, pending if chained else None)
                 except Exception:  # never let the writer die: fail the batch instead
                     log.exception("applying a write batch failed")
+                    self.proposals_failed += sum(1 for _, f in items if not f.done())
                     _fail(items, errors.ErrTimeout)
                     applied = None
                 # at most `depth` commits in flight: group commit needs the
@@ -307,6 +317,7 @@ class MVCCStore:
             except Exception as e:  # the request fails alone; its changes are dropped
                 if not fut.done():
                     fut.set_exception(e)
+                self.proposals_committed += 1
                 continue
             batch.absorb(txn)
             done.append((fut, resp))
@@ -334,12 +345,14 @@ class MVCCStore:
                     log.error("revision %d committed on top of a batch that failed", batch.rev)
                 _fail_futures(done, errors.ErrTimeout)
                 _fail_futures(compactions, errors.ErrTimeout)
+                self.proposals_failed += len(done) + len(compactions)
                 return False
             if commit is not None:
                 if await commit:
                     self._publish(batch, changes, len(done))
                 else:
                     _fail_futures(done, errors.ErrTimeout)
+                    self.proposals_failed += len(done)
                     done = []
                     ok = False
             for fut, resp in done:
@@ -354,8 +367,12 @@ class MVCCStore:
                 else:
                     if not fut.done():
                         fut.set_result(self._view.rev)  # type: ignore[union-attr]
+            self.proposals_committed += len(done) + len(compactions)
         except Exception:
             log.exception("finishing a write batch failed")
+            unanswered = sum(1 for f, _ in done + compactions if not f.done())
+            self.proposals_failed += unanswered
+            self.proposals_committed += len(done) + len(compactions) - unanswered
             _fail_futures(done, errors.ErrTimeout)
             _fail_futures(compactions, errors.ErrTimeout)
             return False
