@@ -106,7 +106,7 @@ def test_metrics_and_health(tmp_path):
         assert values["etcd_mvcc_db_total_size_in_bytes"] > 0
         key = 'grpc_server_handled_total{grpc_code="OK",grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"}'
         assert values[key] == 10
-        bad = 'grpc_server_handled_total{grpc_code="INVALID_ARGUMENT",grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"}'
+        bad = 'grpc_server_handled_total{grpc_code="InvalidArgument",grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"}'
         assert values[bad] == 1
         assert values["brain_commit_requests_total"] == 11
         # the watch hub: streams, watchers and its bounded history

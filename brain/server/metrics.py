@@ -5,6 +5,12 @@ when scraped, by a collector, so they cost nothing on the request path. The
 per-request gRPC counters and latency histogram are bound to their label sets
 once per method, so a request pays one counter increment and one observation.
 Everything lives in a registry owned by the server: no global state.
+
+The gRPC families follow go-grpc-prometheus as etcd uses it: every method
+of etcd's services (and the health service) is listed from the start, with
+every status code under Go's name (OK, OutOfRange, Unavailable, ...), so
+etcd's dashboards and alert rules select the same series on brain. The
+etcd_* families etcd's dashboards and alerts read are in metrics_etcd.py.
 """
 from __future__ import annotations
 
@@ -17,17 +23,60 @@ from typing import Callable, Iterable
 
 import grpc
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from brain.etcdpb import rpc_pb2
 from brain.server.config import ListenURL
+from brain.server.metrics_etcd import EtcdCollector, go_float
 
 log = logging.getLogger(__name__)
 
 # etcd's grpc_server_handling_seconds buckets
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-_BUCKET_NAMES = [repr(b) for b in _BUCKETS] + ["+Inf"]
+_BUCKET_NAMES = [go_float(b) for b in _BUCKETS] + ["+Inf"]
+
+# gRPC status codes under the names Go's codes.Code.String() gives them,
+# which go-grpc-prometheus puts in grpc_code; in Go's order
+GO_CODE_NAMES: dict[grpc.StatusCode, str] = {
+    grpc.StatusCode.OK: "OK",
+    grpc.StatusCode.CANCELLED: "Canceled",
+    grpc.StatusCode.UNKNOWN: "Unknown",
+    grpc.StatusCode.INVALID_ARGUMENT: "InvalidArgument",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "DeadlineExceeded",
+    grpc.StatusCode.NOT_FOUND: "NotFound",
+    grpc.StatusCode.ALREADY_EXISTS: "AlreadyExists",
+    grpc.StatusCode.PERMISSION_DENIED: "PermissionDenied",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "ResourceExhausted",
+    grpc.StatusCode.FAILED_PRECONDITION: "FailedPrecondition",
+    grpc.StatusCode.ABORTED: "Aborted",
+    grpc.StatusCode.OUT_OF_RANGE: "OutOfRange",
+    grpc.StatusCode.UNIMPLEMENTED: "Unimplemented",
+    grpc.StatusCode.INTERNAL: "Internal",
+    grpc.StatusCode.UNAVAILABLE: "Unavailable",
+    grpc.StatusCode.DATA_LOSS: "DataLoss",
+    grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
+}
+
+# the health service brain serves next to etcd's, as etcd does
+_HEALTH_METHODS = (("grpc.health.v1.Health", "Check", "unary"), ("grpc.health.v1.Health", "Watch", "server_stream"))
+
+
+def _grpc_type(client_streaming: bool, server_streaming: bool) -> str:
+    if client_streaming:
+        return "bidi_stream" if server_streaming else "client_stream"
+    return "server_stream" if server_streaming else "unary"
+
+
+def etcd_methods() -> list[tuple[str, str, str]]:
+    """(service, method, grpc_type) of every method etcd serves, from its proto."""
+    out = []
+    for service in rpc_pb2.DESCRIPTOR.services_by_name.values():
+        for m in service.methods:
+            out.append((service.full_name, m.name, _grpc_type(m.client_streaming, m.server_streaming)))
+    out.extend(_HEALTH_METHODS)
+    return out
 
 
 class GrpcMetrics:
@@ -39,24 +88,47 @@ class GrpcMetrics:
     prometheus_client's Counter and Histogram take a lock per call."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.methods: list[MethodMetrics] = []
+        self.methods: dict[tuple[str, str], MethodMetrics] = {}
+        # message bytes from and to clients (etcd_network_client_grpc_*_bytes_total)
+        self.received_bytes = 0
+        self.sent_bytes = 0
+        for service, method, kind in etcd_methods():
+            self.method(service, method, kind)
         registry.register(self)
 
     def method(self, service: str, method: str, kind: str = "unary") -> MethodMetrics:
-        m = MethodMetrics(kind, service, method)
-        self.methods.append(m)
+        m = self.methods.get((service, method))
+        if m is None or m.labels[0] != kind:
+            m = self.methods[(service, method)] = MethodMetrics(kind, service, method)
         return m
+
+    def counting_deserializer(self, deserialize: Callable[[bytes], object] | None) -> Callable[[bytes], object]:
+        def counted(raw: bytes) -> object:
+            self.received_bytes += len(raw)
+            return deserialize(raw) if deserialize is not None else raw
+
+        return counted
+
+    def counting_serializer(self, serialize: Callable[[object], bytes] | None) -> Callable[[object], bytes]:
+        def counted(message: object) -> bytes:
+            raw = serialize(message) if serialize is not None else message
+            self.sent_bytes += len(raw)  # type: ignore[arg-type]
+            return raw  # type: ignore[return-value]
+
+        return counted
 
     def collect(self) -> Iterable:
         labels = ["grpc_type", "grpc_service", "grpc_method"]
         started = CounterMetricFamily("grpc_server_started", "RPCs started on the server.", labels=labels)
         handled = CounterMetricFamily(
-            "grpc_server_handled", "RPCs completed on the server, by status code.", labels=labels + ["grpc_code"]
+            "grpc_server_handled",
+            "RPCs completed on the server, by status code.",
+            labels=labels + ["grpc_code"],
         )
         seconds = HistogramMetricFamily(
             "grpc_server_handling_seconds", "Response latency of RPCs handled by the server.", labels=labels
         )
-        for m in self.methods:
+        for m in self.methods.values():
             started.add_metric(m.labels, m.started)
             for code, n in m.handled_by_code().items():
                 handled.add_metric(m.labels + [code], n)
@@ -68,6 +140,13 @@ class GrpcMetrics:
         yield started
         yield handled
         yield seconds
+        yield CounterMetricFamily(
+            "etcd_network_client_grpc_received_bytes", "Bytes of request messages received from gRPC clients.",
+            value=self.received_bytes,
+        )
+        yield CounterMetricFamily(
+            "etcd_network_client_grpc_sent_bytes", "Bytes of response messages sent to gRPC clients.", value=self.sent_bytes
+        )
 
 
 class MethodMetrics:
@@ -79,7 +158,7 @@ class MethodMetrics:
         self.labels = [kind, service, method]
         self.started = 0
         self.ok = 0
-        self.failed_by_code: dict[str, int] = {}
+        self.failed_by_code: dict[grpc.StatusCode, int] = {}
         self.buckets = [0] * (len(_BUCKETS) + 1)  # the last: +Inf
         self.seconds_sum = 0.0
 
@@ -87,11 +166,15 @@ class MethodMetrics:
         self.buckets[bisect_left(_BUCKETS, seconds)] += 1  # le: bound inclusive
         self.seconds_sum += seconds
 
-    def failed(self, code_name: str) -> None:
-        self.failed_by_code[code_name] = self.failed_by_code.get(code_name, 0) + 1
+    def failed(self, code: grpc.StatusCode) -> None:
+        self.failed_by_code[code] = self.failed_by_code.get(code, 0) + 1
 
     def handled_by_code(self) -> dict[str, int]:
-        return {"OK": self.ok, **self.failed_by_code}
+        """Every code, zeros included, as go-grpc-prometheus initialises them."""
+        failed = self.failed_by_code
+        counts = {name: failed.get(code, 0) for code, name in GO_CODE_NAMES.items()}
+        counts["OK"] += self.ok
+        return counts
 
 
 class StateCollector:
@@ -152,6 +235,9 @@ class StateCollector:
 def new_registry(server) -> tuple[CollectorRegistry, GrpcMetrics]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StateCollector(server))
+    registry.register(EtcdCollector(server))
+    # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ...
+    ProcessCollector(registry=registry)
     return registry, GrpcMetrics(registry)
 
 
@@ -205,8 +291,9 @@ class MetricsHTTP:
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts and times every RPC of every service. The wrapped handler is
-    built once per method and cached, so a call costs one dict lookup here."""
+    """Counts and times every RPC of every service, and the bytes of its
+    messages. The wrapped handler is built once per method and cached, so a
+    call costs one dict lookup here."""
 
     def __init__(self, metrics: GrpcMetrics) -> None:
         self.metrics = metrics
@@ -225,8 +312,13 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap(self, method: str, h: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         service, _, name = method.lstrip("/").rpartition("/")
+        metrics = self.metrics
+        codecs = {
+            "request_deserializer": metrics.counting_deserializer(h.request_deserializer),
+            "response_serializer": metrics.counting_serializer(h.response_serializer),
+        }
         if h.unary_unary is not None:
-            m = self.metrics.method(service, name, "unary")
+            m = metrics.method(service, name, "unary")
             inner = h.unary_unary
 
             async def unary(request, context):
@@ -234,22 +326,44 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                 t0 = perf_counter()
                 try:
                     resp = await inner(request, context)
-                except BaseException:
-                    _failed(m, context)
+                except BaseException as e:
+                    _failed(m, context, e)
+                    m.observe(perf_counter() - t0)
                     raise
                 m.ok += 1
                 m.observe(perf_counter() - t0)
                 return resp
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary, request_deserializer=h.request_deserializer, response_serializer=h.response_serializer
-            )
+            return grpc.unary_unary_rpc_method_handler(unary, **codecs)
+        if h.unary_stream is not None:
+            m = metrics.method(service, name, "server_stream")
+            inner_us = h.unary_stream
+
+            async def server_stream(request, context):
+                m.started += 1
+                t0 = perf_counter()
+                try:
+                    result = inner_us(request, context)
+                    if hasattr(result, "__aiter__"):
+                        async for item in result:
+                            yield item
+                    else:
+                        await result
+                except BaseException as e:
+                    _failed(m, context, e)
+                    m.observe(perf_counter() - t0)
+                    raise
+                m.ok += 1
+                m.observe(perf_counter() - t0)
+
+            return grpc.unary_stream_rpc_method_handler(server_stream, **codecs)
         if h.stream_stream is not None:
-            m = self.metrics.method(service, name, "bidi_stream")
+            m = metrics.method(service, name, "bidi_stream")
             inner_ss = h.stream_stream
 
             async def bidi(request_iterator, context):
                 m.started += 1
+                t0 = perf_counter()
                 try:
                     result = inner_ss(request_iterator, context)
                     if hasattr(result, "__aiter__"):
@@ -257,26 +371,29 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                             yield item
                     else:
                         await result
-                except BaseException:
-                    _failed(m, context)
+                except BaseException as e:
+                    _failed(m, context, e)
+                    m.observe(perf_counter() - t0)
                     raise
                 m.ok += 1
+                m.observe(perf_counter() - t0)
 
-            return grpc.stream_stream_rpc_method_handler(
-                bidi, request_deserializer=h.request_deserializer, response_serializer=h.response_serializer
-            )
+            return grpc.stream_stream_rpc_method_handler(bidi, **codecs)
         return h
 
 
-def _failed(m: MethodMetrics, context) -> None:
+def _failed(m: MethodMetrics, context, error: BaseException) -> None:
+    """Count a call that raised, under the status it ends with: the one the
+    handler set, else Canceled for a cancelled call and Unknown otherwise
+    (what gRPC answers for an exception)."""
     code = None
     try:
         code = context.code()
     except Exception:
         pass
-    if isinstance(code, grpc.StatusCode):
-        m.failed(code.name)
-    elif code:
-        m.failed(str(code))
-    else:
-        m.failed("Canceled")
+    if not isinstance(code, grpc.StatusCode) or code is grpc.StatusCode.OK:
+        if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
+            code = grpc.StatusCode.CANCELLED
+        else:
+            code = grpc.StatusCode.UNKNOWN
+    m.failed(code)
