@@ -91,9 +91,11 @@ def cli() -> None:
 @click.option("--tikv-pd-endpoints", default="", help="Comma-separated PD endpoints of the TiKV cluster (--engine tikv), e.g. pd1:2379,pd2:2379.")
 @click.option("--tikv-key-prefix", default=None,
               help="Prefix of every key this brain cluster keeps in TiKV; brain clusters sharing one TiKV need distinct ones (default brain/).")
+@click.option("--quota-backend-bytes", type=int, default=0, show_default=True,
+              help="Raise the NOSPACE alarm and refuse writes when the database reaches this size (0: etcd's default of 2 GiB; negative: no quota).")
 def serve(name, data_dir, engine, listen_client_urls, advertise_client_urls, listen_metrics_urls, max_request_bytes, max_txn_ops,
           log_level, server_version, unsafe_no_fsync, cert_file, key_file, trusted_ca_file, client_cert_auth, transport,
-          tikv_pd_endpoints, tikv_key_prefix) -> None:
+          tikv_pd_endpoints, tikv_key_prefix, quota_backend_bytes) -> None:
     """Serve the etcd v3 API."""
     setup_logging(log_level)
     engine_options = _tikv_options(engine, tikv_pd_endpoints, tikv_key_prefix)
@@ -114,6 +116,7 @@ def serve(name, data_dir, engine, listen_client_urls, advertise_client_urls, lis
         listen_metrics_urls=_urls(listen_metrics_urls) if listen_metrics_urls else [],
         transport=transport,
         engine_options=engine_options,
+        quota_backend_bytes=quota_backend_bytes,
     )
     from brain.server.server import serve as run
     from brain.server.server import ListenError

@@ -64,6 +64,8 @@ META_CLUSTER_ID = b"mcluster-id"
 # present once the key set and leased-key records cover every live key
 # (stores written before they existed get them at their first open)
 META_KEYSET = b"mkeyset"
+# the active alarms (brain/server/alarms.py), an AlarmResponse's alarms
+META_ALARMS = b"malarms"
 
 _REV = struct.Struct(">Q")
 pack_rev = _REV.pack

@@ -62,6 +62,9 @@ class ServerConfig:
     progress_notify_interval: float = 600.0  # etcd's --experimental-watch-progress-notify-interval
     listen_metrics_urls: list[ListenURL] = field(default_factory=list)
     transport: str = "h2"  # which gRPC server: brain.transport's ("h2", the default) or grpcio's (grpc.aio)
+    # etcd's --quota-backend-bytes: 0 is etcd's default quota, negative none (brain/server/quota.py)
+    quota_backend_bytes: int = 0
+    quota_measure_interval: float = 1.0  # seconds between measures of the database size
 
     def client_urls(self) -> list[str]:
         return self.advertise_client_urls or [str(u) for u in self.listen_client_urls]

@@ -15,6 +15,7 @@ from brain.mvcc.store import MVCCStore
 from brain.mvcc.txn_write import Batch, WriteTxn
 from brain.server.header import Header
 from brain.server.heap import HeapTrimmer
+from brain.server.quota import SpaceQuota, put_cost, txn_cost
 from brain.wire import Pieces
 from brain.server.status import generic, unary
 
@@ -24,8 +25,10 @@ _RAFT_FRAMING_BYTES = 16
 
 
 class KVService:
-    def __init__(self, store: MVCCStore, header: Header, max_request_bytes: int, max_txn_ops: int, heap: HeapTrimmer | None = None) -> None:
+    def __init__(self, store: MVCCStore, header: Header, max_request_bytes: int, max_txn_ops: int, heap: HeapTrimmer | None = None,
+                 quota: SpaceQuota | None = None) -> None:
         self.store = store
+        self.quota = quota
         self.heap = heap
         self.header = header
         self.max_request_bytes = max_request_bytes
@@ -54,6 +57,9 @@ class KVService:
         return resp
 
     async def put(self, r: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse | bytes:
+        quota = self.quota  # first, as etcd checks it before the request itself
+        if quota is not None and not quota.admits(cost := put_cost(r)):
+            await quota.refuse(cost)
         validate.check_put(r)
         self._check_size(r)
         if is_plain(r):
@@ -71,6 +77,9 @@ class KVService:
         return resp
 
     async def txn(self, r: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse | bytes:
+        quota = self.quota  # every shape, read-only ones too (see quota.py)
+        if quota is not None and not quota.admits(cost := txn_cost(r)):
+            await quota.refuse(cost)
         shape = single_key(r) if self.max_txn_ops > 0 else 0
         if shape == WRITES:
             self._check_size(r)

@@ -10,6 +10,7 @@ from brain import errors
 from brain.etcdpb import rpc_pb2
 from brain.lease import Lessor
 from brain.server.header import Header
+from brain.server.quota import LEASE_OVERHEAD, SpaceQuota
 from brain.server.status import generic, unary
 
 log = logging.getLogger(__name__)
@@ -18,11 +19,15 @@ pb = rpc_pb2
 
 
 class LeaseService:
-    def __init__(self, lessor: Lessor, header: Header) -> None:
+    def __init__(self, lessor: Lessor, header: Header, quota: SpaceQuota | None = None) -> None:
         self.lessor = lessor
         self.header = header
+        self.quota = quota
 
     async def grant(self, r: pb.LeaseGrantRequest) -> pb.LeaseGrantResponse:
+        quota = self.quota
+        if quota is not None and not quota.admits(LEASE_OVERHEAD):
+            await quota.refuse(LEASE_OVERHEAD)
         lease = await self.lessor.grant(r.ID, r.TTL)
         resp = pb.LeaseGrantResponse(ID=lease.id, TTL=lease.ttl)
         self.header.fill(resp.header)

@@ -9,6 +9,7 @@ from brain import errors
 from brain.etcdpb import rpc_pb2
 from brain.mvcc.hash import hash_all, hash_kv
 from brain.mvcc.store import MVCCStore
+from brain.server.alarms import AlarmStore
 from brain.server.config import ServerConfig
 from brain.server.header import Header
 from brain.server.status import generic, server_stream, unary
@@ -27,7 +28,8 @@ def engine_size(engine: Engine) -> int:
 
 
 class MaintenanceService:
-    def __init__(self, store: MVCCStore, engine: Engine, header: Header, config: ServerConfig) -> None:
+    def __init__(self, store: MVCCStore, engine: Engine, header: Header, config: ServerConfig, alarms: AlarmStore | None = None) -> None:
+        self.alarms = alarms
         self.store = store
         self.engine = engine
         self.header = header
@@ -45,13 +47,13 @@ class MaintenanceService:
             raftAppliedIndex=self.store.rev,
             isLearner=False,
         )
+        if self.alarms is not None:
+            resp.errors.extend(self.alarms.status_errors())  # as etcd: one entry per active alarm
         self.header.fill(resp.header)
         return resp
 
     async def alarm(self, r: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
-        # brain raises no alarms (no space quota, no corruption checker): GET
-        # lists none, and activating or deactivating one is accepted as a no-op.
-        resp = rpc_pb2.AlarmResponse()
+        resp = await self.alarms.answer(r) if self.alarms is not None else rpc_pb2.AlarmResponse()
         self.header.fill(resp.header)
         return resp
 

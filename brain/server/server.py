@@ -11,13 +11,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from brain.lease import Lessor
 from brain.mvcc.store import MVCCStore
+from brain.server.alarms import AlarmStore
 from brain.server.config import GRPC_OVERHEAD_BYTES, ServerConfig
 from brain.server.header import Header, load_identity
 from brain.server.heap import HeapTrimmer
 from brain.server.kv import KVService
 from brain.server.lease import LeaseService
-from brain.server.maintenance import ClusterService, MaintenanceService
+from brain.server.maintenance import ClusterService, MaintenanceService, engine_size
 from brain.server.metrics import MetricsHTTP, MetricsInterceptor, new_registry
+from brain.server.quota import SpaceQuota, quota_limit
 from brain.server.watch import WatchService
 from engines import open_engine
 from engines.base import Engine
@@ -83,6 +85,8 @@ class BrainServer:
         # (name, help, value) gauges that other parts (watch hub, lessor) add
         self.gauge_sources: list = []
         self.heap = HeapTrimmer()
+        self.alarms: AlarmStore | None = None
+        self.quota: SpaceQuota | None = None
 
     def extra_gauges(self) -> list[tuple[str, str, float]]:
         out: list[tuple[str, str, float]] = []
@@ -111,6 +115,10 @@ class BrainServer:
         store.lease_exists = lessor.exists
         self.gauge_sources.append(lessor.gauges)
         log.info("store at revision %d (compacted at %d); cluster %x member %x", store.rev, store.compact_rev, cluster_id, member_id)
+        self.alarms = alarms = await AlarmStore.open(self.engine, cfg.sync_writes)
+        measure = (lambda: engine_size(self.engine)) if hasattr(self.engine, "disk_size") else None
+        self.quota = quota = SpaceQuota(quota_limit(cfg.quota_backend_bytes), alarms, member_id, measure, cfg.quota_measure_interval)
+        await quota.start()
 
         if cfg.transport == "h2":
             from brain.transport import Server as H2Server
@@ -122,10 +130,10 @@ class BrainServer:
         self.gauge_sources.append(self.watch.hub.gauges)
         server.add_generic_rpc_handlers(
             [
-                KVService(store, header, cfg.max_request_bytes, cfg.max_txn_ops, self.heap).handler(),
+                KVService(store, header, cfg.max_request_bytes, cfg.max_txn_ops, self.heap, quota).handler(),
                 self.watch.handler(),
-                LeaseService(lessor, header).handler(),
-                MaintenanceService(store, self.engine, header, cfg).handler(),
+                LeaseService(lessor, header, quota).handler(),
+                MaintenanceService(store, self.engine, header, cfg, alarms).handler(),
                 ClusterService(header, cfg).handler(),
             ]
         )
@@ -162,6 +170,8 @@ class BrainServer:
         if self.grpc is not None:
             await self.grpc.stop(grace)
         self.heap.close()
+        if self.quota is not None:
+            await self.quota.stop()
         if self.lessor is not None:
             await self.lessor.stop()
         if self.store is not None:
