@@ -93,15 +93,27 @@ def cli() -> None:
               help="Prefix of every key this brain cluster keeps in TiKV; brain clusters sharing one TiKV need distinct ones (default brain/).")
 @click.option("--quota-backend-bytes", type=int, default=0, show_default=True,
               help="Raise the NOSPACE alarm and refuse writes when the database reaches this size (0: etcd's default of 2 GiB; negative: no quota).")
+@click.option("--auto-compaction-mode", default="periodic", show_default=True, help="periodic (keep a time span) or revision (keep a count of revisions).")
+@click.option("--auto-compaction-retention", default="0", show_default=True,
+              help="Periodic: a duration (1h, 30m) or a bare number of hours; revision: a number of revisions. 0 disables.")
+@click.option("--experimental-auto-compaction-revision-interval", "auto_compaction_revision_interval", type=float, default=300.0,
+              hidden=True, help="Seconds between the checks of revision mode (etcd's fixed 5 minutes); for tests.")
 def serve(name, data_dir, engine, listen_client_urls, advertise_client_urls, listen_metrics_urls, max_request_bytes, max_txn_ops,
           log_level, server_version, unsafe_no_fsync, cert_file, key_file, trusted_ca_file, client_cert_auth, transport,
-          tikv_pd_endpoints, tikv_key_prefix, quota_backend_bytes) -> None:
+          tikv_pd_endpoints, tikv_key_prefix, quota_backend_bytes, auto_compaction_mode, auto_compaction_retention,
+          auto_compaction_revision_interval) -> None:
     """Serve the etcd v3 API."""
     setup_logging(log_level)
     engine_options = _tikv_options(engine, tikv_pd_endpoints, tikv_key_prefix)
     urls = _urls(listen_client_urls)
     if any(u.scheme == "https" for u in urls) and not (cert_file and key_file):
         raise click.BadParameter("https:// listen URLs need --cert-file and --key-file")
+    from brain.server.autocompact import parse_retention
+
+    try:
+        parse_retention(auto_compaction_mode, auto_compaction_retention)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--auto-compaction-mode/--auto-compaction-retention") from None
     config = ServerConfig(
         name=name,
         data_dir=data_dir or f"{name}.brain",
@@ -117,6 +129,9 @@ def serve(name, data_dir, engine, listen_client_urls, advertise_client_urls, lis
         transport=transport,
         engine_options=engine_options,
         quota_backend_bytes=quota_backend_bytes,
+        auto_compaction_mode=auto_compaction_mode,
+        auto_compaction_retention=auto_compaction_retention,
+        auto_compaction_revision_interval=auto_compaction_revision_interval,
     )
     from brain.server.server import serve as run
     from brain.server.server import ListenError

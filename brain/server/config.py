@@ -65,6 +65,10 @@ class ServerConfig:
     # etcd's --quota-backend-bytes: 0 is etcd's default quota, negative none (brain/server/quota.py)
     quota_backend_bytes: int = 0
     quota_measure_interval: float = 1.0  # seconds between measures of the database size
+    # etcd's --auto-compaction-mode and --auto-compaction-retention (brain/server/autocompact.py)
+    auto_compaction_mode: str = "periodic"
+    auto_compaction_retention: str = "0"
+    auto_compaction_revision_interval: float = 300.0  # etcd's fixed check interval of revision mode
 
     def client_urls(self) -> list[str]:
         return self.advertise_client_urls or [str(u) for u in self.listen_client_urls]

@@ -12,6 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from brain.lease import Lessor
 from brain.mvcc.store import MVCCStore
 from brain.server.alarms import AlarmStore
+from brain.server.autocompact import AutoCompactor, parse_retention
 from brain.server.config import GRPC_OVERHEAD_BYTES, ServerConfig
 from brain.server.header import Header, load_identity
 from brain.server.heap import HeapTrimmer
@@ -87,6 +88,7 @@ class BrainServer:
         self.heap = HeapTrimmer()
         self.alarms: AlarmStore | None = None
         self.quota: SpaceQuota | None = None
+        self.auto_compactor: AutoCompactor | None = None
 
     def extra_gauges(self) -> list[tuple[str, str, float]]:
         out: list[tuple[str, str, float]] = []
@@ -158,6 +160,10 @@ class BrainServer:
         if cfg.listen_metrics_urls:
             self.metrics_http = MetricsHTTP(self.registry, self.healthy)
             self.metrics_ports = await self.metrics_http.start(cfg.listen_metrics_urls)
+        retention = parse_retention(cfg.auto_compaction_mode, cfg.auto_compaction_retention)
+        if retention > 0:  # as etcd: a retention of 0 runs no compactor
+            self.auto_compactor = AutoCompactor(store, cfg.auto_compaction_mode, retention, cfg.auto_compaction_revision_interval)
+            self.auto_compactor.start()
 
     async def stop(self, grace: float = 5.0) -> None:
         """Drain in-flight requests, flush queued writes, close the engine."""
@@ -170,6 +176,8 @@ class BrainServer:
         if self.grpc is not None:
             await self.grpc.stop(grace)
         self.heap.close()
+        if self.auto_compactor is not None:
+            await self.auto_compactor.stop()
         if self.quota is not None:
             await self.quota.stop()
         if self.lessor is not None:
