@@ -44,6 +44,11 @@ class EngineUnavailableError(EngineError):
     """The engine cannot be reached (remote engines)."""
 
 
+class EngineFullError(EngineError):
+    """A write failed for lack of disk space; nothing of it was written, and
+    the same write may succeed once space is freed."""
+
+
 @dataclass(slots=True)
 class WriteBatch:
     """An ordered list of puts (value is bytes) and deletes (value is None).

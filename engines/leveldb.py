@@ -33,6 +33,7 @@ Threading model:
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import re
@@ -49,6 +50,7 @@ from engines.base import (
     ConflictError,
     EngineClosedError,
     EngineError,
+    EngineFullError,
     EngineLockedError,
     WriteBatch,
     check_key,
@@ -79,6 +81,11 @@ def _message(e: BaseException) -> str:
     # plyvel's exceptions carry LevelDB's status as bytes
     arg = e.args[0] if e.args else e
     return arg.decode(errors="replace") if isinstance(arg, bytes) else str(arg)
+
+
+def _disk_full(message: str) -> bool:
+    # LevelDB reports a failed append as "IO error: <file>: <strerror>"
+    return os.strerror(errno.ENOSPC) in message
 
 
 def _fsync(path: str) -> None:
@@ -237,6 +244,10 @@ class LevelDBEngine:
         # sync through brain's own log (engines/wal.py) instead of LevelDB's
         write_ahead_log: bool = True,
         wal_segment_size: int = DEFAULT_SEGMENT_SIZE,
+        # free disk space below which writes are refused (see _check_room);
+        # None: two memtables, or an eighth of a smaller filesystem;
+        # negative: no check, the disk's own "no space" is the only limit
+        disk_reserve_bytes: int | None = None,
     ) -> None:
         if not isinstance(data_dir, (str, os.PathLike)):
             raise TypeError(f"leveldb data_dir must be a path, not {type(data_dir).__name__}")
@@ -289,6 +300,13 @@ class LevelDBEngine:
         self.scans_on_thread = 0
         self._queued = 0  # writes handed to the thread and not yet returned
         self.inline_sync_max = inline_sync_max
+        if disk_reserve_bytes is None:
+            st = os.statvfs(self.data_dir)
+            disk_reserve_bytes = min(2 * write_buffer_size, st.f_blocks * st.f_frsize // 8)
+        self.disk_reserve_bytes = disk_reserve_bytes
+        # set once an append to LevelDB's own log failed for lack of space
+        # (see _commit_locked)
+        self._log_torn: str | None = None
         self.sync_seconds = 0.0  # moving average of synced writes' duration
         self.synced_inline = 0  # synced writes made inline / on the thread
         self.synced_on_thread = 0
@@ -435,11 +453,36 @@ class LevelDBEngine:
         with self._lock:
             self._commit_locked(expect, ops, sync)
 
+    def _check_room(self, ops: list[Op]) -> None:
+        """Refuse a write while the disk's free space is below the reserve.
+
+        A write LevelDB fails to append to its log may leave part of a
+        record there, and LevelDB goes on appending after it, so that a
+        recovery from that log would skip what follows; and a memtable flush
+        or compaction that meets a full disk stops LevelDB's writes until it
+        is reopened. Refusing writes before the disk is full keeps both from
+        happening, and the refusal ends by itself once space is freed."""
+        st = os.statvfs(self.data_dir)
+        free = st.f_bavail * st.f_frsize
+        size = sum(len(k) + (len(v) if v is not None else 0) for k, v in ops)
+        if free < self.disk_reserve_bytes + 2 * size:  # brain's log and LevelDB's
+            raise EngineFullError(
+                f"leveldb in {self.data_dir}: {free} bytes free on its disk, "
+                f"below the reserve of {self.disk_reserve_bytes} kept for LevelDB's own writes"
+            )
+
     def _commit_locked(self, expect: Sequence[Op], ops: list[Op], sync: bool) -> None:
         db = self._db
         for key, want in expect:
             if db.get(key) != want:
                 raise ConflictError(f"commit_if: key {key!r} no longer holds the expected value")
+        if self._log_torn is not None:
+            raise EngineFullError(
+                f"leveldb in {self.data_dir} takes no writes since a write to its log failed ({self._log_torn}); "
+                "restart brain once space is freed (brain's write-ahead log holds every acknowledged write)"
+            )
+        if self.disk_reserve_bytes >= 0:
+            self._check_room(ops)
         wal = self._wal
         t0 = time.perf_counter()
         mark = None
@@ -447,7 +490,8 @@ class LevelDBEngine:
             try:
                 mark = wal.append(ops, sync)
             except OSError as e:
-                raise EngineError(f"leveldb write-ahead log in {self.data_dir} failed: {e}") from None
+                cls = EngineFullError if e.errno == errno.ENOSPC else EngineError
+                raise cls(f"leveldb write-ahead log in {self.data_dir} failed: {e}") from None
         # logged: LevelDB need not sync (a batch too large for the log, mark
         # None, is synced by LevelDB itself)
         leveldb_syncs = sync and mark is None
@@ -458,7 +502,14 @@ class LevelDBEngine:
         except plyvel.Error as e:
             if mark is not None:
                 wal.undo(mark)  # type: ignore[union-attr]
-            raise EngineError(f"leveldb write in {self.data_dir} failed: {_message(e)}") from None
+            msg = _message(e)
+            if not _disk_full(msg):
+                raise EngineError(f"leveldb write in {self.data_dir} failed: {msg}") from None
+            # LevelDB's log may now end in part of a record, which later
+            # appends would follow: no more writes until a reopen recovers it
+            self._log_torn = msg
+            log.error("leveldb in %s: a write to its log failed for lack of space; writes are refused until a restart", self.data_dir)
+            raise EngineFullError(f"leveldb write in {self.data_dir} failed: {msg}") from None
         t_end = time.perf_counter()
         if leveldb_syncs:
             self.fsync_durations.observe(t_end - t_write)

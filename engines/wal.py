@@ -37,6 +37,7 @@ writes the batch with its own sync.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import struct
@@ -233,7 +234,7 @@ class WriteAheadLog:
         if end > self._sizes[self._seg]:
             self._grow(end)
         if os.pwritev(fd, record, self._pos) != end - self._pos:  # a full disk
-            raise OSError(f"short write to the write-ahead log in {self.directory}")
+            raise OSError(errno.ENOSPC, f"short write to the write-ahead log in {self.directory}")
         self._pos = end
         if sync:
             t0 = perf_counter()

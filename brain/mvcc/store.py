@@ -23,7 +23,7 @@ from brain.mvcc.key_index import KeyIndex
 from brain.mvcc.keyset import ensure_keyset, read_keys
 from brain.mvcc.txn_write import Batch, Change, WriteTxn
 from brain.mvcc.view import ReadView
-from engines.base import CommitUnknownError, ConflictError, Engine, EngineError, Snapshot, WriteBatch
+from engines.base import CommitUnknownError, ConflictError, Engine, EngineError, EngineFullError, Snapshot, WriteBatch
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,9 @@ class MVCCStore:
         # set when the store stopped without learning whether its last commit
         # applied: from then on it must not commit anything (see _settle)
         self._fenced = False
+        # what the requests of a batch whose commit failed are told: set by
+        # the failing commit, read by it and by the batches chained on it
+        self._commit_failure: errors.EtcdError = errors.ErrTimeout
         self.lease_exists: Callable[[int], bool] = lambda _id: False
         self.compactor = Compactor(self)
         # the keys live now and at recent revisions (key_index.py)
@@ -343,15 +346,15 @@ class MVCCStore:
                 landed = await commit if commit is not None else False
                 if landed:  # cannot happen: the write was conditional on the batch before
                     log.error("revision %d committed on top of a batch that failed", batch.rev)
-                _fail_futures(done, errors.ErrTimeout)
-                _fail_futures(compactions, errors.ErrTimeout)
+                _fail_futures(done, self._commit_failure)
+                _fail_futures(compactions, self._commit_failure)
                 self.proposals_failed += len(done) + len(compactions)
                 return False
             if commit is not None:
                 if await commit:
                     self._publish(batch, changes, len(done))
                 else:
-                    _fail_futures(done, errors.ErrTimeout)
+                    _fail_futures(done, self._commit_failure)
                     self.proposals_failed += len(done)
                     done = []
                     ok = False
@@ -392,6 +395,7 @@ class MVCCStore:
         ErrTimeout was not written."""
         if self._fenced:
             log.error("not committing revision %d: the outcome of an earlier commit is unknown", rev)
+            self._commit_failure = errors.ErrTimeout
             return False
         before = K.pack_rev(prev) if prev > 1 else None  # a fresh store has no revision key
         shared = getattr(self.engine, "shared", False)
@@ -407,13 +411,22 @@ class MVCCStore:
                 log.error("engine commit of revision %d refused: the write before it did not land", rev)
                 return False
             log.error("engine commit of revision %d refused: another brain process has written to this engine (%s)", rev, e)
+            self._commit_failure = errors.ErrTimeout
             await self._reload()
             return False
         except CommitUnknownError as e:
             log.warning("engine commit of revision %d: outcome unknown (%s); reading the revision back", rev, e)
+            self._commit_failure = errors.ErrTimeout
             return await self._settle(before, rev, changes)
+        except EngineFullError as e:
+            # nothing of the batch was written: the store stays at prev and
+            # takes writes again once space is freed
+            log.error("engine commit of revision %d failed, the disk is full: %s", rev, e)
+            self._commit_failure = errors.ErrDiskFull
+            return False
         except EngineError as e:
             log.error("engine commit failed: %s", e)
+            self._commit_failure = errors.ErrTimeout
             return False
 
     async def _settle(self, before: bytes | None, rev: int, changes: list[Change]) -> bool:
