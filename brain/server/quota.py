@@ -109,7 +109,7 @@ class SpaceQuota:
             log.info("backend quota disabled")
             return
         if self.measure is None:
-            log.warning("the engine cannot tell its size on disk: the backend quota is not enforced")
+            log.info("the engine cannot tell its size on disk: the backend quota is not enforced")
             self.limit = _UNLIMITED
             return
         await self.remeasure()
