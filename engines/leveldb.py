@@ -307,6 +307,10 @@ class LevelDBEngine:
         # set once an append to LevelDB's own log failed for lack of space
         # (see _commit_locked)
         self._log_torn: str | None = None
+        # bytes of the writes made since the open (as brain's log encodes
+        # them): about what the database grew by, which keeps a size
+        # measured now and then (the space quota's) current
+        self.bytes_written = 0
         self.sync_seconds = 0.0  # moving average of synced writes' duration
         self.synced_inline = 0  # synced writes made inline / on the thread
         self.synced_on_thread = 0
@@ -453,7 +457,7 @@ class LevelDBEngine:
         with self._lock:
             self._commit_locked(expect, ops, sync)
 
-    def _check_room(self, ops: list[Op]) -> None:
+    def _check_room(self) -> None:
         """Refuse a write while the disk's free space is below the reserve.
 
         A write LevelDB fails to append to its log may leave part of a
@@ -464,8 +468,7 @@ class LevelDBEngine:
         happening, and the refusal ends by itself once space is freed."""
         st = os.statvfs(self.data_dir)
         free = st.f_bavail * st.f_frsize
-        size = sum(len(k) + (len(v) if v is not None else 0) for k, v in ops)
-        if free < self.disk_reserve_bytes + 2 * size:  # brain's log and LevelDB's
+        if free < self.disk_reserve_bytes:
             raise EngineFullError(
                 f"leveldb in {self.data_dir}: {free} bytes free on its disk, "
                 f"below the reserve of {self.disk_reserve_bytes} kept for LevelDB's own writes"
@@ -482,7 +485,7 @@ class LevelDBEngine:
                 "restart brain once space is freed (brain's write-ahead log holds every acknowledged write)"
             )
         if self.disk_reserve_bytes >= 0:
-            self._check_room(ops)
+            self._check_room()
         wal = self._wal
         t0 = time.perf_counter()
         mark = None
@@ -515,6 +518,10 @@ class LevelDBEngine:
             self.fsync_durations.observe(t_end - t_write)
         took = t_end - t0
         self.commit_durations.observe(took)
+        if mark is not None:
+            self.bytes_written += wal.last_length  # type: ignore[union-attr]
+        else:
+            self.bytes_written += sum(len(k) + (len(v) if v is not None else 0) for k, v in ops)
         if sync:
             self.sync_seconds += _SYNC_EWMA_WEIGHT * (took - self.sync_seconds)
 

@@ -15,7 +15,7 @@ from brain.mvcc.store import MVCCStore
 from brain.mvcc.txn_write import Batch, WriteTxn
 from brain.server.header import Header
 from brain.server.heap import HeapTrimmer
-from brain.server.quota import SpaceQuota, put_cost, txn_cost
+from brain.server.quota import SpaceQuota
 from brain.wire import Pieces
 from brain.server.status import generic, unary
 
@@ -58,8 +58,8 @@ class KVService:
 
     async def put(self, r: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse | bytes:
         quota = self.quota  # first, as etcd checks it before the request itself
-        if quota is not None and not quota.admits(cost := put_cost(r)):
-            await quota.refuse(cost)
+        if quota is not None and not quota.admits_put(r):
+            await quota.refuse_put(r)
         validate.check_put(r)
         self._check_size(r)
         if is_plain(r):
@@ -78,8 +78,8 @@ class KVService:
 
     async def txn(self, r: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse | bytes:
         quota = self.quota  # every shape, read-only ones too (see quota.py)
-        if quota is not None and not quota.admits(cost := txn_cost(r)):
-            await quota.refuse(cost)
+        if quota is not None and not quota.admits_txn(r):
+            await quota.refuse_txn(r)
         shape = single_key(r) if self.max_txn_ops > 0 else 0
         if shape == WRITES:
             self._check_size(r)

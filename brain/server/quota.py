@@ -11,10 +11,14 @@ quota, so a Txn without puts is refused too while the database is at or over
 the quota; DeleteRange, Range and Compact never are.
 
 The database's size here is the engine's bytes on disk. Measuring it costs
-a directory scan, far too much for every write, so it is measured by a
-background task (on a thread) and the cost of every write admitted since is
-added to the last measure. The write paths then test the quota with one sum
-and one comparison (`admits`).
+a directory scan, far too much for every write, so a background task
+measures it (on a thread), and between two measures the bytes the engine
+has written since the last one are added (a counter the engine keeps).
+
+Computing a Txn's cost means walking its ops, which costs more than the
+rest of the check; far enough below the quota no Txn the server accepts can
+reach it, so there the cost is not computed: a Txn's cost is at most the
+largest message the server takes plus the overhead of each of its ops.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import asyncio
 import logging
 import sys
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Protocol
 
 from brain import errors
 from brain.etcdpb import rpc_pb2
@@ -67,56 +71,103 @@ def txn_cost(t: rpc_pb2.TxnRequest) -> int:
     return failure if failure > success else success
 
 
+class SizedEngine(Protocol):
+    """An engine the quota can measure (the LevelDB engine)."""
+
+    bytes_written: int  # bytes of the writes made since it opened
+
+    def disk_size(self) -> int: ...
+
+
+@dataclass
+class _Unmeasured:
+    """Stands for an engine that cannot tell its size: nothing written."""
+
+    bytes_written: int = 0
+
+
 @dataclass
 class SpaceQuota:
     limit: int
     alarms: AlarmStore
     member_id: int
-    # the engine's bytes on disk; None for an engine that cannot tell, whose
-    # writes the quota then never refuses
-    measure: Callable[[], int] | None
+    # None for an engine that cannot tell its size, whose writes the quota
+    # then never refuses
+    engine: SizedEngine | None
+    # the largest request message the server takes: bounds a Txn's cost
+    max_message_bytes: int
     measure_interval: float = DEFAULT_MEASURE_INTERVAL
-    # the last measure plus the cost of every write admitted since
-    used: int = 0
+    measured: int = 0  # the engine's size on disk at the last measure
+    written_then: int = 0  # its bytes_written at that measure
+    # limit - measured + written_then: a request fits while its cost plus
+    # the engine's bytes_written stays below this (one sum, one comparison)
+    budget: int = _UNLIMITED
+    _written: SizedEngine | _Unmeasured = field(default_factory=_Unmeasured, repr=False)
     _task: asyncio.Task | None = field(default=None, repr=False)
 
     @property
     def enabled(self) -> bool:
         return self.limit != _UNLIMITED
 
+    def size(self) -> int:
+        """The database size: the last measure and what was written since."""
+        return self.measured + self._written.bytes_written - self.written_then
+
     def admits(self, cost: int) -> bool:
-        """Whether a request of this cost may go on (the hot path: a sum, a
-        comparison and, for writes, the alarm's flag). An admitted cost is
-        counted as written until the next measure."""
-        if self.used + cost >= self.limit or (cost and self.alarms.nospace):
+        """Whether a request of this cost may go on: not when it would take
+        the database to the quota, nor when it writes while NOSPACE is up."""
+        if cost + self._written.bytes_written >= self.budget:
             return False
-        self.used += cost
-        return True
+        return not (cost and self.alarms.nospace)
+
+    def admits_put(self, p: rpc_pb2.PutRequest) -> bool:
+        if KV_OVERHEAD + len(p.key) + len(p.value) + self._written.bytes_written >= self.budget:
+            return False
+        return not self.alarms.nospace
+
+    def admits_txn(self, t: rpc_pb2.TxnRequest) -> bool:
+        if self.alarms.nospace or (
+            self._written.bytes_written + self.max_message_bytes + KV_OVERHEAD * (len(t.success) + len(t.failure)) >= self.budget
+        ):
+            return self.admits(txn_cost(t))
+        return True  # far below the quota: no need for the exact cost
 
     async def refuse(self, cost: int) -> None:
         """Fail a request admits() refused, raising the NOSPACE alarm first
         when it was the quota (not an alarm already raised) that refused."""
-        if self.used + cost >= self.limit:
+        if self.size() + cost >= self.limit:
             await self.alarms.activate(self.member_id, NOSPACE)
         raise errors.ErrNoSpace
 
+    async def refuse_put(self, p: rpc_pb2.PutRequest) -> None:
+        await self.refuse(put_cost(p))
+
+    async def refuse_txn(self, t: rpc_pb2.TxnRequest) -> None:
+        await self.refuse(txn_cost(t))
+
     async def remeasure(self) -> None:
-        if self.measure is not None:
-            self.used = await asyncio.to_thread(self.measure)
+        engine = self.engine
+        if engine is not None:
+            written = engine.bytes_written
+            self.measured = await asyncio.to_thread(engine.disk_size)
+            self.written_then = written
+            self.budget = self.limit - self.measured + written
 
     async def start(self) -> None:
         if not self.enabled:
             log.info("backend quota disabled")
+            self.engine = None  # nothing to measure: size() stays 0
             return
-        if self.measure is None:
+        if self.engine is None:
             log.info("the engine cannot tell its size on disk: the backend quota is not enforced")
             self.limit = _UNLIMITED
             return
+        self._written = self.engine
         await self.remeasure()
         self.alarms.on_nospace_cleared.append(self.remeasure)
         if self.limit > MAX_QUOTA_BYTES:
             log.warning("backend quota %d exceeds etcd's maximum recommended quota %d", self.limit, MAX_QUOTA_BYTES)
-        log.info("backend quota %d bytes; %d in use", self.limit, self.used)
+        log.info("backend quota %d bytes; %d in use", self.limit, self.measured)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="quota-measure")
 
     async def _run(self) -> None:

@@ -18,7 +18,7 @@ from brain.server.header import Header, load_identity
 from brain.server.heap import HeapTrimmer
 from brain.server.kv import KVService
 from brain.server.lease import LeaseService
-from brain.server.maintenance import ClusterService, MaintenanceService, engine_size
+from brain.server.maintenance import ClusterService, MaintenanceService
 from brain.server.metrics import MetricsHTTP, MetricsInterceptor, new_registry
 from brain.server.quota import SpaceQuota, quota_limit
 from brain.server.watch import WatchService
@@ -118,8 +118,9 @@ class BrainServer:
         self.gauge_sources.append(lessor.gauges)
         log.info("store at revision %d (compacted at %d); cluster %x member %x", store.rev, store.compact_rev, cluster_id, member_id)
         self.alarms = alarms = await AlarmStore.open(self.engine, cfg.sync_writes)
-        measure = (lambda: engine_size(self.engine)) if hasattr(self.engine, "disk_size") else None
-        self.quota = quota = SpaceQuota(quota_limit(cfg.quota_backend_bytes), alarms, member_id, measure, cfg.quota_measure_interval)
+        sized = self.engine if hasattr(self.engine, "disk_size") and hasattr(self.engine, "bytes_written") else None
+        self.quota = quota = SpaceQuota(quota_limit(cfg.quota_backend_bytes), alarms, member_id, sized,
+                                        cfg.max_request_bytes + GRPC_OVERHEAD_BYTES, cfg.quota_measure_interval)
         await quota.start()
 
         if cfg.transport == "h2":
