@@ -75,6 +75,7 @@ INLINE_SYNC_MAX = 0.001
 INLINE_SCAN_ITEMS = 1024
 READ_THREADS = 2
 _SYNC_EWMA_WEIGHT = 0.1  # of the newest sync in the moving average
+_ROOM_CHECK_INTERVAL = 0.1  # seconds an answer about free disk space is trusted
 
 
 def _message(e: BaseException) -> str:
@@ -311,6 +312,9 @@ class LevelDBEngine:
         # them): about what the database grew by, which keeps a size
         # measured now and then (the space quota's) current
         self.bytes_written = 0
+        # until when the disk is known to have room (see _check_room)
+        self._room_until = 0.0
+        self._room_written_until = 0
         self.sync_seconds = 0.0  # moving average of synced writes' duration
         self.synced_inline = 0  # synced writes made inline / on the thread
         self.synced_on_thread = 0
@@ -465,10 +469,21 @@ class LevelDBEngine:
         recovery from that log would skip what follows; and a memtable flush
         or compaction that meets a full disk stops LevelDB's writes until it
         is reopened. Refusing writes before the disk is full keeps both from
-        happening, and the refusal ends by itself once space is freed."""
+        happening, and the refusal ends by itself once space is freed.
+
+        The disk is asked (a system call) only when the last answer is old
+        or much has been written since: the room above the reserve it
+        reported lasts a quarter of itself, or a tenth of a second (other
+        processes share the disk)."""
+        now = time.monotonic()
+        if now < self._room_until and self.bytes_written < self._room_written_until:
+            return
         st = os.statvfs(self.data_dir)
         free = st.f_bavail * st.f_frsize
-        if free < self.disk_reserve_bytes:
+        if free >= self.disk_reserve_bytes:
+            self._room_until = now + _ROOM_CHECK_INTERVAL
+            self._room_written_until = self.bytes_written + (free - self.disk_reserve_bytes) // 4
+        else:
             raise EngineFullError(
                 f"leveldb in {self.data_dir}: {free} bytes free on its disk, "
                 f"below the reserve of {self.disk_reserve_bytes} kept for LevelDB's own writes"
