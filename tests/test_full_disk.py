@@ -48,6 +48,14 @@ def put(kv, key: bytes, value: bytes) -> tuple[str, str]:
     return "OK", ""
 
 
+def call(fn, req) -> tuple[str, str]:
+    try:
+        fn(req, timeout=30)
+    except grpc.RpcError as e:
+        return e.code().name, e.details()
+    return "OK", ""
+
+
 def check_all(kv, acked: dict[bytes, bytes]) -> None:
     r = kv.Range(rpc_pb2.RangeRequest(key=b"k", range_end=b"l"), timeout=30)
     got = {x.key: x.value for x in r.kvs}
@@ -86,12 +94,15 @@ def test_full_disk_refuses_writes_clearly_and_recovers(small_fs, tmp_path):
             assert failures == {DISK_FULL}
             assert brain.proc.poll() is None, "brain stopped on a full disk"
             check_all(kv, acked)
-            # still refused while the disk is full (a small write may find
-            # room in what the fill left, a large one does not)
+            # writes of every kind still refused while the disk is full
             assert put(kv, b"k-full", os.urandom(1 << 20)) == DISK_FULL
+            assert call(rpc_pb2_grpc.LeaseStub(ch).LeaseGrant, rpc_pb2.LeaseGrantRequest(TTL=60)) == DISK_FULL
+            rev = kv.Range(rpc_pb2.RangeRequest(key=b"k"), timeout=30).header.revision
+            assert call(kv.Compact, rpc_pb2.CompactionRequest(revision=rev)) == DISK_FULL
 
             os.remove(filler)
             assert put(kv, b"k-after", b"space again") == ("OK", "")
+            assert call(kv.Compact, rpc_pb2.CompactionRequest(revision=rev)) == ("OK", "")
             acked[b"k-after"] = b"space again"
             check_all(kv, acked)
         # nothing acknowledged is lost, even without a clean stop

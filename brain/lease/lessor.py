@@ -34,7 +34,7 @@ from brain.lease.lease import MAX_TTL, MIN_TTL, Lease
 from brain.mvcc import keys as K
 from brain.mvcc.store import MVCCStore
 from brain.mvcc.txn_write import YIELD_EVERY, Change, WriteTxn
-from engines.base import EngineError, WriteBatch
+from engines.base import EngineError, EngineFullError, WriteBatch
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +316,7 @@ class Lessor:
             await self.engine.write(wb, sync=self.store.sync)
         except EngineError as e:
             log.error("lease record write failed: %s", e)
-            raise errors.ErrTimeout from None
+            raise (errors.ErrDiskFull if isinstance(e, EngineFullError) else errors.ErrTimeout) from None
 
     def _on_commit(self, changes: Sequence[Change], rev: int) -> None:
         if self._loading is not None:

@@ -517,7 +517,10 @@ class MVCCStore:
             raise errors.ErrFutureRev
         wb = WriteBatch()
         wb.put(K.META_COMPACT_SCHEDULED, K.pack_rev(rev))
-        await self.engine.write(wb, sync=self.sync)
+        try:
+            await self.engine.write(wb, sync=self.sync)
+        except EngineFullError:
+            raise errors.ErrDiskFull from None
         self._view = ReadView(view.snapshot, view.rev, rev, self.index)
         self.index.forget_below(rev)
         self.compactor.start(rev)
