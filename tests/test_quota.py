@@ -19,6 +19,8 @@ from brain.etcdpb import rpc_pb2, rpc_pb2_grpc
 from servers import brain_server, etcd_server, etcd_tool
 
 QUOTA = 1 << 20
+ROOMY = 64 << 20
+OVER_QUOTA_PUTS = 100  # twice the quota's worth of values
 VALUE_BYTES = 20_000
 MAX_FILL_PUTS = 3000  # far more than the quota holds, on either server
 NOSPACE = ("RESOURCE_EXHAUSTED", "etcdserver: mvcc: database space exceeded")
@@ -81,7 +83,7 @@ class Client:
 
 def txn_with_put_on_failure() -> rpc_pb2.TxnRequest:
     return rpc_pb2.TxnRequest(
-        compare=[rpc_pb2.Compare(key=b"fill/00000", target=rpc_pb2.Compare.VERSION, result=rpc_pb2.Compare.EQUAL, version=1)],
+        compare=[rpc_pb2.Compare(key=b"nothing", target=rpc_pb2.Compare.VERSION, result=rpc_pb2.Compare.EQUAL, version=1)],
         success=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=b"fill/00000"))],
         failure=[rpc_pb2.RequestOp(request_put=put(b"t"))],
     )
@@ -152,6 +154,26 @@ def scenario(srv) -> list:
         accepted, refusal = c.fill()
         assert accepted > 0, f"{srv.kind} refused the first put"
         seen.append(("fill refused with", refusal))
+        seen.append(("alarm get after fill", c.alarms()))
+        seen.append(("disarm", c.alarms(rpc_pb2.AlarmRequest.DEACTIVATE, c.member, rpc_pb2.NOSPACE)))
+    finally:
+        c.close()
+    # Where each server stops the fill depends on how its database grows;
+    # grown well past the quota under a roomy one, both are surely over it
+    # once restarted with it, whatever they reclaim.
+    set_flag(srv, "--quota-backend-bytes", str(ROOMY))
+    srv.restart()
+    c = Client(srv)
+    try:
+        for i in range(OVER_QUOTA_PUTS):
+            c.kv.Put(put(b"more/%05d" % i, os.urandom(VALUE_BYTES)), timeout=10)
+    finally:
+        c.close()
+    set_flag(srv, "--quota-backend-bytes", str(QUOTA))
+    srv.restart()
+    c = Client(srv)
+    try:
+        seen.append(("put over the quota", call(c.kv.Put, put(b"small"))))
         seen += over_quota(c)
         seen += disarm_and_refill(c)
         seen += client_alarms(c)
@@ -159,7 +181,7 @@ def scenario(srv) -> list:
         c.close()
     # the alarm survives a restart, even one with room to spare; a disarm
     # then lets writes through
-    set_flag(srv, "--quota-backend-bytes", str(64 << 20))
+    set_flag(srv, "--quota-backend-bytes", str(ROOMY))
     srv.restart()
     c = Client(srv)
     try:
@@ -187,43 +209,60 @@ def test_quota_and_alarms_like_etcd(tmp_path):
         brain.stop()
     assert ("fill refused with", NOSPACE) in got
     assert ("alarm get", [("SELF", "NOSPACE")]) in got
+    assert ("put over the quota", NOSPACE) in got
     for w, g in zip(want, got):
         assert g == w, f"etcd:  {w}\nbrain: {g}"
     assert len(got) == len(want)
     print("compared:", *got, sep="\n  ")
 
 
-def test_read_only_txn_refused_at_quota_and_served_under_it(tmp_path):
-    """etcd 3.5 judges every Txn against the quota, so a Txn without puts
-    is refused while the database is over it (and the alarm raised), but
-    served once the alarm is up and the database is under the quota."""
-    brain = brain_server(str(tmp_path), "--quota-backend-bytes", str(QUOTA)).start()
-    c = Client(brain)
+def read_only_txn_flow(srv) -> list:
+    read = rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=b"more/00000"))])
+    seen: list = []
+    c = Client(srv)
     try:
-        c.fill()
-        read = rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=b"fill/00000"))])
-        # fill until the measured size itself is over the quota: a txn of no cost is then refused
-        for i in range(MAX_FILL_PUTS):
-            if call(c.kv.Txn, read) == NOSPACE:
-                break
-            c.alarms(rpc_pb2.AlarmRequest.DEACTIVATE, c.member, rpc_pb2.NOSPACE)
-            call(c.kv.Put, put(b"more/%05d" % i, os.urandom(1000)))
-        assert call(c.kv.Txn, read) == NOSPACE
+        for i in range(OVER_QUOTA_PUTS):
+            c.kv.Put(put(b"more/%05d" % i, os.urandom(VALUE_BYTES)), timeout=10)
     finally:
         c.close()
-        brain.stop()
-    # under a larger quota, with the alarm still up: reads in a txn pass, puts not
-    set_flag(brain, "--quota-backend-bytes", str(64 << 20))
-    brain.start()
-    c = Client(brain)
+    set_flag(srv, "--quota-backend-bytes", str(QUOTA))
+    srv.restart()
+    c = Client(srv)
     try:
-        assert c.alarms() == [("SELF", "NOSPACE")]
-        assert call(c.kv.Txn, read) == ("OK", "")
-        assert call(c.kv.Txn, txn_with_put_on_failure()) == NOSPACE
-        assert call(c.kv.Put, put(b"p")) == NOSPACE
+        seen.append(("read-only txn over the quota", call(c.kv.Txn, read)))
+        seen.append(("alarm raised by it", c.alarms()))
+        seen.append(("range over the quota", len(c.kv.Range(rpc_pb2.RangeRequest(key=b"more/00000"), timeout=10).kvs)))
     finally:
         c.close()
+    set_flag(srv, "--quota-backend-bytes", str(ROOMY))
+    srv.restart()
+    c = Client(srv)
+    try:
+        seen.append(("read-only txn under the alarm", call(c.kv.Txn, read)))
+        seen.append(("txn with a put under the alarm", call(c.kv.Txn, txn_with_put_on_failure())))
+        seen.append(("put under the alarm", call(c.kv.Put, put(b"p"))))
+    finally:
+        c.close()
+    return seen
+
+
+def test_read_only_txn_refused_over_the_quota_and_served_under_the_alarm(tmp_path):
+    """etcd 3.5 judges every Txn against the quota, so a Txn without puts is
+    refused (and the alarm raised) while the database is over it; under a
+    larger quota with the alarm still up, it is served, while Txns with puts
+    and Puts are not."""
+    etcd = etcd_server(str(tmp_path), "--quota-backend-bytes", str(ROOMY)).start()
+    try:
+        want = read_only_txn_flow(etcd)
+    finally:
+        etcd.stop()
+    brain = brain_server(str(tmp_path), "--quota-backend-bytes", str(ROOMY)).start()
+    try:
+        got = read_only_txn_flow(brain)
+    finally:
         brain.stop()
+    assert got[0] == ("read-only txn over the quota", NOSPACE)
+    assert got == want
 
 
 @pytest.mark.parametrize("value", ["-1"])
