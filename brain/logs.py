@@ -29,16 +29,37 @@ class ZapStyleFormatter(JsonFormatter):
             log_record["error"] = log_record.pop("exc_info")
 
 
-def setup_logging(level: str, stream: Any = None) -> None:
-    """level: debug, info, warn or error."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+# etcd's --log-level values
+_LEVEL_NUMBERS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR,
+                  "panic": logging.CRITICAL, "fatal": logging.CRITICAL}
+
+
+def _handler(output: str) -> logging.Handler:
+    """etcd's --log-outputs entries: default or stderr, stdout, a file path
+    (appended to); systemd/journal goes to stderr, which systemd collects."""
+    if output in ("default", "stderr", "systemd/journal"):
+        return logging.StreamHandler(sys.stderr)
+    if output == "stdout":
+        return logging.StreamHandler(sys.stdout)
+    return logging.FileHandler(output, encoding="utf-8")
+
+
+def setup_logging(level: str, stream: Any = None, outputs: str = "default") -> None:
+    """level: etcd's --log-level (debug, info, warn, error, panic, fatal);
+    outputs: etcd's --log-outputs, comma-separated."""
     # compact, as zap writes it, so that line-oriented tools matching
     # '"level":"error"' work on brain's logs as on etcd's
     compact = functools.partial(json.dumps, separators=(",", ":"))
-    handler.setFormatter(ZapStyleFormatter(json_ensure_ascii=False, json_serializer=compact))
+    formatter = ZapStyleFormatter(json_ensure_ascii=False, json_serializer=compact)
+    if stream is not None:
+        handlers: list[logging.Handler] = [logging.StreamHandler(stream)]
+    else:
+        handlers = [_handler(o.strip()) for o in dict.fromkeys(outputs.split(",")) if o.strip()] or [_handler("default")]
+    for h in handlers:
+        h.setFormatter(formatter)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(getattr(logging, "WARNING" if level == "warn" else level.upper(), logging.INFO))
+    root.handlers[:] = handlers
+    root.setLevel(_LEVEL_NUMBERS.get(level, logging.INFO))
 
 
 def fatal(message: str, code: int = 1) -> NoReturn:

@@ -150,9 +150,10 @@ def scrapes(request, tmp_path_factory) -> tuple[Scrape, Scrape]:
     tmp = str(tmp_path_factory.mktemp("metrics-compat"))
     etcd_port, brain_port = free_port(), free_port()
     # etcd exports grpc_server_handling_seconds (the slow-requests alert's)
-    # only with --metrics extensive; brain always does
+    # only with --metrics extensive, and so does brain
     etcd = etcd_server(tmp, "--listen-metrics-urls", f"http://127.0.0.1:{etcd_port}", "--metrics", "extensive").start()
-    brain = brain_server(tmp, "--listen-metrics-urls", f"http://127.0.0.1:{brain_port}", "--transport", request.param)
+    brain = brain_server(tmp, "--listen-metrics-urls", f"http://127.0.0.1:{brain_port}", "--transport", request.param,
+                         "--metrics", "extensive")
     try:
         brain.start()
         same_requests(etcd)
@@ -220,7 +221,7 @@ def test_write_metrics_move(tmp_path):
     """After N puts: N more proposals committed and applied, at least N
     more WAL fsyncs and backend commits timed, and the client bytes grew."""
     port = free_port()
-    srv = brain_server(str(tmp_path), "--listen-metrics-urls", f"http://127.0.0.1:{port}").start()
+    srv = brain_server(str(tmp_path), "--listen-metrics-urls", f"http://127.0.0.1:{port}", "--metrics", "extensive").start()
     try:
         before = scrape(port)
         with srv.channel() as ch:
@@ -245,3 +246,20 @@ def test_write_metrics_move(tmp_path):
     assert rose("etcd_network_client_grpc_received_bytes_total") >= 20 * 100
     assert rose("etcd_network_client_grpc_sent_bytes_total") > 0
     assert after.value("grpc_server_handling_seconds_count", grpc_method="Put") == 20
+
+
+def test_latency_histogram_only_with_extensive(tmp_path):
+    """As etcd: --metrics basic (the default) leaves grpc_server_handling_seconds out."""
+    tmp = str(tmp_path)
+    found = {}
+    for kind, extra in (("etcd", ()), ("brain", ()), ("brain-extensive", ("--metrics", "extensive"))):
+        port = free_port()
+        start = etcd_server if kind == "etcd" else brain_server
+        srv = start(tmp, "--listen-metrics-urls", f"http://127.0.0.1:{port}", *extra).start()
+        try:
+            with srv.channel() as ch:
+                rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=b"k", value=b"v"), timeout=10)
+            found[kind] = scrape(port).family("grpc_server_handling_seconds_count") is not None
+        finally:
+            srv.stop()
+    assert found == {"etcd": False, "brain": False, "brain-extensive": True}

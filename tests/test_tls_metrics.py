@@ -68,7 +68,7 @@ def test_etcdctl_over_tls(tls_brain):
 
 def test_metrics_and_health(tmp_path):
     mport = free_port()
-    srv = brain_server(str(tmp_path), "--listen-metrics-urls", f"http://127.0.0.1:{mport}").start()
+    srv = brain_server(str(tmp_path), "--listen-metrics-urls", f"http://127.0.0.1:{mport}", "--metrics", "extensive").start()
     try:
         with srv.channel() as ch:
             # one stream with two watchers, open while the writes go on

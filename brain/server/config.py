@@ -42,6 +42,8 @@ class TLSConfig:
     key_file: str = ""
     trusted_ca_file: str = ""
     client_cert_auth: bool = False
+    # an OpenSSL cipher string (from etcd's --cipher-suites); "" for the defaults
+    cipher_suites: str = ""
 
 
 @dataclass
@@ -61,6 +63,11 @@ class ServerConfig:
     engine_options: dict = field(default_factory=dict)
     progress_notify_interval: float = 600.0  # etcd's --experimental-watch-progress-notify-interval
     listen_metrics_urls: list[ListenURL] = field(default_factory=list)
+    metrics_extensive: bool = False  # etcd's --metrics extensive: the gRPC latency histogram too
+    # etcd's --grpc-keepalive-min-time, -interval and -timeout, in seconds
+    keepalive_min_time: float = 5.0
+    keepalive_interval: float = 2 * 60 * 60.0
+    keepalive_timeout: float = 20.0
     transport: str = "h2"  # which gRPC server: brain.transport's ("h2", the default) or grpcio's (grpc.aio)
     # etcd's --quota-backend-bytes: 0 is etcd's default quota, negative none (brain/server/quota.py)
     quota_backend_bytes: int = 0

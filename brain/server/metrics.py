@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from bisect import bisect_left
 from time import perf_counter
 from typing import Callable, Iterable
@@ -87,7 +88,9 @@ class GrpcMetrics:
     scraped: a request then pays a few integer additions, where
     prometheus_client's Counter and Histogram take a lock per call."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, extensive: bool = False) -> None:
+        # etcd exports the latency histogram only with --metrics extensive
+        self.extensive = extensive
         self.methods: dict[tuple[str, str], MethodMetrics] = {}
         # message bytes from and to clients (etcd_network_client_grpc_*_bytes_total)
         self.received_bytes = 0
@@ -139,7 +142,8 @@ class GrpcMetrics:
             seconds.add_metric(m.labels, buckets, m.seconds_sum)
         yield started
         yield handled
-        yield seconds
+        if self.extensive:
+            yield seconds
         yield CounterMetricFamily(
             "etcd_network_client_grpc_received_bytes", "Bytes of request messages received from gRPC clients.",
             value=self.received_bytes,
@@ -238,7 +242,7 @@ def new_registry(server) -> tuple[CollectorRegistry, GrpcMetrics]:
     registry.register(EtcdCollector(server))
     # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ...
     ProcessCollector(registry=registry)
-    return registry, GrpcMetrics(registry)
+    return registry, GrpcMetrics(registry, extensive=getattr(server.config, "metrics_extensive", False))
 
 
 class MetricsHTTP:
@@ -249,14 +253,14 @@ class MetricsHTTP:
         self.healthy = healthy
         self.servers: list[asyncio.base_events.Server] = []
 
-    async def start(self, urls: list[ListenURL]) -> list[int]:
+    async def start(self, urls: list[ListenURL], tls: ssl.SSLContext | None = None) -> list[int]:
         ports = []
         for url in urls:
-            srv = await asyncio.start_server(self._handle, url.host, url.port)
+            srv = await asyncio.start_server(self._handle, url.host, url.port, ssl=tls if url.scheme == "https" else None)
             self.servers.append(srv)
             port = srv.sockets[0].getsockname()[1]
             ports.append(port)
-            log.info("serving /metrics and /health on http://%s:%d", url.host, port)
+            log.info("serving /metrics and /health on %s://%s:%d", url.scheme, url.host, port)
         return ports
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

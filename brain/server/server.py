@@ -4,7 +4,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
+import ssl
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -30,13 +32,14 @@ log = logging.getLogger("brain.server")
 
 def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
     return [
-        # kube-apiserver pings every 30 s; etcd accepts pings every 5 s, while
-        # grpcio's defaults would answer such pings with GOAWAY too_many_pings.
-        ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+        # kube-apiserver pings every 30 s; etcd accepts pings every 5 s
+        # (--grpc-keepalive-min-time), while grpcio's defaults would answer
+        # such pings with GOAWAY too_many_pings.
+        ("grpc.http2.min_ping_interval_without_data_ms", int(config.keepalive_min_time * 1000)),
         ("grpc.http2.max_ping_strikes", 0),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.keepalive_time_ms", 2 * 60 * 60 * 1000),
-        ("grpc.keepalive_timeout_ms", 20 * 1000),
+        ("grpc.keepalive_time_ms", int(config.keepalive_interval * 1000)),
+        ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout * 1000)),
         ("grpc.max_receive_message_length", config.max_request_bytes + GRPC_OVERHEAD_BYTES),
         ("grpc.max_send_message_length", 2**31 - 1),
         # never share a port with another process by accident
@@ -46,6 +49,10 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
 
 def _credentials(config: ServerConfig) -> grpc.ServerCredentials:
     tls = config.tls
+    if tls.cipher_suites:
+        # grpcio takes its TLS 1.2 suites from the environment, read when
+        # its TLS support first loads
+        os.environ["GRPC_SSL_CIPHER_SUITES"] = tls.cipher_suites
     with open(tls.key_file, "rb") as f:
         key = f.read()
     with open(tls.cert_file, "rb") as f:
@@ -63,7 +70,25 @@ def _h2_tls(config: ServerConfig):
     from brain.transport import server_context
 
     tls = config.tls
-    return server_context(tls.cert_file, tls.key_file, tls.trusted_ca_file, tls.client_cert_auth)
+    ctx = server_context(tls.cert_file, tls.key_file, tls.trusted_ca_file, tls.client_cert_auth)
+    if tls.cipher_suites:
+        ctx.set_ciphers(tls.cipher_suites)
+    return ctx
+
+
+def _metrics_tls(config: ServerConfig) -> ssl.SSLContext:
+    """https:// metrics URLs: the client port's certificate, HTTP/1.1 (as etcd
+    serves its metrics URLs with the client TLS settings)."""
+    tls = config.tls
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.trusted_ca_file:
+        ctx.load_verify_locations(tls.trusted_ca_file)
+        ctx.verify_mode = ssl.CERT_REQUIRED if tls.client_cert_auth else ssl.CERT_OPTIONAL
+    if tls.cipher_suites:
+        ctx.set_ciphers(tls.cipher_suites)
+    return ctx
 
 
 class ListenError(Exception):
@@ -160,7 +185,8 @@ class BrainServer:
             log.info("serving etcd v3 API on %s://%s:%d", url.scheme, url.host, port)
         if cfg.listen_metrics_urls:
             self.metrics_http = MetricsHTTP(self.registry, self.healthy)
-            self.metrics_ports = await self.metrics_http.start(cfg.listen_metrics_urls)
+            metrics_tls = _metrics_tls(cfg) if any(u.scheme == "https" for u in cfg.listen_metrics_urls) else None
+            self.metrics_ports = await self.metrics_http.start(cfg.listen_metrics_urls, metrics_tls)
         retention = parse_retention(cfg.auto_compaction_mode, cfg.auto_compaction_retention)
         if retention > 0:  # as etcd: a retention of 0 runs no compactor
             self.auto_compactor = AutoCompactor(store, cfg.auto_compaction_mode, retention, cfg.auto_compaction_revision_interval)
