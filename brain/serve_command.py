@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any, Callable
 
 import click
@@ -173,6 +174,9 @@ def serve(ctx: click.Context, **flags: Any) -> None:
     if ignored:
         log.warning("etcd flags with no meaning for brain (one member over a key-value engine) are ignored: %s",
                     ", ".join(f"--{f}" for f in ignored))
+    unknown = etcd_flags.unknown_etcd_env(os.environ, known_flags())
+    if unknown:
+        log.warning("unrecognized environment variables (no such etcd flag): %s", ", ".join(unknown))
     if flags["logger"] == "capnslog":
         log.warning("--logger=capnslog is deprecated in etcd 3.5; brain logs JSON lines")
     config = _config(flags)

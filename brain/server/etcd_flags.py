@@ -14,7 +14,6 @@ two into `--flag` form, and the boolean options take an optional value.
 """
 from __future__ import annotations
 
-import os
 from typing import Iterable, Mapping
 
 # etcd flag -> its default, as `etcd --help` prints it
@@ -145,7 +144,3 @@ def unknown_etcd_env(environ: Mapping[str, str], known: set[str]) -> list[str]:
     """ETCD_* variables that name no flag (etcd warns about these too)."""
     names = {env_name(f) for f in known} | {"ETCD_CONFIG_FILE", "ETCD_UNSUPPORTED_ARCH"}
     return sorted(k for k in environ if k.startswith("ETCD_") and k not in names)
-
-
-def environ() -> Mapping[str, str]:
-    return os.environ
