@@ -217,3 +217,42 @@ def test_version():
     for args in (["--version"], ["serve", "--version"]):
         r = subprocess.run([sys.executable, "-m", "brain", *args], capture_output=True, text=True, timeout=30)
         assert r.returncode == 0 and r.stdout.startswith("brain Version: ") and "etcd API Version: 3.5" in r.stdout
+
+
+def test_deploy_static_pod_command_starts(tmp_path):
+    """deploy/brain-static-pod.yaml's command, with kubeadm's paths mapped to
+    test certificates and its ports to free ones: it serves, and the probes'
+    paths answer on the metrics port."""
+    import urllib.request
+
+    import yaml
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "deploy", "brain-static-pod.yaml")) as f:
+        pod = yaml.safe_load(f)
+    (container,) = pod["spec"]["containers"]
+    pki = make_pki(str(tmp_path / "pki"))
+    port, metrics = free_port(), free_port()
+    data = str(tmp_path / "data")
+    mapping = {
+        "/etc/kubernetes/pki/etcd/server.crt": pki["server"], "/etc/kubernetes/pki/etcd/server.key": pki["server_key"],
+        "/etc/kubernetes/pki/etcd/ca.crt": pki["ca"], "/var/lib/brain": data, "$(NODE_NAME)": "node-1",
+        "$(POD_IP)": "127.0.0.1", ":2379": f":{port}", ":2381": f":{metrics}",
+    }
+    args = []
+    for arg in container["command"][2:]:
+        for a, b in mapping.items():
+            arg = arg.replace(a, b)
+        args.append(arg)
+    args = list(dict.fromkeys(args))  # 127.0.0.1 twice in the listen URLs after the mapping
+    args = [a.replace(f"https://127.0.0.1:{port},https://127.0.0.1:{port}", f"https://127.0.0.1:{port}") for a in args]
+    srv = _started("brain", [sys.executable, "-m", "brain", "serve", *args], port, data, str(tmp_path), pki)
+    try:
+        assert _ctl(srv, pki, "put", "a", "1").returncode == 0
+        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+            path = container[probe]["httpGet"]["path"]
+            assert container[probe]["httpGet"]["port"] == 2381
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics}{path}", timeout=10) as r:
+                assert r.status == 200 and json.loads(r.read())["health"] == "true"
+    finally:
+        srv.stop()
