@@ -8,6 +8,8 @@
 - When BRAIN_TEST_TIKV_PD_ENDPOINTS names PD endpoints (host:2379,...): every
   check against that real TiKV cluster, each under its own key prefix, which
   is deleted afterwards. This is what `brain engine-check --engine tikv` runs.
+- Every check over the real tikv-client and a fake PD + TiKV process, the
+  kill checks included, always runs too: test_tikv_fake_conformance.py.
 """
 from __future__ import annotations
 

@@ -136,15 +136,12 @@ class MvccStore:
         row = self.db.execute("SELECT * FROM locks WHERE key=?", (key,)).fetchone()
         return Lock(*row) if row else None
 
-    def _writes(self, key: bytes, at_most: int | None = None) -> Iterator[Write]:
-        """The key's write records, newest first (at or below at_most)."""
-        sql = "SELECT commit_ts, start_ts, kind, value FROM writes WHERE key=?"
-        args: tuple = (key,)
-        if at_most is not None:
-            sql, args = sql + " AND commit_ts<=?", (key, at_most)
-        # fetched whole: no cursor stays open across a COMMIT
-        for row in self.db.execute(sql + " ORDER BY commit_ts DESC", args).fetchall():
-            yield Write(*row)
+    def _newest(self, key: bytes) -> Write | None:
+        """The key's newest write record of any kind (Rollback included)."""
+        row = self.db.execute(
+            "SELECT commit_ts, start_ts, kind, value FROM writes WHERE key=? ORDER BY commit_ts DESC LIMIT 1", (key,)
+        ).fetchone()
+        return Write(*row) if row else None
 
     def _record_of(self, key: bytes, start_ts: int) -> Write | None:
         """The write record left by the transaction start_ts on key, if any."""
@@ -164,12 +161,11 @@ class MvccStore:
     def _value(self, key: bytes, ts: int) -> bytes | None:
         """The value committed at or before ts; Lock and Rollback records are
         skipped: they say nothing about the value."""
-        for w in self._writes(key, ts):
-            if w.kind == PUT:
-                return w.value
-            if w.kind == DEL:
-                return None
-        return None
+        row = self.db.execute(
+            "SELECT kind, value FROM writes WHERE key=? AND commit_ts<=? AND kind IN (?, ?) ORDER BY commit_ts DESC LIMIT 1",
+            (key, ts, PUT, DEL),
+        ).fetchone()
+        return row[1] if row is not None and row[0] == PUT else None
 
     def _check_read_lock(self, key: bytes, ts: int) -> None:
         # A lock of a transaction that started at or before ts may commit
@@ -242,7 +238,7 @@ class MvccStore:
             if lock.start_ts != start_ts:
                 raise locked(lock)
             return  # a resent prewrite of our own
-        newest = next(self._writes(m.key), None)
+        newest = self._newest(m.key)
         if newest is not None and newest.commit_ts >= start_ts:
             # someone committed (or rolled back) after we started; a Rollback
             # at our own start_ts means we were rolled back: never lock again
