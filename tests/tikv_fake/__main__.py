@@ -26,12 +26,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pd-port", type=int, default=2379)
     parser.add_argument("--tikv-port", type=int, default=20160)
     parser.add_argument("--data", default=":memory:", help="sqlite file (default: in memory)")
+    parser.add_argument("--stall-commit", action="append", default=[], metavar="KEY",
+                        help="never answer a KvCommit of KEY (for tests that kill a client mid-commit)")
     parser.add_argument("--log-rpcs", action="store_true", help="log every RPC to stderr")
     return parser.parse_args(argv)
 
 
 async def run(ns: argparse.Namespace) -> None:
-    servers, cluster = await serve(ns.data, ns.host, ns.pd_port, ns.tikv_port)
+    stall = frozenset(k.encode() for k in ns.stall_commit)
+    servers, cluster = await serve(ns.data, ns.host, ns.pd_port, ns.tikv_port, stall)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -13,6 +13,7 @@ key space (an empty start and end key) led by that store's peer.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -43,6 +44,9 @@ class Cluster:
     pd_address: str
     tikv_address: str
     calls: Counter[str] = field(default_factory=Counter)
+    # a KvCommit naming one of these keys never answers and applies nothing:
+    # tests kill a client there, in the middle of its commit
+    stall_commit_keys: frozenset[bytes] = frozenset()
     oracle: Oracle = field(init=False)
 
     def __post_init__(self) -> None:
@@ -191,6 +195,9 @@ class TikvService(tikvpb_grpc.TikvServicer):
 
     async def KvCommit(self, request: kvrpcpb.CommitRequest, context: grpc.aio.ServicerContext) -> kvrpcpb.CommitResponse:
         self.cluster.called("KvCommit")
+        if self.cluster.stall_commit_keys.intersection(request.keys):
+            log.debug("stalled KvCommit of %s", list(request.keys))
+            await asyncio.Event().wait()  # until the client goes away
         out = kvrpcpb.CommitResponse()
         if (msg := self._region_error(request.context)) is not None:
             out.region_error.message = msg
@@ -267,13 +274,13 @@ class TikvService(tikvpb_grpc.TikvServicer):
         return out
 
 
-async def serve(data: str, host: str, pd_port: int, tikv_port: int) -> tuple[list[grpc.aio.Server], Cluster]:
+async def serve(data: str, host: str, pd_port: int, tikv_port: int, stall_commit_keys: frozenset[bytes] = frozenset()) -> tuple[list[grpc.aio.Server], Cluster]:
     """Bind both ports (0: any free port) and start serving: PD on one,
     TiKV on the other, each a server of its own as in a real cluster."""
     pd_server, tikv_server = grpc.aio.server(), grpc.aio.server()
     pd_bound = pd_server.add_insecure_port(f"{host}:{pd_port}")
     tikv_bound = tikv_server.add_insecure_port(f"{host}:{tikv_port}")
-    cluster = Cluster(MvccStore(data), f"{host}:{pd_bound}", f"{host}:{tikv_bound}")
+    cluster = Cluster(MvccStore(data), f"{host}:{pd_bound}", f"{host}:{tikv_bound}", stall_commit_keys=stall_commit_keys)
     pdpb_grpc.add_PDServicer_to_server(PdService(cluster), pd_server)
     tikvpb_grpc.add_TikvServicer_to_server(TikvService(cluster), tikv_server)
     await pd_server.start()
