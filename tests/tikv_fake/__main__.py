@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -28,6 +29,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", default=":memory:", help="sqlite file (default: in memory)")
     parser.add_argument("--stall-commit", action="append", default=[], metavar="KEY",
                         help="never answer a KvCommit of KEY (for tests that kill a client mid-commit)")
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="stop when the process that started it dies (tests: no fake outlives a killed pytest)")
     parser.add_argument("--log-rpcs", action="store_true", help="log every RPC to stderr")
     return parser.parse_args(argv)
 
@@ -39,11 +42,19 @@ async def run(ns: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if ns.exit_with_parent:
+        asyncio.create_task(_watch_parent(os.getppid(), stop))
     print(f"ready pd={cluster.pd_address} tikv={cluster.tikv_address}", flush=True)
     await stop.wait()
     for server in servers:
         await server.stop(grace=0.5)
     cluster.store.close()
+
+
+async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    while os.getppid() == parent:  # re-parented once the parent is gone
+        await asyncio.sleep(0.5)
+    stop.set()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,7 +55,7 @@ class FakeTikvProcess:
     def start(self) -> FakeTikvProcess:
         self._log = open(self.log_path, "ab")
         argv = [sys.executable, "-m", "tests.tikv_fake", "--pd-port", str(self.pd_port),
-                "--tikv-port", str(self.tikv_port), "--data", str(self.data), "--log-rpcs"]
+                "--tikv-port", str(self.tikv_port), "--data", str(self.data), "--log-rpcs", "--exit-with-parent"]
         for key in self.stall_commit:
             argv += ["--stall-commit", key]
         self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=self._log,

@@ -44,6 +44,7 @@ class Oracle:
     clock: Callable[[], int] = wall_ms
     physical: int = field(init=False)
     logical: int = field(init=False, default=0)
+    limit: int = field(init=False, default=0)  # the bound saved last
 
     def __post_init__(self) -> None:
         # above everything a previous run may have handed out
