@@ -29,7 +29,7 @@ from tikv_double import FakeTikv
 from tikv_fake.process import ROOT, FakeTikvProcess, start_fake, tikv_client_missing
 
 # keys whose KvCommit the fake never answers: a client is killed there
-STALL_PRIMARY, STALL_SECONDARY = "kill1/a", "kill2/b"
+STALL_PRIMARY, STALL_SECONDARY, STALL_LONG = "kill1/a", "kill2/b", "hb/a"
 
 Connect = Callable[[], Awaitable[Any]]
 
@@ -38,7 +38,7 @@ Connect = Callable[[], Awaitable[Any]]
 def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeTikvProcess]:
     if (why := tikv_client_missing()) is not None:
         pytest.skip(why)
-    proc = start_fake(Path(tmp_path_factory.mktemp("fake-client")), stall_commit=(STALL_PRIMARY, STALL_SECONDARY))
+    proc = start_fake(Path(tmp_path_factory.mktemp("fake-client")), stall_commit=(STALL_PRIMARY, STALL_SECONDARY, STALL_LONG))
     yield proc
     proc.stop()
 
@@ -201,15 +201,21 @@ def _stalls(fake: FakeTikvProcess) -> int:
     return fake.log_path.read_text(errors="replace").count("stalled KvCommit")
 
 
-def _kill_mid_commit(fake: FakeTikvProcess, prefix: str) -> bool:
-    """Run CHILD until the fake stalls its commit, SIGKILL it; whether its
-    commit() had returned."""
+def _stalled_child(fake: FakeTikvProcess, prefix: str) -> subprocess.Popen:
+    """CHILD, once the fake has stalled its commit."""
     stalls = _stalls(fake)
     child = subprocess.Popen([sys.executable, "-c", CHILD, fake.pd_endpoint, prefix], cwd=ROOT, stdout=subprocess.PIPE)
     deadline = time.monotonic() + 20
     while _stalls(fake) == stalls:
         assert child.poll() is None and time.monotonic() < deadline, "the child never reached its commit"
         time.sleep(0.02)
+    return child
+
+
+def _kill_mid_commit(fake: FakeTikvProcess, prefix: str) -> bool:
+    """Run CHILD until the fake stalls its commit, SIGKILL it; whether its
+    commit() had returned."""
+    child = _stalled_child(fake, prefix)
     child.send_signal(signal.SIGKILL)
     child.wait()
     assert child.stdout is not None
@@ -261,3 +267,33 @@ def test_locks_of_a_killed_client_are_resolved_by_the_next_reader(fake, died):
     resolved = {m: after[m] - before[m] for m in ("KvCleanup", "KvCheckTxnStatus", "KvResolveLock")}
     # tikv-client 0.0.4 asks with KvCleanup on the primary, then KvResolveLock
     assert resolved["KvCleanup"] >= 1 and resolved["KvResolveLock"] >= 1, resolved
+
+
+def test_a_long_commit_heartbeats_its_primary_but_a_secondary_reader_rolls_it_back(fake):
+    """A commit still running 10 s after it began sends KvTxnHeartBeat,
+    which extends the TTL of its primary lock (TiKV extends only that one).
+    A reader of the primary then keeps meeting a live lock. But tikv-client
+    0.0.4 judges a lock expired by the TTL in the LockInfo it met, and then
+    sends KvCleanup with current_ts 0, which TiKV documents as "roll back
+    regardless of the TTL": so a reader of a secondary key, whose own lock
+    still says 3 s, rolls the whole transaction back. The fake does what
+    TiKV does with those requests; the hazard is the client's."""
+    child = _stalled_child(fake, "hb")
+    try:
+        deadline = time.monotonic() + 20
+        while fake.rpc_counts()["KvTxnHeartBeat"] == 0:
+            assert time.monotonic() < deadline, "no KvTxnHeartBeat from a commit stalled for 20 s"
+            time.sleep(0.2)
+
+        async def read(key: bytes) -> bytes | None:
+            client = await real_connect(fake)()
+            return await (await _snapshot(client)).get(key)
+
+        with pytest.raises(Exception, match="(?i)lock"):
+            asyncio.run(read(b"hb/a"))  # past the first TTL: alive through the heartbeat
+        assert asyncio.run(read(b"hb/b")) is None  # the secondary's reader rolled it back
+        assert asyncio.run(read(b"hb/a")) is None
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()  # type: ignore[union-attr]

@@ -227,6 +227,7 @@ class TikvService(tikvpb_grpc.TikvServicer):
         if (msg := self._region_error(request.context)) is not None:
             out.region_error.message = msg
             return out
+        log.debug("cleanup of %d on %r at current_ts %d", request.start_version, request.key, request.current_ts)
         try:
             out.commit_version = self.store.cleanup(request.key, request.start_version, request.current_ts)
         except TxnError as e:
@@ -267,6 +268,7 @@ class TikvService(tikvpb_grpc.TikvServicer):
         if (msg := self._region_error(request.context)) is not None:
             out.region_error.message = msg
             return out
+        log.debug("heartbeat of %d advises a TTL of %d ms", request.start_version, request.advise_lock_ttl)
         try:
             out.lock_ttl = self.store.heartbeat(request.primary_lock, request.start_version, request.advise_lock_ttl)
         except TxnError as e:
