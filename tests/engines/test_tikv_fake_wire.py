@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 from tikv_fake.pb import kvrpcpb_pb2 as kvrpcpb
-from tikv_fake.process import FakeTikvProcess, start_fake
+from tikv_fake.process import FakeTikvProcess, fake_unavailable, start_fake
 from tikv_fake.tso import physical_of
 from tikv_fake.wire import Wire
 
@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeTikvProcess]:
+    if (why := fake_unavailable()) is not None:
+        pytest.skip(why)
     proc = start_fake(Path(tmp_path_factory.mktemp("fake-wire")))
     yield proc
     proc.stop()
@@ -181,6 +183,8 @@ def test_check_txn_status(wire):
 
 
 def test_data_and_timestamps_survive_sigkill_of_the_fake(tmp_path):
+    if (why := fake_unavailable()) is not None:
+        pytest.skip(why)
     proc = start_fake(tmp_path)
     wire = Wire(proc.pd_endpoint, proc.tikv_endpoint)
     try:

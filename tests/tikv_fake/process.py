@@ -20,14 +20,24 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def fake_unavailable() -> str | None:
+    """Why the fake cannot run here, or None: it keeps its data with
+    Python's sqlite3 module, which a Python built without SQLite lacks."""
+    try:
+        import sqlite3  # noqa: F401
+    except ImportError as e:
+        return f"the fake TiKV needs Python's sqlite3 module: {e}"
+    return None
+
+
 def tikv_client_missing() -> str | None:
-    """Why the real tikv-client cannot be used here, or None."""
+    """Why the real tikv-client (or the fake) cannot be used here, or None."""
     try:
         import tikv_client  # noqa: F401
     except ImportError as e:
         return (f"tikv-client is not installed ({e}); it is in the 'test' extra, "
                 "with wheels for x86_64 Linux only")
-    return None
+    return fake_unavailable()
 
 
 @dataclass
