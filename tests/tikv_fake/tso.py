@@ -67,7 +67,3 @@ class Oracle:
             self.save_limit(self.limit)
         self.logical += count
         return self.physical, self.logical
-
-    def now(self) -> int:
-        """One timestamp as a u64 (for the fake's own use)."""
-        return compose(*self.next_batch(1))
