@@ -4,6 +4,7 @@ The unreachable-PD cases use the real tikv-client against a closed port."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -44,8 +45,9 @@ def test_serve_says_plainly_when_pd_does_not_answer(tmp_path):
     proc = _brain("serve", "--engine", "tikv", "--tikv-pd-endpoints", endpoint, "--tikv-key-prefix", "c1/",
                   "--listen-client-urls", "http://127.0.0.1:0", "--data-dir", str(tmp_path / "unused"))
     assert proc.returncode == 1, proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last == f"Error: cannot reach TiKV through PD {endpoint}: PD cluster failed to respond", proc.stderr
+    last = json.loads(proc.stderr.strip().splitlines()[-1])  # serve ends with one fatal log line
+    assert last["level"] == "fatal", proc.stderr
+    assert last["msg"] == f"cannot reach TiKV through PD {endpoint}: PD cluster failed to respond", proc.stderr
     assert "Traceback" not in proc.stderr
 
 
