@@ -8,6 +8,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from servers import brain_server, etcd_server  # noqa: E402
+from tikv_fake.process import fake_tikv  # noqa: E402,F401  (a fake PD + TiKV process, for any test)
 
 
 @pytest.fixture

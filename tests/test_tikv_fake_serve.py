@@ -12,8 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-from tikv_fake.process import FakeTikvProcess, start_fake, tikv_client_missing
+from tikv_fake.process import FakeTikvProcess
 
 from servers import ServerProcess, brain_server, etcd_tool
 
@@ -59,16 +58,8 @@ def watched(watch: subprocess.Popen, until: tuple[str, str], limit: float = 20.0
     return events
 
 
-@pytest.fixture
-def fake(tmp_path: Path):
-    if (why := tikv_client_missing()) is not None:
-        pytest.skip(why)
-    proc = start_fake(tmp_path / "fake")
-    yield proc
-    proc.stop()
-
-
-def test_brain_on_the_fake_keeps_its_data_across_restarts(tmp_path: Path, fake: FakeTikvProcess):
+def test_brain_on_the_fake_keeps_its_data_across_restarts(tmp_path: Path, fake_tikv: FakeTikvProcess):
+    fake = fake_tikv
     brain = brain_server(str(tmp_path), "--tikv-pd-endpoints", fake.pd_endpoint, engine="tikv").start()
     try:
         start = json.loads(ctl(brain, "get", "x", "-w", "json"))["header"]["revision"] + 1

@@ -128,11 +128,16 @@ def start_fake(directory: Path, name: str = "fake-tikv", stall_commit: tuple[str
     return FakeTikvProcess(directory / f"{name}.sqlite", directory / f"{name}.log", stall_commit=stall_commit).start()
 
 
+ENDPOINTS_ENV = "BRAIN_TEST_TIKV_PD_ENDPOINTS"
+
+
 @pytest.fixture
-def fake_tikv(tmp_path: Path) -> Iterator[FakeTikvProcess]:
-    """A fresh fake cluster for one test (skips where tikv-client is missing)."""
+def fake_tikv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeTikvProcess]:
+    """A fresh fake cluster for one test, its PD endpoint also in
+    $BRAIN_TEST_TIKV_PD_ENDPOINTS (skips where tikv-client is missing)."""
     if (why := tikv_client_missing()) is not None:
         pytest.skip(why)
     fake = start_fake(tmp_path / "fake-tikv")
+    monkeypatch.setenv(ENDPOINTS_ENV, fake.pd_endpoint)
     yield fake
     fake.stop()
