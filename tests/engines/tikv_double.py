@@ -76,12 +76,14 @@ COMMIT_FAULTS = ("conflict", "undetermined-before", "undetermined-after", "hang-
 ACTIVE, STARTED_COMMIT, COMMITTED, ROLLED_BACK = "active", "started-commit", "committed", "rolled-back"
 
 
-def write_conflict(start_ts: int, conflict_ts: int, key: bytes) -> Exception:
-    """The text tikv-client gives a prewrite write conflict."""
+def write_conflict(start_ts: int, conflict_ts: int, key: bytes, conflict_commit_ts: int) -> Exception:
+    """The text tikv-client 0.0.4 gives a prewrite write conflict (its
+    kvproto has no `reason`): conflict_ts is the start_ts of the transaction
+    that won, conflict_commit_ts its commit_ts, as TiKV reports them."""
     return Exception(
         "Multiple key errors: [KeyError(KeyError { locked: None, retryable: \"\", abort: \"\", "
         f"conflict: Some(WriteConflict {{ start_ts: {start_ts}, conflict_ts: {conflict_ts}, key: {list(key)}, "
-        f"primary: {list(key)}, conflict_commit_ts: {conflict_ts}, reason: Optimistic }}), already_exist: None, "
+        f"primary: {list(key)}, conflict_commit_ts: {conflict_commit_ts} }}), already_exist: None, "
         "deadlock: None, commit_ts_expired: None, txn_not_found: None, commit_ts_too_large: None, "
         "assertion_failed: None })]"
     )
@@ -113,7 +115,8 @@ class FakeTikv:
         self._lock = threading.Lock()
         self._ts = 0
         self._views: dict[int, MemorySnapshot] = {}
-        self._committed_at: dict[bytes, int] = {}  # key -> commit ts of its last write
+        # key -> (start ts, commit ts) of the last transaction that wrote it
+        self._committed_at: dict[bytes, tuple[int, int]] = {}
         self._commit_faults: deque[str | None] = deque()
         self._read_failures = 0
         self._read_failure = UNAVAILABLE
@@ -207,9 +210,9 @@ class FakeTikv:
         """Prewrite's conflict check and the commit, atomically."""
         with self._lock:
             for key in buffer:
-                at = self._committed_at.get(key, 0)
+                winner, at = self._committed_at.get(key, (0, 0))
                 if at > start_ts:
-                    raise write_conflict(start_ts, at, key)
+                    raise write_conflict(start_ts, winner, key, at)
             self._ts += 1
             commit_ts = self._ts
             wb = WriteBatch()
@@ -218,7 +221,7 @@ class FakeTikv:
                     wb.put(key, value)  # type: ignore[arg-type]
                 elif kind == "del":
                     wb.delete(key)
-                self._committed_at[key] = commit_ts
+                self._committed_at[key] = (start_ts, commit_ts)
             # MemoryEngine.write never suspends, so holding the thread lock
             # across this await keeps the commit atomic without blocking anyone long
             await self.store.write(wb)
@@ -342,7 +345,7 @@ class FakeTransaction:
         await cluster._hook("before_commit")
         fault = cluster._next_fault()
         if fault == "conflict":
-            raise write_conflict(self.start_ts, self.start_ts + 1, next(iter(self._buffer)))
+            raise write_conflict(self.start_ts, self.start_ts + 1, next(iter(self._buffer)), self.start_ts + 2)
         if fault == "undetermined-before":
             raise Exception(UNDETERMINED)
         if fault == "region-error":
