@@ -179,12 +179,13 @@ def test_format_round_trip_and_alignment(tmp_path):
     assert len(data) % ALIGN == DIGEST_SIZE
     path = tmp_path / "f"
     path.write_bytes(data)
-    with open(path, "rb") as f:
-        verify(f, len(data))
-        items = list(read_records(f, batch=1))
-    meta = items.pop()
-    assert [p for b in items for p in b] == [p for b in batches for p in b]
-    assert (meta.revision, meta.keys, meta.records) == (7, 1, 4)
+    for block in (4 << 20, 100, 7):  # records inside one read, and across reads
+        with open(path, "rb") as f:
+            verify(f, len(data))
+            items = list(read_records(f, batch=1, block=block))
+        meta = items.pop()
+        assert [p for b in items for p in b] == [p for b in batches for p in b]
+        assert (meta.revision, meta.keys, meta.records) == (7, 1, 4)
 
 
 def test_format_catches_every_single_byte_change(tmp_path):

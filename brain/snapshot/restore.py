@@ -59,7 +59,10 @@ def restore(path: str, data_dir: str, engine: str = "leveldb", progress: Callabl
 
 
 async def _write(f, data_dir: str, engine_name: str, progress: Callable[[int], None] | None) -> SnapshotMeta:
-    engine = open_engine(engine_name, data_dir=data_dir)
+    # a restore that stops half way leaves a directory that is deleted, never
+    # served: it needs no write-ahead log, only the final sync and close
+    options = {"write_ahead_log": False} if engine_name == "leveldb" else {}
+    engine = open_engine(engine_name, data_dir=data_dir, **options)
     done = 0
     try:
         for item in read_records(f):
