@@ -26,7 +26,9 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from bisect import bisect_left
 from dataclasses import asdict, dataclass
+from operator import itemgetter
 from typing import BinaryIO, Iterator
 
 from brain.mvcc import keys as K
@@ -74,6 +76,13 @@ class SnapshotMeta:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+_first = itemgetter(0)
+
+
+def _run_length(pairs: list[tuple[bytes, bytes]], start: bytes, end: bytes) -> int:
+    return bisect_left(pairs, end, key=_first) - bisect_left(pairs, start, key=_first)
+
+
 class SnapshotEncoder:
     """Turns batches of engine records into snapshot bytes, counting what
     the metadata reports and hashing as it goes."""
@@ -92,22 +101,21 @@ class SnapshotEncoder:
         return self._out(_HEAD)
 
     def records(self, pairs: list[tuple[bytes, bytes]]) -> bytes:
+        """pairs: engine records in key order (a page of a scan)."""
         meta = self.meta
         parts: list[bytes] = []
-        append = parts.append
+        extend = parts.extend
         pack = _PAIR.pack
         size = 0
         for key, value in pairs:
-            append(pack(len(key), len(value)))
-            append(key)
-            append(value)
+            extend((pack(len(key), len(value)), key, value))
             size += len(key) + len(value)
-            head = key[:1]
-            if head == K.INDEX:
-                meta.keys += 1
-            elif head == K.LEASE:
-                meta.leases += 1
-            elif key == K.META_REVISION:
+        # the page is sorted: each namespace is one run, counted by bisection
+        meta.keys += _run_length(pairs, K.INDEX, K.INDEX_END)
+        meta.leases += _run_length(pairs, K.LEASE, K.LEASE_END)
+        lo = bisect_left(pairs, b"m", key=_first)
+        for key, value in pairs[lo : bisect_left(pairs, b"n", key=_first)]:
+            if key == K.META_REVISION:
                 meta.revision = K.unpack_rev(value)[0]
             elif key == K.META_COMPACT_SCHEDULED:
                 meta.compact_revision = K.unpack_rev(value)[0]
