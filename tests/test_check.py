@@ -185,3 +185,34 @@ def test_after_a_migration(tmp_path, etcd):
         assert ['"/registry/pods/p0"', "value", 'A: "pod 0"', 'B: "after"'] in diff_lines(got.stdout)
     finally:
         migrated.stop()
+
+
+def test_check_against_a_snapshot(tmp_path, brain):
+    with brain.channel() as ch:
+        kv = rpc_pb2_grpc.KVStub(ch)
+        for i in range(300):
+            kv.Put(pb.PutRequest(key=b"/snap/%03d" % i, value=b"v%d" % i))
+        rev = kv.Range(pb.RangeRequest(key=b"/snap/", count_only=True)).header.revision
+    snap = tmp_path / "s.db"
+    saved = subprocess.run([sys.executable, "-m", "brain", "snapshot", "save", str(snap), "--endpoints", brain.endpoint],
+                           capture_output=True, text=True, timeout=60)
+    assert saved.returncode == 0, saved.stderr
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "brain", "check", *args], capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+    same = run(brain.endpoint, str(snap), "--revision", str(rev))
+    assert same.returncode == 0 and f"equal: 300 keys compared at revision {rev}" in same.stdout, same.stdout + same.stderr
+    with brain.channel() as ch:
+        rpc_pb2_grpc.KVStub(ch).Put(pb.PutRequest(key=b"/snap/007", value=b"changed"))
+    # at the snapshot's revision the endpoint still matches; at its current one it does not
+    assert run(str(snap), brain.endpoint, "--revision", str(rev)).returncode == 0
+    moved = run(str(snap), brain.endpoint, "--revision", str(rev + 1))
+    assert moved.returncode == 2 and f"holds revision {rev} only" in moved.stderr
+    differ = run(brain.endpoint, str(snap))
+    assert differ.returncode == 1 and "/snap/007" in differ.stdout
+    damaged = tmp_path / "bad.db"
+    raw = snap.read_bytes()
+    damaged.write_bytes(raw[:100] + bytes([raw[100] ^ 1]) + raw[101:])
+    bad = run(brain.endpoint, str(damaged), "--revision", str(rev))
+    assert bad.returncode == 2 and "damaged" in bad.stderr
