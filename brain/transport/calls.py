@@ -18,7 +18,7 @@ log = logging.getLogger("brain.transport")
 
 def _failure(stream: Stream, ctx: ServicerContext, e: BaseException) -> None:
     if isinstance(e, grpc.aio.AbortError):
-        stream.finish(ctx._code or grpc.StatusCode.UNKNOWN, ctx._details)
+        stream.finish(ctx.code() or grpc.StatusCode.UNKNOWN, ctx.details())
     elif isinstance(e, StreamClosed):
         pass
     else:
@@ -27,8 +27,13 @@ def _failure(stream: Stream, ctx: ServicerContext, e: BaseException) -> None:
 
 
 def _status(stream: Stream, ctx: ServicerContext) -> None:
-    code = ctx._code
-    stream.finish(code if code is not None else grpc.StatusCode.OK, ctx._details)
+    code = ctx.code()
+    stream.finish(code if code is not None else grpc.StatusCode.OK, ctx.details())
+
+
+def _failed(ctx: ServicerContext) -> bool:
+    code = ctx.code()
+    return code is not None and code != grpc.StatusCode.OK
 
 
 def _deserialize(stream: Stream, handler: grpc.RpcMethodHandler, raw: bytes) -> tuple[bool, Any]:
@@ -60,7 +65,8 @@ async def unary_request(stream: Stream, handler: grpc.RpcMethodHandler, raw: byt
     except Exception as e:
         _failure(stream, ctx, e)
         return
-    if ctx._code is not None and ctx._code != grpc.StatusCode.OK:
+    code = ctx.code()
+    if code is not None and code != grpc.StatusCode.OK:
         _status(stream, ctx)
         return
     if type(response) is Pieces:
@@ -82,7 +88,7 @@ async def streaming_request(stream: Stream, handler: grpc.RpcMethodHandler) -> N
     try:
         if handler.stream_unary is not None:
             response = await handler.stream_unary(stream.requests, ctx)
-            if ctx._code is not None and ctx._code != grpc.StatusCode.OK:
+            if _failed(ctx):
                 _status(stream, ctx)
                 return
             payload = handler.response_serializer(response) if handler.response_serializer is not None else response

@@ -5,20 +5,35 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Protocol
 
 import grpc
 
-if TYPE_CHECKING:
-    from brain.transport.stream import Stream
-
 Metadata = tuple[tuple[str, str], ...]
+
+
+class CallState(Protocol):
+    """What a context needs of the call it describes."""
+
+    closed: bool
+    cancelled: bool
+    requests: RequestStream | None
+
+    def metadata(self) -> Metadata: ...
+
+    def peer(self) -> str: ...
+
+    def peer_identities(self) -> list[bytes] | None: ...
+
+    def send_headers(self) -> None: ...
+
+    async def write(self, payload: bytes) -> None: ...
 
 
 class ServicerContext:
     __slots__ = ("_stream", "_code", "_details", "_callbacks", "_deadline", "_serializer")
 
-    def __init__(self, stream: Stream, deadline: float | None, serializer: Callable[[Any], bytes] | None) -> None:
+    def __init__(self, stream: CallState, deadline: float | None, serializer: Callable[[Any], bytes] | None) -> None:
         self._stream = stream
         self._code: grpc.StatusCode | None = None
         self._details: str | None = None
@@ -49,10 +64,10 @@ class ServicerContext:
         return self._stream.metadata()
 
     def peer(self) -> str:
-        return self._stream.conn.peer
+        return self._stream.peer()
 
     def peer_identities(self) -> list[bytes] | None:
-        return self._stream.conn.peer_identities()
+        return self._stream.peer_identities()
 
     def time_remaining(self) -> float | None:
         if self._deadline is None:
@@ -73,7 +88,8 @@ class ServicerContext:
             self._callbacks = []
         self._callbacks.append(callback)
 
-    def _run_callbacks(self) -> None:
+    def run_done_callbacks(self) -> None:
+        """Called once, when the call is over."""
         callbacks, self._callbacks = self._callbacks, None
         for cb in callbacks or ():
             try:
@@ -92,7 +108,10 @@ class ServicerContext:
         await self._stream.write(payload)
 
     async def read(self) -> Any:
-        return await self._stream.requests.read()
+        requests = self._stream.requests
+        if requests is None:
+            raise RuntimeError("read() on a call without a request stream")
+        return await requests.read()
 
 
 class EndOfRequests(Exception):

@@ -10,7 +10,7 @@ from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 import grpc
 
-from brain.transport.connection import Connection
+from brain.transport.protocol import ClientConnection
 
 DEFAULT_MAX_RECEIVE = 4 * 1024 * 1024  # grpcio's default
 
@@ -49,7 +49,7 @@ class Server:
         opts = dict(options)
         receive = opts.get("grpc.max_receive_message_length", DEFAULT_MAX_RECEIVE)
         self.max_receive = receive if receive >= 0 else 2**31 - 1
-        self.connections: set[Connection] = set()
+        self.connections: set[ClientConnection] = set()
         self._interceptors = list(interceptors)
         self._generic: list[grpc.GenericRpcHandler] = []
         self._registered: dict[str, grpc.RpcMethodHandler] = {}
@@ -79,7 +79,7 @@ class Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         for sock, context in self._sockets:
-            server = await loop.create_server(lambda: Connection(self), sock=sock, ssl=context)
+            server = await loop.create_server(lambda: ClientConnection(self), sock=sock, ssl=context)
             self._servers.append(server)
 
     def cached_handler(self, method: str) -> grpc.RpcMethodHandler | None:
@@ -104,7 +104,10 @@ class Server:
             self._cache[method] = handler
         return handler
 
-    def connection_gone(self, conn: Connection) -> None:
+    def connection_made(self, conn: ClientConnection) -> None:
+        self.connections.add(conn)
+
+    def connection_gone(self, conn: ClientConnection) -> None:
         self.connections.discard(conn)
         if not self.connections and self._all_closed is not None:
             self._all_closed.set()

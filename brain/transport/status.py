@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import grpc
 
-from brain.transport.hpack import literal, literal_indexed_name
+from brain.transport.h2.hpack import literal, literal_indexed_name
 
 # :status 200 is static entry 8; content-type (static name 31) as a literal
 RESPONSE_HEADERS = b"\x88" + literal_indexed_name(31, b"application/grpc")

@@ -1,23 +1,19 @@
-"""One gRPC call on one HTTP/2 stream: the request messages arriving, the
-response messages and trailers leaving under flow control."""
+"""One gRPC call on one HTTP/2 stream: its request messages arriving, and
+its responses and status leaving through the HTTP/2 core, which holds them
+until flow control lets them out."""
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import grpc
 
-from brain.transport import frames
 from brain.transport.context import RequestStream, ServicerContext
-from brain.transport.hpack import Header
-from brain.transport.status import RESPONSE_HEADERS, trailers
+from brain.transport.h2.core import H2Connection
+from brain.transport.h2.hpack import Header
+from brain.transport.status import OK_TRAILERS, RESPONSE_HEADERS, trailers
 from brain.wire import Pieces
 
-if TYPE_CHECKING:
-    from brain.transport.connection import Connection
-
-_HEADERS_FRAME = frames.frame(frames.HEADERS, frames.FLAG_END_HEADERS, 0, RESPONSE_HEADERS)
 _MAX_DETAILS = 8192  # keeps the trailers within one frame of any peer
 
 
@@ -26,27 +22,37 @@ class StreamClosed(Exception):
     write could be sent."""
 
 
+class CallOwner(Protocol):
+    """What a call needs of the connection it runs on."""
+
+    core: H2Connection
+    peer: str
+
+    def writes_paused(self) -> bool: ...
+
+    def peer_identities(self) -> list[bytes] | None: ...
+
+    def call_ended(self, stream: Stream) -> None: ...
+
+
 class Stream:
     __slots__ = (
-        "sid", "conn", "headers", "ctx", "requests", "task", "recv", "recv_ended", "recv_unacked",
-        "send_window", "pending", "trailers", "headers_sent", "closed", "cancelled", "timer", "drained",
-        "handler", "message",
+        "sid", "owner", "core", "headers", "ctx", "requests", "task", "recv", "recv_ended",
+        "headers_sent", "ending", "closed", "cancelled", "timer", "drained", "handler", "message",
     )
 
-    def __init__(self, sid: int, conn: Connection, headers: list[Header], send_window: int) -> None:
+    def __init__(self, sid: int, owner: CallOwner, headers: list[Header], recv_ended: bool) -> None:
         self.sid = sid
-        self.conn = conn
+        self.owner = owner
+        self.core = owner.core
         self.headers = headers
         self.ctx: ServicerContext | None = None
         self.requests: RequestStream | None = None  # for client-streaming calls
         self.task: asyncio.Task[None] | None = None
-        self.recv = bytearray()
-        self.recv_ended = False
-        self.recv_unacked = 0
-        self.send_window = send_window
-        self.pending: deque[memoryview] = deque()  # response bytes waiting for window
-        self.trailers: bytes | None = None  # trailers to send once pending is out
+        self.recv = bytearray()  # a request message not yet complete
+        self.recv_ended = recv_ended
         self.headers_sent = False
+        self.ending = False  # the status is queued behind response bytes
         self.closed = False
         self.cancelled = False
         self.timer: asyncio.TimerHandle | None = None
@@ -65,32 +71,31 @@ class Stream:
             (n.decode("latin-1"), v.decode("latin-1")) for n, v in self.headers if not n.startswith(b":")
         )
 
+    def peer(self) -> str:
+        return self.owner.peer
+
+    def peer_identities(self) -> list[bytes] | None:
+        return self.owner.peer_identities()
+
     # sending
 
     def send_headers(self) -> None:
         if not self.headers_sent and not self.closed:
             self.headers_sent = True
-            self.conn.emit(_HEADERS_FRAME[:5] + self.sid.to_bytes(4, "big") + RESPONSE_HEADERS)
+            self.core.send_headers(self.sid, RESPONSE_HEADERS)
 
     def send_unary(self, payload: bytes) -> None:
         """Headers, one message and OK trailers; in one piece when the
         windows allow, as for nearly every call."""
         if self.closed:
             return
-        conn = self.conn
-        n = len(payload) + 5
-        if (
-            not self.headers_sent and n <= conn.send_window and n <= self.send_window
-            and n <= conn.peer_max_frame and not self.pending
-        ):
-            conn.send_window -= n
-            self.send_window -= n
+        prefix = b"\x00" + len(payload).to_bytes(4, "big")
+        if not self.headers_sent and self.core.send_response(self.sid, RESPONSE_HEADERS, (prefix, payload), OK_TRAILERS):
             self.headers_sent = True
-            conn.emit(conn.unary_response(self.sid, payload))
-            self._close()
+            self._ended()
             return
         self.send_headers()
-        self.queue(b"\x00" + len(payload).to_bytes(4, "big") + payload)
+        self.core.send_data(self.sid, (prefix, payload))
         self.finish(grpc.StatusCode.OK, None)
 
     def send_pieces(self, message: Pieces) -> None:
@@ -98,16 +103,15 @@ class Stream:
         if self.closed:
             return
         self.send_headers()
-        self.pending.append(memoryview(b"\x00" + message.size.to_bytes(4, "big")))
-        self.pending.extend(memoryview(p) for p in message.parts if p)
+        self.core.send_data(self.sid, (b"\x00" + message.size.to_bytes(4, "big"), *message.parts))
         self.finish(grpc.StatusCode.OK, None)
 
     async def write(self, payload: bytes) -> None:
         if self.closed:
             raise StreamClosed("the call has ended")
         self.send_headers()
-        self.queue(b"\x00" + len(payload).to_bytes(4, "big") + payload)
-        while (self.pending or self.conn.paused) and not self.closed:
+        self.core.send_data(self.sid, (b"\x00" + len(payload).to_bytes(4, "big"), payload))
+        while (self.core.has_pending(self.sid) or self.owner.writes_paused()) and not self.closed:
             self.drained = asyncio.get_running_loop().create_future()
             try:
                 await self.drained
@@ -116,46 +120,14 @@ class Stream:
         if self.closed and self.cancelled:
             raise StreamClosed("the call has ended")
 
-    def queue(self, data: bytes) -> None:
-        self.pending.append(memoryview(data))
-        self.pump()
-
-    def pump(self) -> None:
-        """Send what the windows allow; then the trailers, if all is out."""
-        conn = self.conn
-        pending = self.pending
-        header = frames.frame_header
-        while pending:
-            chunk = pending[0]
-            n = min(len(chunk), conn.send_window, self.send_window, conn.peer_max_frame)
-            if n <= 0:
-                conn.blocked[self.sid] = self
-                return
-            if n == len(chunk):
-                pending.popleft()
-            else:
-                pending[0] = chunk[n:]
-                chunk = chunk[:n]
-            conn.send_window -= n
-            self.send_window -= n
-            conn.emit(header(frames.DATA, 0, self.sid, n))
-            conn.emit(chunk)
-        conn.blocked.pop(self.sid, None)
-        if self.trailers is not None:
-            conn.emit(frames.frame_header(frames.HEADERS, frames.FLAG_END_HEADERS | frames.FLAG_END_STREAM, self.sid, len(self.trailers)))
-            conn.emit(self.trailers)
-            self._close()
-        else:
-            self.wake_writer()
-
     def wake_writer(self) -> None:
         d = self.drained
-        if d is not None and not d.done() and not self.pending and not self.conn.paused:
+        if d is not None and not d.done() and not self.core.has_pending(self.sid) and not self.owner.writes_paused():
             d.set_result(None)
 
     def finish(self, code: grpc.StatusCode | int, details: str | None) -> None:
         """End the call with this status, after any response still queued."""
-        if self.closed or self.trailers is not None:
+        if self.closed or self.ending:
             return
         if details and len(details) > _MAX_DETAILS:
             details = details[:_MAX_DETAILS]
@@ -163,16 +135,25 @@ class Stream:
         if not self.headers_sent:  # trailers-only response
             self.headers_sent = True
             block = RESPONSE_HEADERS + block
-        self.trailers = block
-        self.pump()
+        self.ending = True
+        if self.core.end_stream(self.sid, block):
+            self._ended()
 
-    def _close(self) -> None:
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        """End the call with an error status and stop its handler."""
+        task = self.task
+        self.finish(code, details)
+        if task is not None and not task.done():
+            task.cancel()
+
+    def response_ended(self) -> None:
+        """The core sent the last of the response."""
+        if not self.closed:
+            self._ended()
+
+    def _ended(self) -> None:
         self.closed = True
-        conn = self.conn
-        if not self.recv_ended:
-            # the client may still be sending: tell it to stop (as gRPC servers do)
-            conn.emit(frames.rst_stream(self.sid, frames.NO_ERROR))
-        conn.stream_closed(self)
+        self.owner.call_ended(self)
 
     def reset(self) -> None:
         """The client cancelled (RST_STREAM) or the connection is gone."""
@@ -180,8 +161,7 @@ class Stream:
             return
         self.closed = True
         self.cancelled = True
-        self.pending.clear()
-        self.conn.stream_closed(self)
+        self.owner.call_ended(self)
         if self.requests is not None:
             self.requests.end(asyncio.CancelledError())
         d = self.drained
@@ -192,9 +172,9 @@ class Stream:
             task.cancel()
 
     def cleanup(self) -> None:
-        """Called by the connection once the stream is closed either way."""
+        """Called by the connection once the call is over either way."""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.ctx is not None and self.ctx._callbacks:
-            self.ctx._run_callbacks()
+        if self.ctx is not None:
+            self.ctx.run_done_callbacks()

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from brain.transport import huffman
-from brain.transport.hpack import Decoder, HPACKError, literal
+from brain.transport.h2 import huffman
+from brain.transport.h2.hpack import Decoder, HPACKError, literal
 
 
 def test_huffman_rfc_examples():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from brain.transport.connection import FLUSH_BYTES, Connection
+from brain.transport.protocol import FLUSH_BYTES, ClientConnection
 
 
 class _Recording:
@@ -18,19 +18,19 @@ class _Recording:
 
 def test_small_output_shares_a_write_and_a_burst_leaves_early():
     async def main():
-        conn = Connection(server=None)  # type: ignore[arg-type]
+        conn = ClientConnection(server=None)  # type: ignore[arg-type]
         sink = _Recording()
         conn.transport = sink  # type: ignore[assignment]
 
         for _ in range(10):
-            conn.emit(b"x" * 100)
+            conn.core.emit(b"x" * 100)
         assert sink.writes == []
         await asyncio.sleep(0)
         assert sink.writes == [b"x" * 1000]
 
         piece = b"y" * (FLUSH_BYTES // 4)
         for _ in range(10):
-            conn.emit(piece)
+            conn.core.emit(piece)
         # written each time the collected output reached FLUSH_BYTES; the
         # remainder waits for the next turn
         assert [len(w) for w in sink.writes[1:]] == [FLUSH_BYTES, FLUSH_BYTES]

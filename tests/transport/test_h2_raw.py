@@ -7,7 +7,7 @@ import time
 
 import grpc
 
-from brain.transport import frames
+from brain.transport.h2 import frames
 
 
 def _connect(port: int) -> socket.socket:

@@ -14,7 +14,7 @@ the decoder's back, so each cached block records:
 """
 from __future__ import annotations
 
-from brain.transport.huffman import HuffmanError, decode as huffman_decode
+from brain.transport.h2.huffman import HuffmanError, decode as huffman_decode
 from brain.wire import varint
 
 Header = tuple[bytes, bytes]

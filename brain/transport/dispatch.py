@@ -1,0 +1,279 @@
+"""gRPC over the HTTP/2 core's events: requests become calls, found
+through the server's handlers; request bodies are split into gRPC messages;
+deadlines end calls; requests that are not gRPC calls are refused with an
+HTTP status (the gRPC over HTTP/2 protocol description)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Protocol
+
+import grpc
+
+from brain.transport.calls import streaming_request, unary_request
+from brain.transport.context import RequestStream, ServicerContext
+from brain.transport.h2.core import H2Connection
+from brain.transport.h2.events import (
+    ConnectionTerminated, DataReceived, Event, RequestReceived, StreamDrained, StreamEnded, StreamReset,
+)
+from brain.transport.h2.hpack import Header
+from brain.transport.status import parse_timeout
+from brain.transport.stream import Stream
+
+log = logging.getLogger("brain.transport")
+
+_PARSED_LIMIT = 256
+
+
+class HandlerSource(Protocol):
+    """What the gRPC layer needs of the server: its handlers and limits."""
+
+    max_receive: int
+
+    def cached_handler(self, method: str) -> grpc.RpcMethodHandler | None: ...
+
+    async def resolve(self, method: str, metadata: tuple[tuple[str, str], ...]) -> grpc.RpcMethodHandler | None: ...
+
+
+class Link(Protocol):
+    """What the gRPC layer needs of the connection's adapter."""
+
+    peer: str
+
+    def writes_paused(self) -> bool: ...
+
+    def peer_identities(self) -> list[bytes] | None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Request:
+    """What a header block says about a call, computed once per distinct
+    block (the decoder hands back the same list for a repeated block)."""
+
+    __slots__ = ("path", "method", "timeout", "error")
+
+    def __init__(self, headers: list[Header]) -> None:
+        self.path = ""
+        self.method: bytes | None = None
+        self.timeout: float | None = None
+        self.error: int | None = None  # an HTTP status to refuse the request with
+        content_type = None
+        for name, value in headers:
+            if name == b":path":
+                self.path = value.decode("latin-1")
+            elif name == b":method":
+                self.method = value
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"grpc-timeout":
+                self.timeout = parse_timeout(value)
+        if self.method != b"POST":
+            self.error = 405
+        elif content_type is None or not content_type.startswith(b"application/grpc"):
+            self.error = 415
+        elif not self.path:
+            self.error = 400
+
+
+def status_block(status: int) -> bytes:
+    """A header block of :status alone (a literal with static name 8)."""
+    digits = str(status).encode()
+    return b"\x08\x00" + bytes((len(digits),)) + digits
+
+
+class GrpcSession:
+    """The calls of one connection."""
+
+    def __init__(self, core: H2Connection, link: Link, handlers: HandlerSource) -> None:
+        self.core = core
+        self.link = link
+        self.handlers = handlers
+        self.peer = link.peer
+        self.loop = asyncio.get_running_loop()
+        self.calls: dict[int, Stream] = {}
+        self._parsed: dict[int, tuple[list[Header], Request]] = {}
+
+    # CallOwner
+
+    def writes_paused(self) -> bool:
+        return self.link.writes_paused()
+
+    def peer_identities(self) -> list[bytes] | None:
+        return self.link.peer_identities()
+
+    def call_ended(self, st: Stream) -> None:
+        self.calls.pop(st.sid, None)
+        st.cleanup()
+        if self.core.going_away and not self.calls:
+            self.link.flush()
+            self.link.close()
+
+    # connection-wide
+
+    def handle(self, events: list[Event]) -> None:
+        calls = self.calls
+        for ev in events:
+            kind = type(ev)
+            if kind is DataReceived:
+                st = calls.get(ev.stream_id)
+                if st is None:
+                    continue
+                if ev.data:
+                    self._feed(st, ev.data)
+                if ev.end_stream and not st.closed:
+                    self._end_of_request(st)
+            elif kind is RequestReceived:
+                self._request(ev)
+            elif kind is StreamEnded:
+                st = calls.get(ev.stream_id)
+                if st is not None:
+                    st.response_ended()
+            elif kind is StreamDrained:
+                st = calls.get(ev.stream_id)
+                if st is not None:
+                    st.wake_writer()
+            elif kind is StreamReset:
+                st = calls.get(ev.stream_id)
+                if st is not None:
+                    st.recv_ended = True
+                    st.reset()
+            elif kind is ConnectionTerminated:
+                self.connection_lost()
+
+    def writable(self) -> None:
+        for st in list(self.calls.values()):
+            st.wake_writer()
+
+    def goaway(self) -> None:
+        """Graceful shutdown: no new calls; close once the current ones end."""
+        self.core.goaway()
+        if not self.calls:
+            self.link.flush()
+            self.link.close()
+
+    def connection_lost(self) -> None:
+        for st in list(self.calls.values()):
+            st.reset()
+
+    # requests
+
+    def _request(self, ev: RequestReceived) -> None:
+        headers = ev.headers
+        parsed = self._parsed.get(id(headers))
+        if parsed is None or parsed[0] is not headers:
+            if len(self._parsed) >= _PARSED_LIMIT:
+                self._parsed.clear()
+            parsed = (headers, Request(headers))
+            self._parsed[id(headers)] = parsed
+        request = parsed[1]
+        sid = ev.stream_id
+        if request.error is not None:
+            self.core.send_headers(sid, status_block(request.error), end_stream=True)
+            return
+        st = Stream(sid, self, headers, ev.end_stream)
+        self.calls[sid] = st
+        deadline = None
+        if request.timeout is not None:
+            deadline = time.monotonic() + request.timeout
+            st.timer = self.loop.call_later(request.timeout, self._deadline, st)
+        handler = self.handlers.cached_handler(request.path)
+        if handler is None:
+            self.loop.create_task(self._resolve(st, request.path, deadline))
+            return
+        self._dispatch(st, handler, deadline)
+
+    async def _resolve(self, st: Stream, path: str, deadline: float | None) -> None:
+        try:
+            handler = await self.handlers.resolve(path, st.metadata())
+        except Exception:
+            log.exception("resolving %s", path)
+            handler = None
+        if st.closed:
+            return
+        if handler is None:
+            st.finish(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+            return
+        self._dispatch(st, handler, deadline)
+        self.link.flush()
+
+    def _dispatch(self, st: Stream, handler: grpc.RpcMethodHandler, deadline: float | None) -> None:
+        st.handler = handler
+        st.ctx = ServicerContext(st, deadline, handler.response_serializer)
+        if handler.request_streaming:
+            st.requests = RequestStream(handler.request_deserializer)
+            st.task = self.loop.create_task(streaming_request(st, handler))
+            if st.message is not None:  # arrived while resolving
+                st.requests.push(st.message)
+                st.message = None
+            if st.recv_ended:
+                st.requests.end()
+        elif st.recv_ended:
+            self._start_unary(st)
+
+    def _deadline(self, st: Stream) -> None:
+        st.timer = None
+        if st.closed:
+            return
+        st.cancelled = True
+        st.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        self.link.flush()
+
+    # request messages
+
+    def _feed(self, st: Stream, payload: bytes) -> None:
+        """Split the stream's bytes into gRPC messages (a 5-byte prefix:
+        compressed flag, big-endian length)."""
+        limit = self.handlers.max_receive
+        buf = st.recv
+        if not buf and len(payload) >= 5 and payload[0] == 0:
+            n = int.from_bytes(payload[1:5], "big")
+            if n + 5 == len(payload) and n <= limit:
+                self._deliver(st, payload[5:])
+                return
+        buf += payload
+        while len(buf) >= 5 and not st.closed:
+            n = int.from_bytes(buf[1:5], "big")
+            if n > limit:
+                buf.clear()
+                st.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"Received message larger than max ({n} vs. {limit})")
+                return
+            if buf[0] != 0:
+                buf.clear()
+                st.abort(grpc.StatusCode.INTERNAL, "Compressed message but no grpc-encoding was negotiated")
+                return
+            if len(buf) < n + 5:
+                return
+            message = bytes(buf[5:n + 5])
+            del buf[:n + 5]
+            self._deliver(st, message)
+
+    def _deliver(self, st: Stream, message: bytes) -> None:
+        if st.requests is not None:
+            st.requests.push(message)
+        elif st.message is None:
+            st.message = message
+        else:
+            st.abort(grpc.StatusCode.UNIMPLEMENTED, "received more than one request message for a unary call")
+
+    def _end_of_request(self, st: Stream) -> None:
+        st.recv_ended = True
+        if st.recv:
+            st.abort(grpc.StatusCode.INTERNAL, "request ended inside a message")
+            return
+        if st.requests is not None:
+            st.requests.end()
+            return
+        if st.handler is None:
+            return  # still being resolved; dispatch follows
+        self._start_unary(st)
+
+    def _start_unary(self, st: Stream) -> None:
+        if st.message is None:
+            st.abort(grpc.StatusCode.UNIMPLEMENTED, "no request message for a unary call")
+            return
+        st.task = self.loop.create_task(unary_request(st, st.handler, st.message))
+        st.message = None

@@ -1,0 +1,391 @@
+"""The HTTP/2 connection state machine of a server (RFC 7540), sans IO.
+
+`receive(data)` parses a client's bytes and returns events; the send
+methods queue frames; `data_to_send()` hands out everything queued. Pings
+and settings are acknowledged here, flow-control credit is given back here,
+and responses wait here for send window. An optional `on_output` hook is
+told the amount queued after each addition, so an adapter can decide when
+to write without polling.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Iterable
+
+from brain.transport.h2 import frames
+from brain.transport.h2.events import (
+    ConnectionTerminated, DataReceived, Event, RequestReceived, StreamDrained, StreamEnded, StreamReset,
+)
+from brain.transport.h2.hpack import Decoder, HPACKError
+from brain.transport.h2.reader import FrameReader, FramingError, unpad
+from brain.transport.h2.settings import LocalSettings, PeerSettings, SettingsError
+from brain.transport.h2.windows import ReceiveWindow, WindowError, grown, increment_of
+
+Chunk = bytes | memoryview
+_PREFIX_CACHE_LIMIT = 64
+
+
+class ProtocolError(Exception):
+    """A connection error (RFC 7540 5.4.1): the connection ends with GOAWAY."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class H2Stream:
+    """The HTTP/2 state of one open stream. A stream leaves the connection's
+    table as soon as it is closed either way; END_STREAM sent before the
+    client's is followed by RST_STREAM(NO_ERROR), as gRPC and Go servers
+    do, so that the client stops sending."""
+
+    __slots__ = ("stream_id", "send_window", "recv_unacked", "pending", "trailers", "recv_ended")
+
+    def __init__(self, stream_id: int, send_window: int) -> None:
+        self.stream_id = stream_id
+        self.send_window = send_window
+        self.recv_unacked = 0
+        self.pending: deque[Chunk] | None = None  # body bytes waiting for send window
+        self.trailers: bytes | None = None  # the final header block, sent once pending is out
+        self.recv_ended = False
+
+
+class H2Connection:
+    def __init__(self, local: LocalSettings, on_output: Callable[[int], None] | None = None) -> None:
+        self.local = local
+        self.peer = PeerSettings()
+        self.decoder = Decoder()
+        self.streams: dict[int, H2Stream] = {}
+        self.blocked: dict[int, H2Stream] = {}  # streams waiting for send window
+        self.send_window = frames.DEFAULT_WINDOW
+        self.received = ReceiveWindow(local.connection_window)
+        self.last_stream_id = 0
+        self.going_away = False
+        self.terminated = False
+        self._stream_credit_step = local.initial_window >> 2
+        self._out: list[Chunk] = []
+        self._out_bytes = 0
+        self._on_output = on_output
+        self._events: list[Event] = []
+        self._headers_prefix: dict[bytes, bytes] = {}
+        self._trailers_prefix: dict[bytes, bytes] = {}
+        self.reader = FrameReader({
+            frames.DATA: self._on_data,
+            frames.HEADERS: self._on_headers,
+            frames.PRIORITY: self._on_priority,
+            frames.RST_STREAM: self._on_rst_stream,
+            frames.SETTINGS: self._on_settings,
+            frames.PUSH_PROMISE: self._on_push_promise,
+            frames.PING: self._on_ping,
+            frames.GOAWAY: self._on_goaway,
+            frames.WINDOW_UPDATE: self._on_window_update,
+        }, local.max_header_list)
+
+    # output
+
+    def initiate(self) -> None:
+        """Queue the server's preface (its SETTINGS), sent before any input."""
+        self.emit(self.local.preface())
+
+    def emit(self, data: Chunk) -> None:
+        """Queue bytes for the peer."""
+        self._out.append(data)
+        self._out_bytes += len(data)
+        if self._on_output is not None:
+            self._on_output(self._out_bytes)
+
+    def data_to_send(self) -> bytes:
+        out = self._out
+        self._out_bytes = 0
+        if not out:
+            return b""
+        data = out[0] if len(out) == 1 and type(out[0]) is bytes else b"".join(out)
+        out.clear()
+        return data  # type: ignore[return-value]
+
+    def discard_output(self) -> None:
+        self._out.clear()
+        self._out_bytes = 0
+
+    # sending on streams; each returns whether the stream has now ended
+
+    def send_headers(self, stream_id: int, block: bytes, end_stream: bool = False) -> bool:
+        st = self.streams.get(stream_id)
+        if st is None:
+            return False
+        flags = frames.FLAG_END_HEADERS | (frames.FLAG_END_STREAM if end_stream else 0)
+        self.emit(frames.frame_header(frames.HEADERS, flags, stream_id, len(block)))
+        self.emit(block)
+        if end_stream:
+            self._close(st)
+            return True
+        return False
+
+    def send_data(self, stream_id: int, pieces: Iterable[Chunk]) -> bool:
+        """Queue body bytes, sent as the send windows allow."""
+        st = self.streams.get(stream_id)
+        if st is None:
+            return False
+        pending = st.pending
+        if pending is None:
+            pending = st.pending = deque()
+        pending.extend(memoryview(p) for p in pieces if p)
+        return self._pump(st)
+
+    def end_stream(self, stream_id: int, block: bytes) -> bool:
+        """End the response with this header block (trailers, or the only
+        headers), after any body bytes still waiting for window."""
+        st = self.streams.get(stream_id)
+        if st is None or st.trailers is not None:
+            return False
+        st.trailers = block
+        return self._pump(st)
+
+    def send_response(self, stream_id: int, headers: bytes, body: tuple[bytes, ...], trailers: bytes) -> bool:
+        """Headers, a body of one DATA frame and trailers, in one piece, if
+        the windows and the peer's frame size allow it and nothing is
+        queued; otherwise nothing is sent and False returned."""
+        st = self.streams.get(stream_id)
+        if st is None or st.pending:
+            return False
+        n = 0
+        for part in body:
+            n += len(part)
+        if n > self.send_window or n > st.send_window or n > self.peer.max_frame:
+            return False
+        self.send_window -= n
+        st.send_window -= n
+        sidb = stream_id.to_bytes(4, "big")
+        self.emit(b"".join((
+            self._prefix(self._headers_prefix, frames.FLAG_END_HEADERS, headers), sidb, headers,
+            n.to_bytes(3, "big"), b"\x00\x00", sidb, *body,
+            self._prefix(self._trailers_prefix, frames.FLAG_END_HEADERS | frames.FLAG_END_STREAM, trailers), sidb, trailers,
+        )))
+        self._close(st)
+        return True
+
+    def reset_stream(self, stream_id: int, code: int) -> None:
+        st = self.streams.pop(stream_id, None)
+        if st is not None:
+            self.blocked.pop(stream_id, None)
+            self.emit(frames.rst_stream(stream_id, code))
+
+    def has_pending(self, stream_id: int) -> bool:
+        st = self.streams.get(stream_id)
+        return st is not None and bool(st.pending)
+
+    def goaway(self) -> None:
+        """Graceful shutdown: refuse new streams; open ones go on."""
+        if self.going_away or self.terminated:
+            return
+        self.going_away = True
+        self.emit(frames.goaway(self.last_stream_id, frames.NO_ERROR))
+
+    def terminate(self, code: int, message: str) -> ConnectionTerminated:
+        """End the connection with GOAWAY; every open stream is gone."""
+        if not self.terminated:
+            self.terminated = True
+            self.emit(frames.goaway(self.last_stream_id, code, message.encode()[:256]))
+            self.streams.clear()
+            self.blocked.clear()
+        return ConnectionTerminated(code, message)
+
+    @staticmethod
+    def _prefix(cache: dict[bytes, bytes], flags: int, block: bytes) -> bytes:
+        """A HEADERS frame header up to the stream id, remembered per block."""
+        prefix = cache.get(block)
+        if prefix is None:
+            prefix = frames.frame_header(frames.HEADERS, flags, 0, len(block))[:5]
+            if len(cache) < _PREFIX_CACHE_LIMIT:
+                cache[block] = prefix
+        return prefix
+
+    def _pump(self, st: H2Stream) -> bool:
+        """Send what the windows allow; then the final headers, if all is out."""
+        pending = st.pending
+        sid = st.stream_id
+        if pending:
+            header = frames.frame_header
+            max_frame = self.peer.max_frame
+            while pending:
+                chunk = pending[0]
+                n = min(len(chunk), self.send_window, st.send_window, max_frame)
+                if n <= 0:
+                    self.blocked[sid] = st
+                    return False
+                if n == len(chunk):
+                    pending.popleft()
+                else:
+                    pending[0] = chunk[n:]
+                    chunk = chunk[:n]
+                self.send_window -= n
+                st.send_window -= n
+                self.emit(header(frames.DATA, 0, sid, n))
+                self.emit(chunk)
+            self.blocked.pop(sid, None)
+        block = st.trailers
+        if block is None:
+            return False
+        self.emit(frames.frame_header(frames.HEADERS, frames.FLAG_END_HEADERS | frames.FLAG_END_STREAM, sid, len(block)))
+        self.emit(block)
+        self._close(st)
+        return True
+
+    def _close(self, st: H2Stream) -> None:
+        sid = st.stream_id
+        if not st.recv_ended:
+            self.emit(frames.rst_stream(sid, frames.NO_ERROR))
+        self.streams.pop(sid, None)
+        self.blocked.pop(sid, None)
+
+    def _pump_from_input(self, st: H2Stream) -> None:
+        if self._pump(st):
+            self._events.append(StreamEnded(st.stream_id))
+        elif not st.pending:
+            self._events.append(StreamDrained(st.stream_id))
+
+    def _pump_blocked(self) -> None:
+        for st in list(self.blocked.values()):
+            if self.send_window <= 0:
+                return
+            self._pump_from_input(st)
+
+    # input
+
+    def receive(self, data: bytes) -> list[Event]:
+        if self.terminated:
+            return []
+        events = self._events = []
+        try:
+            self.reader.feed(data)
+        except (ProtocolError, FramingError) as e:
+            events.append(self.terminate(e.code, str(e)))
+        return events
+
+    def _on_data(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid == 0:
+            raise ProtocolError(frames.PROTOCOL_ERROR, "DATA on stream 0")
+        flow = len(payload)
+        if flow:
+            credit = self.received.consume(flow)
+            if credit:
+                self.emit(frames.window_update(0, credit))
+        st = self.streams.get(sid)
+        if st is None:
+            if sid > self.last_stream_id:
+                raise ProtocolError(frames.PROTOCOL_ERROR, "DATA on an idle stream")
+            return  # a stream already closed here; the client had not seen that yet
+        if st.recv_ended:
+            self.reset_stream(sid, frames.STREAM_CLOSED)
+            self._events.append(StreamReset(sid, frames.STREAM_CLOSED))
+            return
+        if flags & frames.FLAG_PADDED:
+            payload = unpad(flags, payload)
+        end_stream = bool(flags & frames.FLAG_END_STREAM)
+        if end_stream:
+            st.recv_ended = True
+        elif flow:
+            unacked = st.recv_unacked + flow
+            if unacked >= self._stream_credit_step:
+                self.emit(frames.window_update(sid, unacked))
+                unacked = 0
+            st.recv_unacked = unacked
+        self._events.append(DataReceived(sid, payload, end_stream))
+
+    def _on_headers(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid == 0 or not sid & 1:
+            raise ProtocolError(frames.PROTOCOL_ERROR, "HEADERS on a server or zero stream id")
+        payload = unpad(flags, payload)
+        if flags & frames.FLAG_PRIORITY:
+            payload = payload[5:]
+        self._header_block(sid, flags, payload)
+
+    def _header_block(self, sid: int, flags: int, block: bytes) -> None:
+        try:
+            headers = self.decoder.decode(block)
+        except HPACKError as e:
+            raise ProtocolError(frames.COMPRESSION_ERROR, f"HPACK: {e}") from None
+        end_stream = bool(flags & frames.FLAG_END_STREAM)
+        st = self.streams.get(sid)
+        if st is not None:  # trailers from the client: only an end is allowed
+            if not end_stream:
+                raise ProtocolError(frames.PROTOCOL_ERROR, "second HEADERS without END_STREAM")
+            if not st.recv_ended:
+                st.recv_ended = True
+                self._events.append(DataReceived(sid, b"", True))
+            return
+        if sid <= self.last_stream_id:
+            raise ProtocolError(frames.STREAM_CLOSED, "HEADERS on a closed stream")
+        self.last_stream_id = sid
+        if self.going_away:
+            self.emit(frames.rst_stream(sid, frames.REFUSED_STREAM))
+            return
+        st = H2Stream(sid, self.peer.initial_window)
+        st.recv_ended = end_stream
+        self.streams[sid] = st
+        self._events.append(RequestReceived(sid, headers, end_stream))
+
+    def _on_priority(self, flags: int, sid: int, payload: bytes) -> None:
+        if len(payload) != 5:
+            raise ProtocolError(frames.FRAME_SIZE_ERROR, "PRIORITY of bad length")
+
+    def _on_rst_stream(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid == 0 or len(payload) != 4:
+            raise ProtocolError(frames.PROTOCOL_ERROR, "bad RST_STREAM")
+        if self.streams.pop(sid, None) is not None:
+            self.blocked.pop(sid, None)
+            self._events.append(StreamReset(sid, frames.u32(payload)))
+
+    def _on_settings(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid != 0:
+            raise ProtocolError(frames.PROTOCOL_ERROR, "SETTINGS on a stream")
+        if flags & frames.FLAG_ACK:
+            if payload:
+                raise ProtocolError(frames.FRAME_SIZE_ERROR, "SETTINGS ack with payload")
+            return
+        try:
+            delta = self.peer.apply(payload)
+        except SettingsError as e:
+            raise ProtocolError(e.code, str(e)) from None
+        if delta:
+            for st in self.streams.values():
+                st.send_window += delta
+        self.emit(frames.SETTINGS_ACK)
+        if delta > 0:
+            self._pump_blocked()
+
+    def _on_push_promise(self, flags: int, sid: int, payload: bytes) -> None:
+        raise ProtocolError(frames.PROTOCOL_ERROR, "PUSH_PROMISE from a client")
+
+    def _on_ping(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid != 0 or len(payload) != 8:
+            raise ProtocolError(frames.PROTOCOL_ERROR, "bad PING")
+        if not flags & frames.FLAG_ACK:
+            # any rate is fine: kube-apiserver's keepalives must never cost the connection
+            self.emit(frames.frame(frames.PING, frames.FLAG_ACK, 0, payload))
+
+    def _on_goaway(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid != 0:
+            raise ProtocolError(frames.PROTOCOL_ERROR, "GOAWAY on a stream")
+        # the client closes the connection itself once its calls are done
+
+    def _on_window_update(self, flags: int, sid: int, payload: bytes) -> None:
+        try:
+            increment = increment_of(payload)
+            if sid == 0:
+                self.send_window = grown(self.send_window, increment)
+                self._pump_blocked()
+                return
+        except WindowError as e:
+            raise ProtocolError(e.code, f"connection {e}") from None
+        st = self.streams.get(sid)
+        if st is None:
+            return
+        try:
+            st.send_window = grown(st.send_window, increment)
+        except WindowError as e:  # a stream error: that stream ends, the connection goes on
+            self.reset_stream(sid, e.code)
+            self._events.append(StreamReset(sid, e.code))
+            return
+        if sid in self.blocked:
+            self._pump_from_input(st)

@@ -1,0 +1,94 @@
+"""Splitting a client's byte stream into frames (RFC 7540 3.5, 4.1, 6.10):
+the connection preface, frame boundaries across reads, the frame size
+limit, and header blocks continued over CONTINUATION frames, which reach
+the HEADERS handler as one block."""
+from __future__ import annotations
+
+from typing import Callable
+
+from brain.transport.h2 import frames
+
+FrameHandler = Callable[[int, int, bytes], None]  # flags, stream id, payload
+
+
+class FramingError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def unpad(flags: int, payload: bytes) -> bytes:
+    """A DATA or HEADERS payload without its padding."""
+    if not flags & frames.FLAG_PADDED:
+        return payload
+    if not payload or payload[0] >= len(payload):
+        raise FramingError(frames.PROTOCOL_ERROR, "bad padding")
+    return payload[1:len(payload) - payload[0]]
+
+
+class FrameReader:
+    def __init__(self, handlers: dict[int, FrameHandler], max_header_block: int) -> None:
+        self.handlers = handlers
+        self.max_header_block = max_header_block
+        self._buf = b""
+        self._preface_seen = False
+        self._continuation: tuple[int, int, bytearray] | None = None
+
+    def feed(self, data: bytes) -> None:
+        """Hand every complete frame to its handler; keep the rest."""
+        buf = self._buf + data if self._buf else data
+        pos = 0
+        if not self._preface_seen:
+            if len(buf) < len(frames.PREFACE):
+                if not frames.PREFACE.startswith(buf):
+                    raise FramingError(frames.PROTOCOL_ERROR, "bad connection preface")
+                self._buf = buf
+                return
+            if not buf.startswith(frames.PREFACE):
+                raise FramingError(frames.PROTOCOL_ERROR, "bad connection preface")
+            self._preface_seen = True
+            pos = len(frames.PREFACE)
+        end = len(buf)
+        unpack = frames.HEADER.unpack_from
+        handlers = self.handlers
+        while end - pos >= 9:
+            lt, flags, sid = unpack(buf, pos)
+            length = lt >> 8
+            if length > frames.DEFAULT_MAX_FRAME:
+                raise FramingError(frames.FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE")
+            stop = pos + 9 + length
+            if stop > end:
+                break
+            payload = buf[pos + 9:stop]
+            pos = stop
+            ftype = lt & 0xFF
+            sid &= 0x7FFFFFFF
+            if self._continuation is not None:
+                self._continue(ftype, flags, sid, payload)
+                continue
+            if ftype == frames.HEADERS and not flags & frames.FLAG_END_HEADERS:
+                # padding and priority belong to this frame, not to the block
+                payload = unpad(flags, payload)
+                if flags & frames.FLAG_PRIORITY:
+                    payload = payload[5:]
+                flags &= ~(frames.FLAG_PADDED | frames.FLAG_PRIORITY)
+                self._continuation = (sid, flags, bytearray(payload))
+                continue
+            handler = handlers.get(ftype)
+            if handler is not None:  # unknown frame types are ignored
+                handler(flags, sid, payload)
+        self._buf = buf[pos:] if pos < end else b""
+
+    def _continue(self, ftype: int, flags: int, sid: int, payload: bytes) -> None:
+        cont = self._continuation
+        assert cont is not None
+        if ftype != frames.CONTINUATION:
+            raise FramingError(frames.PROTOCOL_ERROR, "expected CONTINUATION")
+        if cont[0] != sid:
+            raise FramingError(frames.PROTOCOL_ERROR, "unexpected CONTINUATION")
+        cont[2].extend(payload)
+        if len(cont[2]) > self.max_header_block:
+            raise FramingError(frames.ENHANCE_YOUR_CALM, "header block too large")
+        if flags & frames.FLAG_END_HEADERS:
+            self._continuation = None
+            self.handlers[frames.HEADERS](cont[1] | frames.FLAG_END_HEADERS, sid, bytes(cont[2]))

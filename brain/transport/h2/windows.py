@@ -1,0 +1,55 @@
+"""Flow control (RFC 7540 5.2 and 6.9).
+
+Receiving: windows are credited back as soon as data arrives (the data is
+then the server's to buffer), in large steps, so a client never waits for a
+WINDOW_UPDATE while streaming a big request.
+
+Sending: a window is a count the peer raises with WINDOW_UPDATE and sending
+lowers; it may go negative when the peer shrinks its initial window."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from brain.transport.h2 import frames
+
+
+class WindowError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(slots=True)
+class ReceiveWindow:
+    """Bytes received and not yet credited back; credit is due once they
+    reach a quarter of the window."""
+
+    size: int
+    unacked: int = 0
+
+    def consume(self, n: int) -> int:
+        """Count n received bytes; return the increment to send now (0: none)."""
+        unacked = self.unacked + n
+        if unacked >= self.size >> 2:
+            self.unacked = 0
+            return unacked
+        self.unacked = unacked
+        return 0
+
+
+def increment_of(payload: bytes) -> int:
+    """A WINDOW_UPDATE's increment (the reserved bit dropped)."""
+    if len(payload) != 4:
+        raise WindowError(frames.FRAME_SIZE_ERROR, "WINDOW_UPDATE of bad length")
+    return frames.u32(payload) & 0x7FFFFFFF
+
+
+def grown(window: int, increment: int) -> int:
+    """A send window after a WINDOW_UPDATE: a zero increment is a protocol
+    error, a window over 2^31-1 a flow-control error."""
+    if increment == 0:
+        raise WindowError(frames.PROTOCOL_ERROR, "zero WINDOW_UPDATE")
+    window += increment
+    if window > frames.MAX_WINDOW:
+        raise WindowError(frames.FLOW_CONTROL_ERROR, "window overflow")
+    return window
