@@ -36,23 +36,19 @@ def _failed(ctx: ServicerContext) -> bool:
     return code is not None and code != grpc.StatusCode.OK
 
 
-def _deserialize(stream: Stream, handler: grpc.RpcMethodHandler, raw: bytes) -> tuple[bool, Any]:
-    if handler.request_deserializer is None:
-        return True, raw
-    try:
-        return True, handler.request_deserializer(raw)
-    except Exception:
-        stream.finish(grpc.StatusCode.INTERNAL, "Exception deserializing request!")
-        return False, None
-
-
 async def unary_request(stream: Stream, handler: grpc.RpcMethodHandler, raw: bytes) -> None:
     """unary-unary and unary-stream calls, once the request is complete."""
     ctx = stream.ctx
     assert ctx is not None
-    ok, request = _deserialize(stream, handler, raw)
-    if not ok:
-        return
+    deserialize = handler.request_deserializer
+    if deserialize is None:
+        request: Any = raw
+    else:
+        try:
+            request = deserialize(raw)
+        except Exception:
+            stream.finish(grpc.StatusCode.INTERNAL, "Exception deserializing request!")
+            return
     try:
         if handler.unary_unary is not None:
             response = await handler.unary_unary(request, ctx)
@@ -65,7 +61,7 @@ async def unary_request(stream: Stream, handler: grpc.RpcMethodHandler, raw: byt
     except Exception as e:
         _failure(stream, ctx, e)
         return
-    code = ctx.code()
+    code = ctx.status
     if code is not None and code != grpc.StatusCode.OK:
         _status(stream, ctx)
         return

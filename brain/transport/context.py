@@ -27,35 +27,37 @@ class CallState(Protocol):
 
     def send_headers(self) -> None: ...
 
+    def add_done_callback(self, callback: Callable[[], None]) -> None: ...
+
     async def write(self, payload: bytes) -> None: ...
 
 
 class ServicerContext:
-    __slots__ = ("_stream", "_code", "_details", "_callbacks", "_deadline", "_serializer")
+    __slots__ = ("_stream", "status", "_details", "_deadline", "_serializer")
 
     def __init__(self, stream: CallState, deadline: float | None, serializer: Callable[[Any], bytes] | None) -> None:
         self._stream = stream
-        self._code: grpc.StatusCode | None = None
+        # the code set by the handler (None: none set), read by the call's runner
+        self.status: grpc.StatusCode | None = None
         self._details: str | None = None
-        self._callbacks: list[Callable[[ServicerContext], None]] | None = None
         self._deadline = deadline
         self._serializer = serializer
 
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Metadata = ()) -> None:
         if code == grpc.StatusCode.OK:
             code = grpc.StatusCode.UNKNOWN  # as grpcio: abort means failure
-        self._code = code
+        self.status = code
         self._details = details
         raise grpc.aio.AbortError(details)
 
     def set_code(self, code: grpc.StatusCode) -> None:
-        self._code = code
+        self.status = code
 
     def set_details(self, details: str) -> None:
         self._details = details
 
     def code(self) -> grpc.StatusCode | None:
-        return self._code
+        return self.status
 
     def details(self) -> str | None:
         return self._details
@@ -81,21 +83,7 @@ class ServicerContext:
         return self._stream.closed
 
     def add_done_callback(self, callback: Callable[[ServicerContext], None]) -> None:
-        if self._stream.closed:
-            callback(self)
-            return
-        if self._callbacks is None:
-            self._callbacks = []
-        self._callbacks.append(callback)
-
-    def run_done_callbacks(self) -> None:
-        """Called once, when the call is over."""
-        callbacks, self._callbacks = self._callbacks, None
-        for cb in callbacks or ():
-            try:
-                cb(self)
-            except Exception:  # one callback must not stop the others
-                pass
+        self._stream.add_done_callback(lambda: callback(self))
 
     async def send_initial_metadata(self, metadata: Metadata = ()) -> None:
         self._stream.send_headers()

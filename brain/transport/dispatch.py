@@ -54,9 +54,10 @@ class Request:
     """What a header block says about a call, computed once per distinct
     block (the decoder hands back the same list for a repeated block)."""
 
-    __slots__ = ("path", "method", "timeout", "error")
+    __slots__ = ("path", "method", "timeout", "error", "handler")
 
     def __init__(self, headers: list[Header]) -> None:
+        self.handler: grpc.RpcMethodHandler | None = None  # once the server has resolved the path
         self.path = ""
         self.method: bytes | None = None
         self.timeout: float | None = None
@@ -92,6 +93,7 @@ class GrpcSession:
         self.core = core
         self.link = link
         self.handlers = handlers
+        self.max_receive = handlers.max_receive
         self.peer = link.peer
         self.loop = asyncio.get_running_loop()
         self.calls: dict[int, Stream] = {}
@@ -107,7 +109,11 @@ class GrpcSession:
 
     def call_ended(self, st: Stream) -> None:
         self.calls.pop(st.sid, None)
-        st.cleanup()
+        if st.timer is not None:
+            st.timer.cancel()
+            st.timer = None
+        if st.done_callbacks:
+            st.run_done_callbacks()
         if self.core.going_away and not self.calls:
             self.link.flush()
             self.link.close()
@@ -118,16 +124,12 @@ class GrpcSession:
         calls = self.calls
         for ev in events:
             kind = type(ev)
-            if kind is DataReceived:
-                st = calls.get(ev.stream_id)
-                if st is None:
-                    continue
-                if ev.data:
-                    self._feed(st, ev.data)
-                if ev.end_stream and not st.closed:
-                    self._end_of_request(st)
-            elif kind is RequestReceived:
+            if kind is RequestReceived:
                 self._request(ev)
+            elif kind is DataReceived:
+                st = calls.get(ev.stream_id)
+                if st is not None:
+                    self._received(st, ev.data, ev.end_stream)
             elif kind is StreamEnded:
                 st = calls.get(ev.stream_id)
                 if st is not None:
@@ -174,17 +176,40 @@ class GrpcSession:
         if request.error is not None:
             self.core.send_headers(sid, status_block(request.error), end_stream=True)
             return
-        st = Stream(sid, self, headers, ev.end_stream)
+        st = Stream(sid, self, headers, ev.end_stream and ev.data is None)
         self.calls[sid] = st
         deadline = None
         if request.timeout is not None:
             deadline = time.monotonic() + request.timeout
             st.timer = self.loop.call_later(request.timeout, self._deadline, st)
-        handler = self.handlers.cached_handler(request.path)
+        handler = request.handler
         if handler is None:
-            self.loop.create_task(self._resolve(st, request.path, deadline))
-            return
+            handler = request.handler = self.handlers.cached_handler(request.path)
+            if handler is None:
+                self.loop.create_task(self._resolve(st, request.path, deadline))
+                if ev.data is not None:
+                    self._received(st, ev.data, ev.end_stream)
+                return
+        data = ev.data
+        if data is not None and ev.end_stream and not handler.request_streaming:
+            n = len(data) - 5
+            # the 5-byte prefix as one number: flag 0 (not compressed) and length n
+            if n >= 0 and int.from_bytes(data[:5], "big") == n and n <= self.max_receive:
+                # the common case in short: a unary call's one message, whole, read with its headers
+                st.handler = handler
+                st.ctx = ServicerContext(st, deadline, handler.response_serializer)
+                st.recv_ended = True
+                st.task = self.loop.create_task(unary_request(st, handler, data[5:]))
+                return
         self._dispatch(st, handler, deadline)
+        if data is not None:
+            self._received(st, data, ev.end_stream)
+
+    def _received(self, st: Stream, data: bytes, end_stream: bool) -> None:
+        if data:
+            self._feed(st, data)
+        if end_stream and not st.closed:
+            self._end_of_request(st)
 
     async def _resolve(self, st: Stream, path: str, deadline: float | None) -> None:
         try:
@@ -227,13 +252,15 @@ class GrpcSession:
     def _feed(self, st: Stream, payload: bytes) -> None:
         """Split the stream's bytes into gRPC messages (a 5-byte prefix:
         compressed flag, big-endian length)."""
-        limit = self.handlers.max_receive
+        limit = self.max_receive
         buf = st.recv
         if not buf and len(payload) >= 5 and payload[0] == 0:
             n = int.from_bytes(payload[1:5], "big")
             if n + 5 == len(payload) and n <= limit:
                 self._deliver(st, payload[5:])
                 return
+        if buf is None:
+            buf = st.recv = bytearray()
         buf += payload
         while len(buf) >= 5 and not st.closed:
             n = int.from_bytes(buf[1:5], "big")

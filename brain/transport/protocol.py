@@ -49,7 +49,7 @@ class ClientConnection(asyncio.Protocol):
         self.peer = ""
         self.paused = False
         self.closed = False
-        self.core = H2Connection(LOCAL_SETTINGS, self._output_queued)
+        self.core = H2Connection(LOCAL_SETTINGS, self._output_queued, FLUSH_BYTES)
         self.session: GrpcSession | None = None
         self._receiving = False
         self._flush_scheduled = False

@@ -4,7 +4,7 @@ until flow control lets them out."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import grpc
 
@@ -15,6 +15,8 @@ from brain.transport.status import OK_TRAILERS, RESPONSE_HEADERS, trailers
 from brain.wire import Pieces
 
 _MAX_DETAILS = 8192  # keeps the trailers within one frame of any peer
+# A message's 5-byte prefix (compressed flag 0, 4-byte length) is its
+# length as a 5-byte big-endian number: lengths are below 2**32.
 
 
 class StreamClosed(Exception):
@@ -38,7 +40,7 @@ class CallOwner(Protocol):
 class Stream:
     __slots__ = (
         "sid", "owner", "core", "headers", "ctx", "requests", "task", "recv", "recv_ended",
-        "headers_sent", "ending", "closed", "cancelled", "timer", "drained", "handler", "message",
+        "headers_sent", "ending", "closed", "cancelled", "timer", "drained", "handler", "message", "done_callbacks",
     )
 
     def __init__(self, sid: int, owner: CallOwner, headers: list[Header], recv_ended: bool) -> None:
@@ -49,7 +51,7 @@ class Stream:
         self.ctx: ServicerContext | None = None
         self.requests: RequestStream | None = None  # for client-streaming calls
         self.task: asyncio.Task[None] | None = None
-        self.recv = bytearray()  # a request message not yet complete
+        self.recv: bytearray | None = None  # a request message not yet complete (made when one is split)
         self.recv_ended = recv_ended
         self.headers_sent = False
         self.ending = False  # the status is queued behind response bytes
@@ -59,6 +61,7 @@ class Stream:
         self.drained: asyncio.Future[None] | None = None
         self.handler: Any = None
         self.message: bytes | None = None  # the one request of a unary-request call
+        self.done_callbacks: list[Callable[[], None]] | None = None
 
     def method_name(self) -> str:
         for n, v in self.headers:
@@ -89,10 +92,11 @@ class Stream:
         windows allow, as for nearly every call."""
         if self.closed:
             return
-        prefix = b"\x00" + len(payload).to_bytes(4, "big")
-        if not self.headers_sent and self.core.send_response(self.sid, RESPONSE_HEADERS, (prefix, payload), OK_TRAILERS):
+        prefix = len(payload).to_bytes(5, "big")
+        if not self.headers_sent and self.core.send_response(self.sid, RESPONSE_HEADERS, prefix, payload, OK_TRAILERS):
             self.headers_sent = True
-            self._ended()
+            self.closed = True
+            self.owner.call_ended(self)
             return
         self.send_headers()
         self.core.send_data(self.sid, (prefix, payload))
@@ -103,14 +107,14 @@ class Stream:
         if self.closed:
             return
         self.send_headers()
-        self.core.send_data(self.sid, (b"\x00" + message.size.to_bytes(4, "big"), *message.parts))
+        self.core.send_data(self.sid, (message.size.to_bytes(5, "big"), *message.parts))
         self.finish(grpc.StatusCode.OK, None)
 
     async def write(self, payload: bytes) -> None:
         if self.closed:
             raise StreamClosed("the call has ended")
         self.send_headers()
-        self.core.send_data(self.sid, (b"\x00" + len(payload).to_bytes(4, "big"), payload))
+        self.core.send_data(self.sid, (len(payload).to_bytes(5, "big"), payload))
         while (self.core.has_pending(self.sid) or self.owner.writes_paused()) and not self.closed:
             self.drained = asyncio.get_running_loop().create_future()
             try:
@@ -171,10 +175,19 @@ class Stream:
         if task is not None and not task.done():
             task.cancel()
 
-    def cleanup(self) -> None:
-        """Called by the connection once the call is over either way."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if self.ctx is not None:
-            self.ctx.run_done_callbacks()
+    def add_done_callback(self, callback: Callable[[], None]) -> None:
+        """Run callback once the call is over either way (at once if it is)."""
+        if self.closed:
+            callback()
+        elif self.done_callbacks is None:
+            self.done_callbacks = [callback]
+        else:
+            self.done_callbacks.append(callback)
+
+    def run_done_callbacks(self) -> None:
+        callbacks, self.done_callbacks = self.done_callbacks, None
+        for callback in callbacks or ():
+            try:
+                callback()
+            except Exception:  # one callback must not stop the others
+                pass

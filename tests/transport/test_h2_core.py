@@ -69,11 +69,19 @@ def test_bad_preface_terminates_with_goaway():
 def test_unary_request_to_events_and_one_piece_response():
     core = started()
     events = request(core)
-    assert [type(e) for e in events] == [RequestReceived, DataReceived]
-    assert events[0].stream_id == 1 and not events[0].end_stream
+    # a body read with its headers rides on the request event
+    assert [type(e) for e in events] == [RequestReceived]
+    assert events[0].stream_id == 1 and events[0].end_stream
     assert (b":path", b"/test.Echo/Unary") in events[0].headers
-    assert events[1] == DataReceived(1, b"\x00\x00\x00\x00\x02hi", True)
-    assert core.send_response(1, b"\x88", (b"\x00\x00\x00\x00\x02", b"ok"), b"\x40\x01x\x010")
+    assert events[0].data == b"\x00\x00\x00\x00\x02hi"
+    # body bytes read later are events of their own
+    events = core.receive(
+        frames.frame(frames.HEADERS, frames.FLAG_END_HEADERS, 3, REQUEST_BLOCK)
+    ) + core.receive(frames.frame(frames.DATA, frames.FLAG_END_STREAM, 3, b"\x00" * 5))
+    assert [type(e) for e in events] == [RequestReceived, DataReceived]
+    assert events[0].data is None and not events[0].end_stream
+    assert events[1] == DataReceived(3, b"\x00" * 5, True)
+    assert core.send_response(1, b"\x88", b"\x00\x00\x00\x00\x02", b"ok", b"\x40\x01x\x010")
     sent = parse(core.data_to_send())
     assert [(t, f, s) for t, f, s, _ in sent] == [
         (frames.HEADERS, frames.FLAG_END_HEADERS, 1),
@@ -179,4 +187,4 @@ def test_graceful_goaway_refuses_new_streams():
     assert parse(core.data_to_send())[-1][0] == frames.GOAWAY
     assert request(core, sid=3) == []  # refused: nothing for the layer above
     assert (frames.RST_STREAM, 0, 3, frames.REFUSED_STREAM.to_bytes(4, "big")) in parse(core.data_to_send())
-    assert core.send_response(1, b"\x88", (b"",), b"\x40\x01x\x010")
+    assert core.send_response(1, b"\x88", b"", b"", b"\x40\x01x\x010")

@@ -4,8 +4,9 @@
 methods queue frames; `data_to_send()` hands out everything queued. Pings
 and settings are acknowledged here, flow-control credit is given back here,
 and responses wait here for send window. An optional `on_output` hook is
-told the amount queued after each addition, so an adapter can decide when
-to write without polling.
+told the amount queued when output starts waiting and whenever it has
+reached `output_limit` bytes, so an adapter can decide when to write
+without polling.
 """
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ from brain.transport.h2.settings import LocalSettings, PeerSettings, SettingsErr
 from brain.transport.h2.windows import ReceiveWindow, WindowError, grown, increment_of
 
 Chunk = bytes | memoryview
+# flags tested on every frame, as plain names
+_END_STREAM = frames.FLAG_END_STREAM
+_PADDED = frames.FLAG_PADDED
+_PRIORITY = frames.FLAG_PRIORITY
 _PREFIX_CACHE_LIMIT = 64
 
 
@@ -41,17 +46,19 @@ class H2Stream:
 
     __slots__ = ("stream_id", "send_window", "recv_unacked", "pending", "trailers", "recv_ended")
 
-    def __init__(self, stream_id: int, send_window: int) -> None:
+    def __init__(self, stream_id: int, send_window: int, recv_ended: bool) -> None:
         self.stream_id = stream_id
         self.send_window = send_window
         self.recv_unacked = 0
         self.pending: deque[Chunk] | None = None  # body bytes waiting for send window
         self.trailers: bytes | None = None  # the final header block, sent once pending is out
-        self.recv_ended = False
+        self.recv_ended = recv_ended
 
 
 class H2Connection:
-    def __init__(self, local: LocalSettings, on_output: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self, local: LocalSettings, on_output: Callable[[int], None] | None = None, output_limit: int = 1 << 16,
+    ) -> None:
         self.local = local
         self.peer = PeerSettings()
         self.decoder = Decoder()
@@ -66,7 +73,9 @@ class H2Connection:
         self._out: list[Chunk] = []
         self._out_bytes = 0
         self._on_output = on_output
+        self._output_limit = output_limit
         self._events: list[Event] = []
+        self._last_request: RequestReceived | None = None  # the latest of this read's requests
         self._headers_prefix: dict[bytes, bytes] = {}
         self._trailers_prefix: dict[bytes, bytes] = {}
         self.reader = FrameReader({
@@ -89,9 +98,10 @@ class H2Connection:
 
     def emit(self, data: Chunk) -> None:
         """Queue bytes for the peer."""
-        self._out.append(data)
+        out = self._out
+        out.append(data)
         self._out_bytes += len(data)
-        if self._on_output is not None:
+        if (len(out) == 1 or self._out_bytes >= self._output_limit) and self._on_output is not None:
             self._on_output(self._out_bytes)
 
     def data_to_send(self) -> bytes:
@@ -141,27 +151,32 @@ class H2Connection:
         st.trailers = block
         return self._pump(st)
 
-    def send_response(self, stream_id: int, headers: bytes, body: tuple[bytes, ...], trailers: bytes) -> bool:
+    def send_response(self, stream_id: int, headers: bytes, body_head: bytes, body: bytes, trailers: bytes) -> bool:
         """Headers, a body of one DATA frame and trailers, in one piece, if
         the windows and the peer's frame size allow it and nothing is
-        queued; otherwise nothing is sent and False returned."""
+        queued; otherwise nothing is sent and False returned. The body comes
+        in two pieces so that a caller's framing of it need not be copied
+        onto it."""
         st = self.streams.get(stream_id)
         if st is None or st.pending:
             return False
-        n = 0
-        for part in body:
-            n += len(part)
+        n = len(body_head) + len(body)
         if n > self.send_window or n > st.send_window or n > self.peer.max_frame:
             return False
         self.send_window -= n
         st.send_window -= n
+        try:
+            head = self._headers_prefix[headers]
+            tail = self._trailers_prefix[trailers]
+        except KeyError:
+            head = self._prefix(self._headers_prefix, frames.FLAG_END_HEADERS, headers)
+            tail = self._prefix(self._trailers_prefix, frames.FLAG_END_HEADERS | frames.FLAG_END_STREAM, trailers)
         sidb = stream_id.to_bytes(4, "big")
-        self.emit(b"".join((
-            self._prefix(self._headers_prefix, frames.FLAG_END_HEADERS, headers), sidb, headers,
-            n.to_bytes(3, "big"), b"\x00\x00", sidb, *body,
-            self._prefix(self._trailers_prefix, frames.FLAG_END_HEADERS | frames.FLAG_END_STREAM, trailers), sidb, trailers,
-        )))
-        self._close(st)
+        self.emit(b"".join((head, sidb, headers, n.to_bytes(3, "big"), b"\x00\x00", sidb, body_head, body, tail, sidb, trailers)))
+        if st.recv_ended:
+            del self.streams[stream_id]  # never blocked: nothing was pending
+        else:
+            self._close(st)
         return True
 
     def reset_stream(self, stream_id: int, code: int) -> None:
@@ -192,12 +207,11 @@ class H2Connection:
 
     @staticmethod
     def _prefix(cache: dict[bytes, bytes], flags: int, block: bytes) -> bytes:
-        """A HEADERS frame header up to the stream id, remembered per block."""
-        prefix = cache.get(block)
-        if prefix is None:
-            prefix = frames.frame_header(frames.HEADERS, flags, 0, len(block))[:5]
-            if len(cache) < _PREFIX_CACHE_LIMIT:
-                cache[block] = prefix
+        """A HEADERS frame header up to the stream id, remembered per block
+        (the blocks of a server's common responses are constants)."""
+        prefix = frames.frame_header(frames.HEADERS, flags, 0, len(block))[:5]
+        if len(cache) < _PREFIX_CACHE_LIMIT:
+            cache[block] = prefix
         return prefix
 
     def _pump(self, st: H2Stream) -> bool:
@@ -256,6 +270,7 @@ class H2Connection:
         if self.terminated:
             return []
         events = self._events = []
+        self._last_request = None
         try:
             self.reader.feed(data)
         except (ProtocolError, FramingError) as e:
@@ -267,9 +282,11 @@ class H2Connection:
             raise ProtocolError(frames.PROTOCOL_ERROR, "DATA on stream 0")
         flow = len(payload)
         if flow:
-            credit = self.received.consume(flow)
-            if credit:
-                self.emit(frames.window_update(0, credit))
+            received = self.received
+            received.unacked += flow
+            if received.unacked >= received.credit_step:
+                self.emit(frames.window_update(0, received.unacked))
+                received.unacked = 0
         st = self.streams.get(sid)
         if st is None:
             if sid > self.last_stream_id:
@@ -279,9 +296,9 @@ class H2Connection:
             self.reset_stream(sid, frames.STREAM_CLOSED)
             self._events.append(StreamReset(sid, frames.STREAM_CLOSED))
             return
-        if flags & frames.FLAG_PADDED:
+        if flags & _PADDED:
             payload = unpad(flags, payload)
-        end_stream = bool(flags & frames.FLAG_END_STREAM)
+        end_stream = flags & _END_STREAM != 0
         if end_stream:
             st.recv_ended = True
         elif flow:
@@ -290,22 +307,26 @@ class H2Connection:
                 self.emit(frames.window_update(sid, unacked))
                 unacked = 0
             st.recv_unacked = unacked
+        request = self._last_request
+        if request is not None and request.stream_id == sid and request.data is None:
+            # the body's first bytes read with the headers ride on the request event
+            request.data = payload
+            request.end_stream = end_stream
+            return
         self._events.append(DataReceived(sid, payload, end_stream))
 
     def _on_headers(self, flags: int, sid: int, payload: bytes) -> None:
         if sid == 0 or not sid & 1:
             raise ProtocolError(frames.PROTOCOL_ERROR, "HEADERS on a server or zero stream id")
-        payload = unpad(flags, payload)
-        if flags & frames.FLAG_PRIORITY:
+        if flags & _PADDED:
+            payload = unpad(flags, payload)
+        if flags & _PRIORITY:
             payload = payload[5:]
-        self._header_block(sid, flags, payload)
-
-    def _header_block(self, sid: int, flags: int, block: bytes) -> None:
         try:
-            headers = self.decoder.decode(block)
+            headers = self.decoder.decode(payload)
         except HPACKError as e:
             raise ProtocolError(frames.COMPRESSION_ERROR, f"HPACK: {e}") from None
-        end_stream = bool(flags & frames.FLAG_END_STREAM)
+        end_stream = flags & _END_STREAM != 0
         st = self.streams.get(sid)
         if st is not None:  # trailers from the client: only an end is allowed
             if not end_stream:
@@ -320,10 +341,9 @@ class H2Connection:
         if self.going_away:
             self.emit(frames.rst_stream(sid, frames.REFUSED_STREAM))
             return
-        st = H2Stream(sid, self.peer.initial_window)
-        st.recv_ended = end_stream
-        self.streams[sid] = st
-        self._events.append(RequestReceived(sid, headers, end_stream))
+        self.streams[sid] = H2Stream(sid, self.peer.initial_window, end_stream)
+        self._last_request = request = RequestReceived(sid, headers, end_stream, None)
+        self._events.append(request)
 
     def _on_priority(self, flags: int, sid: int, payload: bytes) -> None:
         if len(payload) != 5:

@@ -11,11 +11,14 @@ from brain.transport.h2.hpack import Header
 
 @dataclass(slots=True)
 class RequestReceived:
-    """A client opened a stream with this header block."""
+    """A client opened a stream with this header block. When the first
+    DATA frame came in the same read, its bytes are here (and end_stream is
+    that frame's): a short request is then one event, not two."""
 
     stream_id: int
     headers: list[Header]
     end_stream: bool
+    data: bytes | None = None
 
 
 @dataclass(slots=True)

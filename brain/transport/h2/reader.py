@@ -9,6 +9,10 @@ from typing import Callable
 from brain.transport.h2 import frames
 
 FrameHandler = Callable[[int, int, bytes], None]  # flags, stream id, payload
+# tested on every frame, as plain names
+_HEADERS = frames.HEADERS
+_END_HEADERS = frames.FLAG_END_HEADERS
+_MAX_FRAME = frames.DEFAULT_MAX_FRAME
 
 
 class FramingError(Exception):
@@ -28,7 +32,8 @@ def unpad(flags: int, payload: bytes) -> bytes:
 
 class FrameReader:
     def __init__(self, handlers: dict[int, FrameHandler], max_header_block: int) -> None:
-        self.handlers = handlers
+        # by frame type, in a tuple: indexing it is cheaper than a dict lookup
+        self.handlers: tuple[FrameHandler | None, ...] = tuple(handlers.get(t) for t in range(max(handlers) + 1))
         self.max_header_block = max_header_block
         self._buf = b""
         self._preface_seen = False
@@ -54,7 +59,7 @@ class FrameReader:
         while end - pos >= 9:
             lt, flags, sid = unpack(buf, pos)
             length = lt >> 8
-            if length > frames.DEFAULT_MAX_FRAME:
+            if length > _MAX_FRAME:
                 raise FramingError(frames.FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE")
             stop = pos + 9 + length
             if stop > end:
@@ -66,7 +71,7 @@ class FrameReader:
             if self._continuation is not None:
                 self._continue(ftype, flags, sid, payload)
                 continue
-            if ftype == frames.HEADERS and not flags & frames.FLAG_END_HEADERS:
+            if ftype == _HEADERS and not flags & _END_HEADERS:
                 # padding and priority belong to this frame, not to the block
                 payload = unpad(flags, payload)
                 if flags & frames.FLAG_PRIORITY:
@@ -74,7 +79,7 @@ class FrameReader:
                 flags &= ~(frames.FLAG_PADDED | frames.FLAG_PRIORITY)
                 self._continuation = (sid, flags, bytearray(payload))
                 continue
-            handler = handlers.get(ftype)
+            handler = handlers[ftype] if ftype < len(handlers) else None
             if handler is not None:  # unknown frame types are ignored
                 handler(flags, sid, payload)
         self._buf = buf[pos:] if pos < end else b""
@@ -91,4 +96,6 @@ class FrameReader:
             raise FramingError(frames.ENHANCE_YOUR_CALM, "header block too large")
         if flags & frames.FLAG_END_HEADERS:
             self._continuation = None
-            self.handlers[frames.HEADERS](cont[1] | frames.FLAG_END_HEADERS, sid, bytes(cont[2]))
+            on_headers = self.handlers[frames.HEADERS]
+            assert on_headers is not None
+            on_headers(cont[1] | frames.FLAG_END_HEADERS, sid, bytes(cont[2]))
