@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Protocol
+from typing import Awaitable, Callable, Protocol
 
 import grpc
 
@@ -17,7 +17,7 @@ from brain.transport.h2.core import H2Connection
 from brain.transport.h2.events import (
     ConnectionTerminated, DataReceived, Event, RequestReceived, StreamDrained, StreamEnded, StreamReset,
 )
-from brain.transport.h2.hpack import Header
+from brain.transport.h2.hpack import Header, literal_indexed_name
 from brain.transport.status import parse_timeout
 from brain.transport.stream import Stream
 
@@ -26,10 +26,15 @@ log = logging.getLogger("brain.transport")
 _PARSED_LIMIT = 256
 
 
+# path -> HTTP status, content type, body: the server's answers to GETs
+HttpHandler = Callable[[str], Awaitable[tuple[int, str, bytes]]]
+
+
 class HandlerSource(Protocol):
     """What the gRPC layer needs of the server: its handlers and limits."""
 
     max_receive: int
+    http_handler: HttpHandler | None
 
     def cached_handler(self, method: str) -> grpc.RpcMethodHandler | None: ...
 
@@ -82,8 +87,15 @@ class Request:
 
 def status_block(status: int) -> bytes:
     """A header block of :status alone (a literal with static name 8)."""
-    digits = str(status).encode()
-    return b"\x08\x00" + bytes((len(digits),)) + digits
+    return literal_indexed_name(8, str(status).encode())
+
+
+def http_response_block(status: int, content_type: str, length: int) -> bytes:
+    """:status, content-type and content-length (static names 8, 31, 28)."""
+    return (
+        status_block(status) + literal_indexed_name(31, content_type.encode("latin-1"))
+        + literal_indexed_name(28, str(length).encode())
+    )
 
 
 class GrpcSession:
@@ -174,6 +186,9 @@ class GrpcSession:
         request = parsed[1]
         sid = ev.stream_id
         if request.error is not None:
+            if request.method == b"GET" and self.handlers.http_handler is not None:
+                self.loop.create_task(self._http_get(sid, request.path.split("?", 1)[0], self.handlers.http_handler))
+                return
             self.core.send_headers(sid, status_block(request.error), end_stream=True)
             return
         st = Stream(sid, self, headers, ev.end_stream and ev.data is None)
@@ -210,6 +225,20 @@ class GrpcSession:
             self._feed(st, data)
         if end_stream and not st.closed:
             self._end_of_request(st)
+
+    async def _http_get(self, sid: int, path: str, handler: HttpHandler) -> None:
+        """A plain GET, as of a probe or a Prometheus scrape: answered from
+        the server's HTTP handler, beside the gRPC calls."""
+        try:
+            status, content_type, body = await handler(path)
+        except Exception:
+            log.exception("serving GET %s", path)
+            status, content_type, body = 500, "text/plain; charset=utf-8", b"Internal Server Error\n"
+        core = self.core
+        if not core.send_headers(sid, http_response_block(status, content_type, len(body)), end_stream=not body):
+            core.send_data(sid, (body,))
+            core.end_stream(sid, None)
+        self.link.flush()
 
     async def _resolve(self, st: Stream, path: str, deadline: float | None) -> None:
         try:

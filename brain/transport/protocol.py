@@ -1,6 +1,10 @@
 """The asyncio side of a client connection: socket bytes into the HTTP/2
 core, the core's events to the gRPC layer, the core's output to the socket.
 
+A connection speaks HTTP/2 or, for probes and scrapes of /health, /version
+and /metrics as etcd serves them, HTTP/1.1: TLS's ALPN says which, and
+without it the first bytes do (the HTTP/2 preface, or a request line).
+
 Everything the bytes of one data_received call produce (acks, window
 updates, responses of handlers that finish at once) leaves in one
 transport.write; output of handlers that finish later is collected until
@@ -10,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from brain.transport.dispatch import GrpcSession, HandlerSource
+from brain.transport import http1
+from brain.transport.dispatch import GrpcSession, HandlerSource, HttpHandler
 from brain.transport.h2 import frames
 from brain.transport.h2.core import H2Connection
 from brain.transport.h2.settings import LocalSettings
@@ -41,6 +47,16 @@ class Acceptor(HandlerSource, Protocol):
     def connection_gone(self, conn: ClientConnection) -> None: ...
 
 
+@dataclass(slots=True)
+class Http1Exchange:
+    """The one request of an HTTP/1.1 connection, while its head arrives."""
+
+    timer: asyncio.TimerHandle
+    received: bytes = b""
+    answered: bool = False
+    task: asyncio.Task[None] | None = field(default=None)
+
+
 class ClientConnection(asyncio.Protocol):
     def __init__(self, server: Acceptor) -> None:
         self.server = server
@@ -50,7 +66,9 @@ class ClientConnection(asyncio.Protocol):
         self.paused = False
         self.closed = False
         self.core = H2Connection(LOCAL_SETTINGS, self._output_queued, FLUSH_BYTES)
-        self.session: GrpcSession | None = None
+        self.session: GrpcSession | None = None  # once the connection is known to be HTTP/2
+        self.http1: Http1Exchange | None = None  # once it is known to be HTTP/1.1
+        self._first_bytes = b""  # while it is neither
         self._receiving = False
         self._flush_scheduled = False
 
@@ -81,6 +99,15 @@ class ClientConnection(asyncio.Protocol):
             host, port = addr[0], addr[1]
             self.peer = f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
         self.server.connection_made(self)
+        ssl_object = transport.get_extra_info("ssl_object")
+        alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        if alpn == "h2":
+            self._start_h2()
+        elif alpn == "http/1.1":
+            self._start_http1(b"")
+        # else the client's first bytes tell
+
+    def _start_h2(self) -> None:
         self.session = GrpcSession(self.core, self, self.server)
         self.core.initiate()
         self.flush()
@@ -88,6 +115,10 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.transport = None
+        if self.http1 is not None:
+            self.http1.timer.cancel()
+            if self.http1.task is not None:
+                self.http1.task.cancel()
         self.core.discard_output()
         if self.session is not None:
             self.session.connection_lost()
@@ -104,6 +135,10 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        if self.session is None:
+            data = self._before_h2(data)
+            if not data:
+                return
         self._receiving = True
         try:
             events = self.core.receive(data)
@@ -119,6 +154,79 @@ class ClientConnection(asyncio.Protocol):
         finally:
             self._receiving = False
             self.flush()
+
+    def _before_h2(self, data: bytes) -> bytes:
+        """Bytes of a connection not yet known to be HTTP/2: HTTP/1.1 is
+        served here; what is HTTP/2 (or neither: the core refuses it) is
+        returned once the session is started."""
+        if self.http1 is not None:
+            self._http1_received(data)
+            return b""
+        start = self._first_bytes + data
+        preface = frames.PREFACE
+        if preface.startswith(start[:len(preface)]):
+            if len(start) < len(preface):
+                self._first_bytes = start
+                return b""
+        else:
+            kind = http1.looks_like_http1(start)
+            if kind is None:
+                self._first_bytes = start
+                return b""
+            if kind:
+                self._first_bytes = b""
+                self._start_http1(start)
+                return b""
+        self._first_bytes = b""
+        self._start_h2()
+        return start
+
+    # HTTP/1.1
+
+    def _start_http1(self, start: bytes) -> None:
+        self.http1 = Http1Exchange(self.loop.call_later(http1.READ_TIMEOUT, self.close))
+        if start:
+            self._http1_received(start)
+
+    def _http1_received(self, data: bytes) -> None:
+        exchange = self.http1
+        assert exchange is not None
+        if exchange.answered:
+            return  # one request per connection: anything after it is not read
+        exchange.received += data
+        try:
+            head = http1.parse_head(exchange.received)
+        except http1.BadRequest as e:
+            self._http1_reply(http1.error_response(e.status))
+            return
+        if head is None:
+            return
+        exchange.answered = True
+        handler = self.server.http_handler
+        if head.method != "GET":
+            self._http1_reply(http1.error_response(405))
+        elif handler is None:
+            self._http1_reply(http1.error_response(404))
+        else:
+            exchange.task = self.loop.create_task(self._http1_serve(head.path, handler))
+
+    async def _http1_serve(self, path: str, handler: HttpHandler) -> None:
+        try:
+            status, content_type, body = await handler(path)
+        except Exception:
+            log.exception("serving GET %s", path)
+            self._http1_reply(http1.error_response(500))
+            return
+        self._http1_reply(http1.response(status, content_type, body))
+
+    def _http1_reply(self, data: bytes) -> None:
+        exchange = self.http1
+        assert exchange is not None
+        exchange.answered = True
+        exchange.timer.cancel()
+        if self.transport is not None:
+            self.transport.write(data)
+            self.transport.close()
 
     # output
 
@@ -142,6 +250,10 @@ class ClientConnection(asyncio.Protocol):
     def fail(self, code: int, message: str) -> None:
         """A connection error: GOAWAY and close."""
         if self.closed:
+            return
+        if self.session is None:  # not an HTTP/2 connection (yet): nothing to tell it
+            self.closed = True
+            self.close()
             return
         log.info("HTTP/2 connection error from %s: %s", self.peer, message)
         self.core.terminate(code, message)

@@ -10,6 +10,7 @@ from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 import grpc
 
+from brain.transport.dispatch import HttpHandler
 from brain.transport.protocol import ClientConnection
 
 DEFAULT_MAX_RECEIVE = 4 * 1024 * 1024  # grpcio's default
@@ -45,7 +46,14 @@ class Server:
     name and then reused: brain's handlers and interceptors depend on the
     method only, and a lookup per call would cost an await per call."""
 
-    def __init__(self, options: Sequence[tuple[str, Any]] = (), interceptors: Sequence[Any] = ()) -> None:
+    def __init__(
+        self, options: Sequence[tuple[str, Any]] = (), interceptors: Sequence[Any] = (),
+        http_handler: HttpHandler | None = None,
+    ) -> None:
+        """http_handler answers plain HTTP GETs on the same ports (path to
+        status, content type, body), over HTTP/1.1 and HTTP/2; without it
+        they get 404 or a refusal."""
+        self.http_handler = http_handler
         opts = dict(options)
         receive = opts.get("grpc.max_receive_message_length", DEFAULT_MAX_RECEIVE)
         self.max_receive = receive if receive >= 0 else 2**31 - 1

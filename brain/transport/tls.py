@@ -1,4 +1,4 @@
-"""TLS for the HTTP/2 transport: ALPN "h2" and, if asked, client
+"""TLS for the HTTP/2 transport: ALPN "h2" (and "http/1.1") and, if asked, client
 certificates checked against a CA (like etcd's --client-cert-auth)."""
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ def server_context(cert_file: str, key_file: str, trusted_ca_file: str = "", cli
         ctx.verify_mode = ssl.CERT_REQUIRED
     elif trusted_ca_file:
         ctx.verify_mode = ssl.CERT_OPTIONAL
-    ctx.set_alpn_protocols(["h2"])
+    # http/1.1 for probes and scrapes of /health, /version, /metrics, as etcd offers it
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
     # TLS compression and renegotiation are forbidden by RFC 7540 9.2.1
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     return ctx

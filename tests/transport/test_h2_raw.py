@@ -62,8 +62,15 @@ def test_settings_are_acked(echo_server):
         assert (frames.SETTINGS, frames.FLAG_ACK, 0, b"") in got
 
 
+def test_http1_request_without_http_handler_is_404(echo_server):
+    with socket.create_connection(("127.0.0.1", echo_server.port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 404 ")
+    _alive(echo_server.port)
+
+
 def test_bad_preface_and_garbage(echo_server):
-    for junk in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x00" * 100, frames.PREFACE + b"\xff" * 40):
+    for junk in (b"\x00" * 100, b"get / http/1.1\r\n\r\n", frames.PREFACE + b"\xff" * 40):
         with socket.create_connection(("127.0.0.1", echo_server.port), timeout=5) as s:
             s.sendall(junk)
             got = _frames(s, frames.GOAWAY)

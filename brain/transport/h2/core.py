@@ -44,7 +44,7 @@ class H2Stream:
     client's is followed by RST_STREAM(NO_ERROR), as gRPC and Go servers
     do, so that the client stops sending."""
 
-    __slots__ = ("stream_id", "send_window", "recv_unacked", "pending", "trailers", "recv_ended")
+    __slots__ = ("stream_id", "send_window", "recv_unacked", "pending", "trailers", "ending", "recv_ended")
 
     def __init__(self, stream_id: int, send_window: int, recv_ended: bool) -> None:
         self.stream_id = stream_id
@@ -52,6 +52,7 @@ class H2Stream:
         self.recv_unacked = 0
         self.pending: deque[Chunk] | None = None  # body bytes waiting for send window
         self.trailers: bytes | None = None  # the final header block, sent once pending is out
+        self.ending = False  # the response ends once pending is out
         self.recv_ended = recv_ended
 
 
@@ -142,13 +143,15 @@ class H2Connection:
         pending.extend(memoryview(p) for p in pieces if p)
         return self._pump(st)
 
-    def end_stream(self, stream_id: int, block: bytes) -> bool:
+    def end_stream(self, stream_id: int, block: bytes | None) -> bool:
         """End the response with this header block (trailers, or the only
-        headers), after any body bytes still waiting for window."""
+        headers), or with an empty END_STREAM DATA frame if None, after any
+        body bytes still waiting for window."""
         st = self.streams.get(stream_id)
-        if st is None or st.trailers is not None:
+        if st is None or st.ending:
             return False
         st.trailers = block
+        st.ending = True
         return self._pump(st)
 
     def send_response(self, stream_id: int, headers: bytes, body_head: bytes, body: bytes, trailers: bytes) -> bool:
@@ -237,11 +240,14 @@ class H2Connection:
                 self.emit(header(frames.DATA, 0, sid, n))
                 self.emit(chunk)
             self.blocked.pop(sid, None)
+        if not st.ending:
+            return False
         block = st.trailers
         if block is None:
-            return False
-        self.emit(frames.frame_header(frames.HEADERS, frames.FLAG_END_HEADERS | frames.FLAG_END_STREAM, sid, len(block)))
-        self.emit(block)
+            self.emit(frames.frame_header(frames.DATA, frames.FLAG_END_STREAM, sid, 0))
+        else:
+            self.emit(frames.frame_header(frames.HEADERS, frames.FLAG_END_HEADERS | frames.FLAG_END_STREAM, sid, len(block)))
+            self.emit(block)
         self._close(st)
         return True
 
