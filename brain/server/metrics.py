@@ -245,6 +245,25 @@ def new_registry(server) -> tuple[CollectorRegistry, GrpcMetrics]:
     return registry, GrpcMetrics(registry, extensive=getattr(server.config, "metrics_extensive", False))
 
 
+def http_endpoint(
+    path: str, registry: CollectorRegistry, healthy: Callable[[], tuple[bool, str]], version: str | None = None,
+) -> tuple[int, str, bytes]:
+    """etcd's HTTP paths: status, content type and body for a GET of path.
+    /version only where a server version is given (etcd serves it on client
+    URLs, not on metrics URLs)."""
+    if path == "/metrics":
+        return 200, CONTENT_TYPE_LATEST, generate_latest(registry)
+    if path in ("/health", "/livez", "/readyz"):
+        ok, reason = healthy()
+        body = json.dumps({"health": "true" if ok else "false", "reason": reason}, separators=(",", ":")).encode()
+        return (200 if ok else 503), "application/json", body
+    if path == "/version" and version is not None:
+        major, minor = version.split(".")[:2]
+        body = json.dumps({"etcdserver": version, "etcdcluster": f"{major}.{minor}.0"}, separators=(",", ":")).encode()
+        return 200, "application/json", body
+    return 404, "text/plain; charset=utf-8", b"404 page not found\n"
+
+
 class MetricsHTTP:
     """A minimal HTTP/1.1 server for /metrics and /health (etcd's paths)."""
 
@@ -270,14 +289,8 @@ class MetricsHTTP:
                 pass
             parts = line.decode("latin-1").split()
             path = parts[1].split("?")[0] if len(parts) >= 2 else ""
-            if path == "/metrics":
-                status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(self.registry)
-            elif path in ("/health", "/livez", "/readyz"):
-                ok, reason = self.healthy()
-                body = json.dumps({"health": "true" if ok else "false", "reason": reason}, separators=(",", ":")).encode()
-                status, ctype = ("200 OK" if ok else "503 Service Unavailable"), "application/json"
-            else:
-                status, ctype, body = "404 Not Found", "text/plain", b"404 page not found\n"
+            code, ctype, body = http_endpoint(path, self.registry, self.healthy)
+            status = {200: "200 OK", 503: "503 Service Unavailable"}.get(code, "404 Not Found")
             writer.write(
                 f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
                 + body

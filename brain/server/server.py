@@ -21,7 +21,7 @@ from brain.server.heap import HeapTrimmer
 from brain.server.kv import KVService
 from brain.server.lease import LeaseService
 from brain.server.maintenance import ClusterService, MaintenanceService
-from brain.server.metrics import MetricsHTTP, MetricsInterceptor, new_registry
+from brain.server.metrics import MetricsHTTP, MetricsInterceptor, http_endpoint, new_registry
 from brain.server.quota import SpaceQuota, quota_limit
 from brain.server.watch import WatchService
 from engines import open_engine
@@ -131,6 +131,10 @@ class BrainServer:
             return False, "writer stopped"
         return True, ""
 
+    async def http_get(self, path: str) -> tuple[int, str, bytes]:
+        """GETs on the client URLs, as etcd answers them beside gRPC."""
+        return http_endpoint(path, self.registry, self.healthy, self.config.version)
+
     async def start(self) -> None:
         cfg = self.config
         self.engine = open_engine(cfg.engine, data_dir=cfg.data_dir, **cfg.engine_options)
@@ -151,7 +155,9 @@ class BrainServer:
         if cfg.transport == "h2":
             from brain.transport import Server as H2Server
 
-            server = H2Server(options=grpc_options(cfg), interceptors=[MetricsInterceptor(self.grpc_metrics)])
+            server = H2Server(
+                options=grpc_options(cfg), interceptors=[MetricsInterceptor(self.grpc_metrics)], http_handler=self.http_get
+            )
         else:
             server = grpc.aio.server(options=grpc_options(cfg), interceptors=[MetricsInterceptor(self.grpc_metrics)])
         self.watch = WatchService(store, header, cfg.progress_notify_interval)
