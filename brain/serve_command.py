@@ -148,7 +148,8 @@ def version_text() -> str:
          callback=_duration("experimental-watch-progress-notify-interval"),
          help="Interval of progress notifications to watchers that asked for them.")
 @_option("transport", type=click.Choice(["h2", "grpcio"]), default="h2", show_default=True,
-         help="gRPC server: brain's own HTTP/2 transport (h2), or grpcio's asyncio server.")
+         help="gRPC server: brain's own HTTP/2 transport (h2), which also answers /health, /version and /metrics "
+              "on the client URLs, or grpcio's asyncio server, which owns the sockets and serves gRPC only.")
 @_option("tikv-pd-endpoints", default="", help="Comma-separated PD endpoints of the TiKV cluster (--engine tikv), e.g. pd1:2379,pd2:2379.")
 @_option("tikv-key-prefix", default=None,
          help="Prefix of every key this brain cluster keeps in TiKV; brain clusters sharing one TiKV need distinct ones (default brain/).")
