@@ -109,6 +109,7 @@ class GrpcSession:
         self.peer = link.peer
         self.loop = asyncio.get_running_loop()
         self.calls: dict[int, Stream] = {}
+        self.http_gets: set[int] = set()  # streams of plain GETs being answered
         self._parsed: dict[int, tuple[list[Header], Request]] = {}
 
     # CallOwner
@@ -126,7 +127,7 @@ class GrpcSession:
             st.timer = None
         if st.done_callbacks:
             st.run_done_callbacks()
-        if self.core.going_away and not self.calls:
+        if self.core.going_away and not self.calls and not self.http_gets:
             self.link.flush()
             self.link.close()
 
@@ -146,6 +147,8 @@ class GrpcSession:
                 st = calls.get(ev.stream_id)
                 if st is not None:
                     st.response_ended()
+                elif ev.stream_id in self.http_gets:
+                    self._http_get_done(ev.stream_id)
             elif kind is StreamDrained:
                 st = calls.get(ev.stream_id)
                 if st is not None:
@@ -155,6 +158,8 @@ class GrpcSession:
                 if st is not None:
                     st.recv_ended = True
                     st.reset()
+                elif ev.stream_id in self.http_gets:
+                    self._http_get_done(ev.stream_id)
             elif kind is ConnectionTerminated:
                 self.connection_lost()
 
@@ -165,11 +170,12 @@ class GrpcSession:
     def goaway(self) -> None:
         """Graceful shutdown: no new calls; close once the current ones end."""
         self.core.goaway()
-        if not self.calls:
+        if not self.calls and not self.http_gets:
             self.link.flush()
             self.link.close()
 
     def connection_lost(self) -> None:
+        self.http_gets.clear()
         for st in list(self.calls.values()):
             st.reset()
 
@@ -187,6 +193,7 @@ class GrpcSession:
         sid = ev.stream_id
         if request.error is not None:
             if request.method == b"GET" and self.handlers.http_handler is not None:
+                self.http_gets.add(sid)
                 self.loop.create_task(self._http_get(sid, request.path.split("?", 1)[0], self.handlers.http_handler))
                 return
             self.core.send_headers(sid, status_block(request.error), end_stream=True)
@@ -235,10 +242,20 @@ class GrpcSession:
             log.exception("serving GET %s", path)
             status, content_type, body = 500, "text/plain; charset=utf-8", b"Internal Server Error\n"
         core = self.core
-        if not core.send_headers(sid, http_response_block(status, content_type, len(body)), end_stream=not body):
+        ended = core.send_headers(sid, http_response_block(status, content_type, len(body)), end_stream=not body)
+        if not ended:
             core.send_data(sid, (body,))
-            core.end_stream(sid, None)
+            ended = core.end_stream(sid, None)
         self.link.flush()
+        if ended or not core.is_open(sid):
+            self._http_get_done(sid)
+        # else the core reports the end once flow control has let the body out
+
+    def _http_get_done(self, sid: int) -> None:
+        self.http_gets.discard(sid)
+        if self.core.going_away and not self.calls and not self.http_gets:
+            self.link.flush()
+            self.link.close()
 
     async def _resolve(self, st: Stream, path: str, deadline: float | None) -> None:
         try:

@@ -188,3 +188,16 @@ def test_graceful_goaway_refuses_new_streams():
     assert request(core, sid=3) == []  # refused: nothing for the layer above
     assert (frames.RST_STREAM, 0, 3, frames.REFUSED_STREAM.to_bytes(4, "big")) in parse(core.data_to_send())
     assert core.send_response(1, b"\x88", b"", b"", b"\x40\x01x\x010")
+
+
+def test_a_body_ended_by_data_waits_for_window():
+    core = started([(frames.SETTINGS_INITIAL_WINDOW_SIZE, 4)])
+    core.receive(frames.frame(frames.HEADERS, frames.FLAG_END_HEADERS | frames.FLAG_END_STREAM, 1, b"\x82\x86\x84"))
+    assert not core.send_headers(1, b"\x88")
+    core.send_data(1, [b"abcdefgh"])
+    assert not core.end_stream(1, None)
+    assert [p for t, _, _, p in parse(core.data_to_send()) if t == frames.DATA] == [b"abcd"]
+    assert core.receive(frames.window_update(1, 10)) == [StreamEnded(1)]
+    # the rest of the body, then an empty END_STREAM DATA frame
+    assert parse(core.data_to_send()) == [(frames.DATA, 0, 1, b"efgh"), (frames.DATA, frames.FLAG_END_STREAM, 1, b"")]
+    assert not core.is_open(1)

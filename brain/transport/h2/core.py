@@ -20,9 +20,9 @@ from brain.transport.h2.events import (
 from brain.transport.h2.hpack import Decoder, HPACKError
 from brain.transport.h2.reader import FrameReader, FramingError, unpad
 from brain.transport.h2.settings import LocalSettings, PeerSettings, SettingsError
+from brain.transport.h2.streams import Chunk, H2Stream
 from brain.transport.h2.windows import ReceiveWindow, WindowError, grown, increment_of
 
-Chunk = bytes | memoryview
 # flags tested on every frame, as plain names
 _END_STREAM = frames.FLAG_END_STREAM
 _PADDED = frames.FLAG_PADDED
@@ -36,24 +36,6 @@ class ProtocolError(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-class H2Stream:
-    """The HTTP/2 state of one open stream. A stream leaves the connection's
-    table as soon as it is closed either way; END_STREAM sent before the
-    client's is followed by RST_STREAM(NO_ERROR), as gRPC and Go servers
-    do, so that the client stops sending."""
-
-    __slots__ = ("stream_id", "send_window", "recv_unacked", "pending", "trailers", "ending", "recv_ended")
-
-    def __init__(self, stream_id: int, send_window: int, recv_ended: bool) -> None:
-        self.stream_id = stream_id
-        self.send_window = send_window
-        self.recv_unacked = 0
-        self.pending: deque[Chunk] | None = None  # body bytes waiting for send window
-        self.trailers: bytes | None = None  # the final header block, sent once pending is out
-        self.ending = False  # the response ends once pending is out
-        self.recv_ended = recv_ended
 
 
 class H2Connection:
@@ -187,6 +169,9 @@ class H2Connection:
         if st is not None:
             self.blocked.pop(stream_id, None)
             self.emit(frames.rst_stream(stream_id, code))
+
+    def is_open(self, stream_id: int) -> bool:
+        return stream_id in self.streams
 
     def has_pending(self, stream_id: int) -> bool:
         st = self.streams.get(stream_id)
