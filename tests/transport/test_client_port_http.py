@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import struct
 import ssl
 import time
 
@@ -33,7 +34,11 @@ def get(port: int, path: str, method: str = "GET", context: ssl.SSLContext | Non
 def h2_get(sock: socket.socket, path: str, sid: int = 1) -> tuple[dict[bytes, bytes], bytes]:
     """One HTTP/2 GET with raw frames: the response headers and body."""
     if sid == 1:
-        sock.sendall(frames.PREFACE + frames.settings([]))
+        # windows large enough for /metrics (a few hundred KB) without
+        # WINDOW_UPDATEs as the body arrives
+        window = 16 << 20
+        sock.sendall(frames.PREFACE + frames.settings([(frames.SETTINGS_INITIAL_WINDOW_SIZE, window)])
+                     + frames.frame(frames.WINDOW_UPDATE, 0, 0, struct.pack(">I", window - frames.DEFAULT_WINDOW)))
     block = b"\x82\x86" + literal(b":path", path.encode()) + literal(b":authority", b"127.0.0.1")
     sock.sendall(frames.frame(frames.HEADERS, frames.FLAG_END_HEADERS | frames.FLAG_END_STREAM, sid, block))
     decoder = Decoder()
