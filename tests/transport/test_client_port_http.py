@@ -190,3 +190,15 @@ def test_grpcio_transport_serves_no_http_on_the_client_port(tmp_path):
         assert status != 200
     finally:
         srv.stop()
+
+
+def test_etcdctl_check_datascale(brain):
+    """etcdctl's data-scale check writes keys, then reads the server's
+    memory from /metrics on the client URL."""
+    import subprocess
+
+    from servers import etcd_tool
+
+    r = subprocess.run([etcd_tool("etcdctl"), f"--endpoints={brain.endpoint}", "check", "datascale", "--load=s"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "PASS: Approximate system memory used" in r.stdout, r.stdout[-500:] + r.stderr[-500:]
