@@ -192,7 +192,7 @@ def _run(readers: list[Reader | SnapshotSource], revision: int, names: tuple[str
             revs = [revision, revision]
         else:
             revs = []
-            for side, r in enumerate(readers):
+            for side, r in enumerate(readers):  # noqa: B007 - side names the failing endpoint below
                 revs.append(r.current_revision())
             revisions_differ = revs[0] != revs[1]
             if revisions_differ:

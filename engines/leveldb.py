@@ -441,7 +441,7 @@ class LevelDBEngine:
         self._queued += 1
         try:
             await loop.run_in_executor(self._executor, self._commit_on_thread, expect, ops, sync)
-        except RuntimeError as e:  # the executor was shut down by a concurrent close()
+        except RuntimeError:  # the executor was shut down by a concurrent close()
             if self._closed:
                 raise EngineClosedError(f"leveldb engine ({self.data_dir}) closed during a write") from None
             raise

@@ -32,7 +32,6 @@ import argparse
 import difflib
 import os
 import re
-import shutil
 import sys
 import tempfile
 from importlib import metadata

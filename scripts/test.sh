@@ -22,4 +22,6 @@ if [ -z "${ETCD_PROTO_DIR:-}" ] && [ ! -d "/$proto" ] && command -v apt-get >/de
     fi
     [ -d .venv/etcd-proto ] && export ETCD_PROTO_DIR="$PWD/.venv/etcd-proto"
 fi
+# the linter first: it takes a second and names the line
+.venv/bin/ruff check brain engines tests proto
 exec .venv/bin/python -m pytest "$@"

@@ -35,7 +35,7 @@ def both_json(etcd, brain, *args: str):
 
 
 def _drop_ids(text: str) -> str:
-    return "\n".join(l for l in text.splitlines() if not l.startswith(('"ClusterID"', '"MemberID"', '"RaftTerm"')))
+    return "\n".join(line for line in text.splitlines() if not line.startswith(('"ClusterID"', '"MemberID"', '"RaftTerm"')))
 
 
 def both_text(etcd, brain, *args: str, stdin: str | None = None, strip_ids: bool = False) -> str:

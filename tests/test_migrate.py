@@ -3,7 +3,6 @@ revisions, the store's revision and compact revision, the history between
 them and the leases arrive in brain as they are in etcd."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

@@ -33,7 +33,7 @@ def ctl(srv, *args: str) -> tuple[int, str, str]:
     )
     # etcdctl's client logs its retries as JSON lines with timestamps and
     # addresses; its own last line is what a user reads
-    err = [l for l in r.stderr.splitlines() if not l.startswith("{")]
+    err = [line for line in r.stderr.splitlines() if not line.startswith("{")]
     return r.returncode, r.stdout, "\n".join(err)
 
 

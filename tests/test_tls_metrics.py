@@ -3,7 +3,6 @@ and /metrics and /health on --listen-metrics-urls."""
 from __future__ import annotations
 
 import json
-import os
 import queue
 import subprocess
 import urllib.request

@@ -10,7 +10,7 @@ from brain.apply.txn import apply_delete, apply_put, apply_txn
 from brain.etcdpb import kv_pb2
 from brain.etcdpb import rpc_pb2 as pb
 from brain.mvcc.store import MVCCStore
-from brain.watch import WatchHub, WatcherState
+from brain.watch import WatchHub
 from brain.watch.event import WatchEvent
 from brain.watch.watcher import Watcher
 from brain.watch.watcher_group import WatcherGroup

@@ -190,7 +190,7 @@ def _run(selected: list[Workload], targets: list[Target], settings: Settings, ro
                     _echo(f"  {label}: FAILED {record['failed']}")
                     dead = [s for s in started if not s.alive()]
                     if dead:
-                        raise click.ClickException(f"{dead[0].name} died; its log: {dead[0].log_path}\n{dead[0].log_tail()}")
+                        raise click.ClickException(f"{dead[0].name} died; its log: {dead[0].log_path}\n{dead[0].log_tail()}") from None
                 else:
                     _echo(f"  {label}: {_brief(record, w)}")
                 record["round"] = r + 1

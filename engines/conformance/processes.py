@@ -96,7 +96,6 @@ def stream_then_kill(
     """Run a writer child until it acknowledged min_acks batches (or
     max_seconds passed with at least one), SIGKILL it after a random extra
     delay of up to jitter seconds, and return every acknowledged batch id."""
-    import random
 
     child = Child(mode, target, slot)
     acked: list[int] = []

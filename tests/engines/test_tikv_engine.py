@@ -314,7 +314,7 @@ def test_unreachable_cluster_and_closed_engine():
         await e.write(wb((b"k", b"1")))
         snap = e.snapshot()
         cluster.down = True
-        for what, call in (
+        for _what, call in (
             ("get", lambda: e.get(b"k")),
             ("scan", lambda: e.scan(b"", None)),
             ("write", lambda: e.write(wb((b"k", b"2")))),

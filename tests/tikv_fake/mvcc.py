@@ -224,7 +224,7 @@ class MvccStore:
                         self._prewrite_key(m, primary, start_ts, ttl, txn_size, min_commit_ts)
                     except TxnError as e:
                         if e.error.HasField("conflict"):
-                            raise _Discard([e.error])  # TiKV stops at a conflict
+                            raise _Discard([e.error]) from None  # TiKV stops at a conflict
                         errors.append(e.error)
                 if errors:
                     raise _Discard(errors)
