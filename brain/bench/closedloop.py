@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from brain.bench.harness import ChildJob
+from brain.bench.job import ChildJob
 from brain.bench.ops import OPS, CheckFailed
 
 

@@ -20,32 +20,14 @@ import multiprocessing.connection
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from brain.bench.settings import Settings
+from brain.bench.job import RPC_TIMEOUT_S, ChildJob
 
 # how long a child may take to connect and prepare, and to clean up
 PREPARE_TIMEOUT_S = 180.0
 CLEANUP_TIMEOUT_S = 60.0
-# how long a request may take before the client gives up on it; also bounds
-# how far past the window a closed loop can run
-RPC_TIMEOUT_S = 30.0
-
-
-@dataclass(frozen=True)
-class ChildJob:
-    role: str  # "closed_loop", "watcher" or "writer" (see brain/bench/roles.py)
-    workload: str
-    target: str
-    index: int
-    slots: int  # requests in flight (closed loop, writer) or watchers (watcher)
-    streams: int  # watch streams (watcher only)
-    tag: str  # unique per run: keeps the keys of rounds apart
-    settings: Settings
-    params: dict[str, Any] = field(default_factory=dict)
-
-
 class ChildFailed(RuntimeError):
     pass
 

@@ -7,7 +7,8 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from brain.bench.harness import ChildJob, Hooks, run_children
+from brain.bench.harness import Hooks, run_children
+from brain.bench.job import ChildJob
 from brain.bench.latency import summarize_ms
 from brain.bench.settings import Settings
 from brain.bench.watchload import DRAIN_LIMIT_S

@@ -4,7 +4,7 @@ from __future__ import annotations
 import grpc
 
 from brain.bench.closedloop import ClosedLoop
-from brain.bench.harness import ChildJob
+from brain.bench.job import ChildJob
 from brain.bench.watchload import Watcher, Writer
 
 

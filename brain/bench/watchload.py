@@ -16,7 +16,7 @@ import grpc
 
 from brain.bench import keys
 from brain.bench.closedloop import cpu_seconds
-from brain.bench.harness import RPC_TIMEOUT_S, ChildJob
+from brain.bench.job import RPC_TIMEOUT_S, ChildJob
 from brain.etcdpb import rpc_pb2, rpc_pb2_grpc
 
 _STAMP = struct.Struct("<d")

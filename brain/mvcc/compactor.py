@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from brain.etcdpb import kv_pb2
 from brain.mvcc import keys as K
-from engines.base import WriteBatch
-
-if TYPE_CHECKING:
-    from brain.mvcc.store import MVCCStore
+from engines.base import Engine, WriteBatch
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +29,16 @@ CHUNK_REVISIONS = 256
 PROGRESS_EVERY_S = 5.0
 
 
+class CompactedStore(Protocol):
+    """What the compactor needs of the store it prunes (the MVCC store,
+    which owns it: a Protocol keeps the import one way)."""
+
+    engine: Engine
+    sync: bool
+
+
 class Compactor:
-    def __init__(self, store: MVCCStore) -> None:
+    def __init__(self, store: CompactedStore) -> None:
         self.store = store
         self.finished = 0  # highest revision physically compacted
         self.target = 0

@@ -16,18 +16,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from brain import errors
 from brain.etcdpb import rpc_pb2
+from brain.mvcc.store import MVCCStore
 from brain.watch.fanout import fan_out
+from brain.watch.history import EventHistory
 from brain.watch.outbox import Outbox
 from brain.watch.replay import read_events
+from brain.watch.response import ResponseEncoder
 from brain.watch.watcher import PREV_KV, Watcher, WatcherState, variant_of
 from brain.watch.watcher_group import WatcherGroup
-
-if TYPE_CHECKING:
-    from brain.watch.hub import WatchHub
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,27 @@ SYNCED, UNSYNCED, COMPACTED, CANCELED = (
 )
 
 
+class StreamHost(Protocol):
+    """The hub a stream belongs to (brain/watch/hub.py), as the stream uses
+    it: its encoder, history and store, the synced group and the counts a
+    stream moves its watchers between. A Protocol keeps the import one way
+    (the hub makes streams)."""
+
+    store: MVCCStore
+    encoder: ResponseEncoder
+    history: EventHistory
+    synced: WatcherGroup
+    streams: dict[int, WatchStream]
+    progress_interval: float
+    high_water: int
+    low_water: int
+    watchers: int
+    unsynced: int
+    engine_reads: int
+
+
 class WatchStream:
-    def __init__(self, hub: WatchHub, stream_id: int) -> None:
+    def __init__(self, hub: StreamHost, stream_id: int) -> None:
         self.hub = hub
         self.id = stream_id
         self.outbox = Outbox(hub.encoder, hub.high_water, hub.low_water)

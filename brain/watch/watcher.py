@@ -10,13 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from brain.watch.event import TAG_RESPONSE_WATCH_ID
 from brain.wire import int_field
-
-if TYPE_CHECKING:
-    from brain.watch.stream import WatchStream
 
 # variant bits
 PREV_KV = 1
@@ -32,6 +29,24 @@ class WatcherState(Enum):
     CANCELED = "canceled"  # removed from its stream
 
 
+class EventSink(Protocol):
+    """The part of a stream's outbox that fan-out uses (brain/watch/outbox.py)."""
+
+    congested: bool
+
+    def put_events(self, w: Watcher, rev: int, chunks: list[bytes], size: int) -> None: ...
+
+
+class WatcherOwner(Protocol):
+    """The stream a watcher belongs to (brain/watch/stream.py), as the hub
+    and fan-out see it: a Protocol keeps the imports one way."""
+
+    @property
+    def outbox(self) -> EventSink: ...
+
+    def fall_behind(self, w: Watcher, from_rev: int) -> None: ...
+
+
 @dataclass(slots=True, eq=False)
 class Watcher:
     """eq=False: watchers are compared and hashed by identity."""
@@ -40,7 +55,7 @@ class Watcher:
     key: bytes
     # None: the single key; b"": every key >= key; otherwise the exclusive end
     end: bytes | None
-    stream: WatchStream
+    stream: WatcherOwner
     # the lowest revision not yet delivered (for a synced watcher: the lowest
     # revision it may be sent; it has seen every event below the store's)
     min_rev: int
