@@ -7,7 +7,7 @@ a reference to a buffer the caller may mutate later.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from engines.base import WriteBatch, check_key, check_range
 
@@ -25,7 +25,9 @@ def check_keys(keys: object) -> list[bytes]:
     # whole rather than failing on their first element with a puzzling message
     if isinstance(keys, (bytes, bytearray, memoryview, str)):
         raise TypeError(f"batch_get takes a sequence of keys, not a single {type(keys).__name__}")
-    return [check_key(k) for k in keys]  # type: ignore[union-attr]
+    if not isinstance(keys, Iterable):
+        raise TypeError(f"batch_get takes a sequence of keys, not {type(keys).__name__}")
+    return [check_key(k) for k in keys]
 
 
 def check_scan(start: object, end: object, limit: object) -> tuple[bytes, bytes | None, int]:
@@ -59,7 +61,9 @@ def check_expect(expect: object) -> list[Op]:
     if isinstance(expect, (bytes, bytearray, memoryview, str)):
         raise TypeError("commit_if expect is a sequence of (key, value | None) pairs")
     out: list[Op] = []
-    for pair in expect:  # type: ignore[union-attr]
+    if not isinstance(expect, Iterable):
+        raise TypeError(f"commit_if expect is a sequence of (key, value | None) pairs, not {type(expect).__name__}")
+    for pair in expect:
         if not isinstance(pair, Sequence) or len(pair) != 2:
             raise TypeError(f"commit_if expect entries are (key, value | None) pairs, not {pair!r}")
         k, v = pair

@@ -77,8 +77,8 @@ def compare_kv(c: Compare, kv: KeyValue) -> bool:
     which = c.WhichOneof("target_union")
     if t == Compare.VALUE:
         v = c.value if which == "value" else b""
-        a = kv.value
-        result = (a > v) - (a < v)
+        av = kv.value
+        result = (av > v) - (av < v)
     else:
         if t == Compare.CREATE:
             a, b = kv.create_revision, (c.create_revision if which == "create_revision" else 0)

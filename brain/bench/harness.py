@@ -97,7 +97,7 @@ def _gather(conns, expect: str, deadline: float, hooks: Hooks | None = None, cou
         for c in ready:
             i = next(k for k, v in pending.items() if v is c)
             try:
-                msg = c.recv()
+                msg = c.recv()  # type: ignore[union-attr, call-arg]  # a Connection, never a socket here
             except EOFError:
                 raise ChildFailed(f"client process {i} exited before {expect!r}") from None
             if msg[0] == "error":

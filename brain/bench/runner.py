@@ -110,11 +110,11 @@ def run_once(workload: Workload, target: Target, settings: Settings, client: Cli
                 record["server_cpu_pct"] = record["server_cpu_pct_etcdload"]
             record["argv"] = args[1:]
         else:
-            def tick(elapsed: float, ops: int) -> None:
+            def tick_ops(elapsed: float, ops: int) -> None:
                 server.tick()
                 progress.update(elapsed, ops)
 
-            record = pyrun.run(workload.name, target.endpoint, settings, Hooks(started=server.start, tick=tick, finished=server.stop))
+            record = pyrun.run(workload.name, target.endpoint, settings, Hooks(started=server.start, tick=tick_ops, finished=server.stop))
             record.update(server.record())
     finally:
         progress.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from brain.bench.settings import Settings
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -52,7 +54,7 @@ def by_name(name: str) -> Workload:
     raise KeyError(name)
 
 
-def describe(name: str, settings: object) -> str:
+def describe(name: str, settings: Settings) -> str:
     """One line on what the workload sends, with the run's numbers."""
     s = settings
     text = {

@@ -7,10 +7,10 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import AsyncGenerator, Callable
 
 from brain.migrate.importer import RevisionImporter
-from brain.migrate.source import EtcdSource
+from brain.migrate.source import EtcdSource, WatchBatch
 from engines import open_engine
 
 log = logging.getLogger("brain.migrate")
@@ -89,7 +89,7 @@ async def _sync_leases(source: EtcdSource, importer: RevisionImporter, progress:
 
 async def _follow(source: EtcdSource, importer: RevisionImporter, progress: Progress, stop: asyncio.Event,
                   target: int | None) -> None:
-    changes = source.changes(importer.rev + 1)
+    changes: AsyncGenerator[WatchBatch, None] = source.changes(importer.rev + 1)  # type: ignore[assignment]
     stopping = asyncio.get_running_loop().create_task(stop.wait())
     try:
         while True:

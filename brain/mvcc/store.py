@@ -305,7 +305,7 @@ class MVCCStore:
                     await inflight.popleft()
                 return
 
-    async def _apply(self, items: list, pending: Batch | None):
+    async def _apply(self, items: list, pending: Batch | None) -> tuple[Batch, list, list] | None:
         batch = Batch.on(self._view, pending)  # type: ignore[arg-type]
         done: list[tuple[asyncio.Future, Any]] = []
         compactions: list[tuple[asyncio.Future, int]] = []
@@ -336,7 +336,7 @@ class MVCCStore:
         ok = True
         changes = batch.own_changes
         try:
-            commit = None
+            commit: Awaitable[bool] | None = None
             if changes:
                 wb = encode_batch(changes, batch.rev)
                 commit = self._commit(wb, changes, changes[0].rev - 1, batch.rev, chained=after is not None)

@@ -246,7 +246,7 @@ class ReadView:
             part = in_index[j : j + DROP_SLICE]
             found = await snap.batch_get([K.INDEX + K.unescape(page[i][1:]) for i in part])
             for i, raw in zip(part, found):
-                out[i] = raw  # type: ignore[call-overload]
+                out[i] = raw  # type: ignore[call-overload, assignment]  # the index holds every key of the page
             await asyncio.sleep(0)
         return RawRange(out, count)
 

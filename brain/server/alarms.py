@@ -39,7 +39,7 @@ class Alarm:
     member_id: int
 
     def message(self) -> rpc_pb2.AlarmMember:
-        return rpc_pb2.AlarmMember(memberID=self.member_id, alarm=self.alarm)
+        return rpc_pb2.AlarmMember(memberID=self.member_id, alarm=self.alarm)  # type: ignore[arg-type]  # an AlarmType value
 
     def status_error(self) -> str:
         """How etcd's Status lists the alarm in `errors` (the text form of

@@ -53,7 +53,7 @@ class KVService:
         # serializer passes bytes through
         resp = await serialized_range(view, r, header)
         if self.heap is not None and type(resp) is not rpc_pb2.RangeResponse:
-            self.heap.after_response(resp.size if type(resp) is Pieces else len(resp))
+            self.heap.after_response(resp.size if isinstance(resp, Pieces) else len(resp))  # type: ignore[arg-type]  # bytes here
         return resp
 
     async def put(self, r: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse | bytes:

@@ -148,7 +148,7 @@ class BrainServer:
         log.info("store at revision %d (compacted at %d); cluster %x member %x", store.rev, store.compact_rev, cluster_id, member_id)
         self.alarms = alarms = await AlarmStore.open(self.engine, cfg.sync_writes)
         sized = self.engine if hasattr(self.engine, "disk_size") and hasattr(self.engine, "bytes_written") else None
-        self.quota = quota = SpaceQuota(quota_limit(cfg.quota_backend_bytes), alarms, member_id, sized,
+        self.quota = quota = SpaceQuota(quota_limit(cfg.quota_backend_bytes), alarms, member_id, sized,  # type: ignore[arg-type]
                                         cfg.max_request_bytes + GRPC_OVERHEAD_BYTES, cfg.quota_measure_interval)
         await quota.start()
 

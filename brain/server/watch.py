@@ -58,7 +58,7 @@ class WatchService:
                     if box.closed:
                         return
                     await box.wait()
-                elif type(out) is bytes:
+                elif isinstance(out, bytes):
                     yield out
                 else:
                     for piece in out:  # a fragmented response

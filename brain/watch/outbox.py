@@ -101,7 +101,7 @@ class Outbox:
         if not self.items:
             return None
         item = self.items.popleft()
-        if type(item) is bytes:
+        if isinstance(item, bytes):
             self.queued_bytes -= len(item)
             out: list[bytes] | bytes = item
         else:

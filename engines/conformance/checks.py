@@ -10,7 +10,7 @@ import asyncio
 import json
 import random
 import threading
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable, Coroutine
 
 from engines.base import ConflictError, Engine, EngineClosedError, EngineLockedError, Snapshot, WriteBatch, prefix_end
 from engines.conformance import child as layout
@@ -284,7 +284,7 @@ async def check_contention_tasks(ctx: CheckContext) -> str:
     return f"{tasks} tasks x {rounds} rounds"
 
 
-def _in_threads(n: int, fn: Callable[[int], Awaitable[None]]) -> list[BaseException]:
+def _in_threads(n: int, fn: Callable[[int], Coroutine[Any, Any, None]]) -> list[BaseException]:
     """Run fn(i) on n threads, each with its own event loop; their errors."""
     errors: list[BaseException] = []
 
@@ -416,7 +416,7 @@ async def check_use_after_close(ctx: CheckContext) -> None:
         await expect_raises(EngineClosedError, fn, f"snapshot {what} after snapshot close()")
     await engine.close()
     await engine.close()  # closing twice is harmless
-    for what, fn in (
+    for what, call in (
         ("get", lambda: engine.get(b"a")),
         ("batch_get", lambda: engine.batch_get([b"a"])),
         ("scan", lambda: engine.scan(b"", None)),
@@ -428,7 +428,7 @@ async def check_use_after_close(ctx: CheckContext) -> None:
         ("snapshot batch_get", lambda: snap.batch_get([b"a"])),
         ("snapshot scan", lambda: snap.scan(b"", None)),
     ):
-        await expect_raises(EngineClosedError, fn, f"{what} after engine close()")
+        await expect_raises(EngineClosedError, call, f"{what} after engine close()")
     snap.close()  # closing a snapshot of a closed engine is harmless
 
 
@@ -459,8 +459,9 @@ async def check_bad_arguments(ctx: CheckContext) -> None:
         for sync in (True, False):
             await expect_raises(TypeError, lambda: engine.write(wb, sync=sync), f"write with a {what} (sync={sync})")
             expect_eq(await engine.get(b"ok"), None, f"after a rejected write with a {what}: nothing may be written")
-    await expect_raises(TypeError, lambda: engine.commit_if([("a", b"1")], _batch([(b"ok", b"1")])), "commit_if expecting a str key")
-    await expect_raises(TypeError, lambda: engine.commit_if([(b"a", "1")], _batch([(b"ok", b"1")])), "commit_if expecting a str value")
+    # wrong types on purpose: the engine must refuse them
+    await expect_raises(TypeError, lambda: engine.commit_if([("a", b"1")], _batch([(b"ok", b"1")])), "commit_if expecting a str key")  # type: ignore[list-item]
+    await expect_raises(TypeError, lambda: engine.commit_if([(b"a", "1")], _batch([(b"ok", b"1")])), "commit_if expecting a str value")  # type: ignore[list-item]
     await expect_raises(TypeError, lambda: engine.commit_if([(b"a", b"1")], _batch([(b"ok", 1)])), "commit_if with an int value")
     expect_eq(await engine.get(b"ok"), None, "after rejected commit_if calls: nothing may be written")
     expect_eq(await engine.get(b"a"), b"1", "the engine still works after bad arguments")
