@@ -66,6 +66,12 @@ META_CLUSTER_ID = b"mcluster-id"
 META_KEYSET = b"mkeyset"
 # the active alarms (brain/server/alarms.py), an AlarmResponse's alarms
 META_ALARMS = b"malarms"
+# several brain processes on one engine (brain/cluster): the leader's lease
+# record, the fencing term every leader commit checks, and one record per
+# member under the prefix (<prefix><member id:016x>)
+META_LEADER = b"mleader"
+META_LEADER_TERM = b"mleader-term"
+META_MEMBER_PREFIX = b"mmember/"
 
 _REV = struct.Struct(">Q")
 pack_rev = _REV.pack

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 from brain import errors
 from brain.etcdpb import kv_pb2
@@ -31,6 +31,21 @@ _parse_kv = kv_pb2.KeyValue.FromString
 
 WriteFn = Callable[[WriteTxn], Awaitable[Any]]
 CommitListener = Callable[[Sequence[Change], int], None]
+
+
+class WriteFence(Protocol):
+    """Who may commit, when several brain processes share one engine and
+    only an elected leader writes (brain/cluster). Every commit carries the
+    fence's expectations, so a writer that lost its leadership cannot
+    commit, however late its commit reaches the engine."""
+
+    def admits_writes(self) -> bool:
+        """Whether this process may commit now (it holds an unexpired lease)."""
+        ...
+
+    def expectations(self) -> list[tuple[bytes, bytes | None]]:
+        """Engine keys and the values they must still hold for a commit to apply."""
+        ...
 
 # Upper bound of requests folded into one engine commit: keeps one batch's
 # apply time (and so the latency of its first request) bounded.
@@ -133,6 +148,12 @@ class MVCCStore:
         # the failing commit, read by it and by the batches chained on it
         self._commit_failure: errors.EtcdError = errors.ErrTimeout
         self.lease_exists: Callable[[int], bool] = lambda _id: False
+        # set on a store that shares its engine with other brain processes
+        # under an elected leader (brain/cluster): the fence gates commits,
+        # and resync replaces _reload, feeding the revisions this process
+        # missed to its listeners instead of only jumping over them
+        self.fence: WriteFence | None = None
+        self.resync: Callable[[], Awaitable[None]] | None = None
         self.compactor = Compactor(self)
         # the keys live now and at recent revisions (key_index.py)
         self.index = KeyIndex(0)
@@ -214,10 +235,41 @@ class MVCCStore:
         """fn(changes, rev) runs on the event loop after each durable commit."""
         self._listeners.append(fn)
 
+    def remove_listener(self, fn: CommitListener) -> None:
+        if fn in self._listeners:
+            self._listeners.remove(fn)
+
+    def follow(self, changes: list[Change], rev: int, snapshot: Snapshot, compact_rev: int) -> None:
+        """Publish revisions another brain process committed (read back from
+        the engine's revision log by brain/cluster/follower.py): the view
+        moves to rev at snapshot, and the listeners see the changes as if
+        this process had committed them. Revisions at or below the current
+        one are already published and are left out."""
+        view = self._view
+        assert view is not None
+        if rev <= view.rev:
+            return
+        fresh = [c for c in changes if c.rev > view.rev]
+        self.index.apply(fresh, rev)
+        if compact_rev > view.compact_rev:
+            self.index.forget_below(compact_rev)
+        self._view = ReadView(snapshot, rev, max(compact_rev, view.compact_rev), self.index)
+        for listener in self._listeners:
+            try:
+                listener(fresh, rev)
+            except Exception:
+                log.exception("commit listener failed")
+
+    def _check_fence(self) -> None:
+        fence = self.fence
+        if fence is not None and not fence.admits_writes():
+            raise errors.ErrNoLeader
+
     async def write(self, fn: WriteFn) -> Any:
         """Apply fn to a WriteTxn in the next group commit; its result once durable."""
         if self._closed:
             raise errors.ErrStopped
+        self._check_fence()
         fut = self._loop.create_future()
         self._queue.put((fn, fut))
         self.proposals_submitted += 1
@@ -227,6 +279,7 @@ class MVCCStore:
         """etcd's Compact: returns the store revision at the time it was applied."""
         if self._closed:
             raise errors.ErrStopped
+        self._check_fence()
         fut = self._loop.create_future()
         self._queue.put((("compact", rev), fut))
         self.proposals_submitted += 1
@@ -399,9 +452,17 @@ class MVCCStore:
             return False
         before = K.pack_rev(prev) if prev > 1 else None  # a fresh store has no revision key
         shared = getattr(self.engine, "shared", False)
+        expect: list[tuple[bytes, bytes | None]] = [(K.META_REVISION, before)]
+        fence = self.fence
+        if fence is not None:
+            if not fence.admits_writes():
+                log.error("not committing revision %d: this process is not the leader", rev)
+                self._commit_failure = errors.ErrNoLeader
+                return False
+            expect += fence.expectations()
         try:
-            if shared or chained:
-                await self.engine.commit_if([(K.META_REVISION, before)], wb, sync=self.sync)
+            if shared or chained or fence is not None:
+                await self.engine.commit_if(expect, wb, sync=self.sync)
             else:
                 await self.engine.write(wb, sync=self.sync)
             return True
@@ -472,7 +533,14 @@ class MVCCStore:
     async def _reload(self) -> None:
         """Take the revision, compaction state and a new view from the engine
         after another brain process wrote to it. This process's watchers and
-        leases have not seen that process's changes."""
+        leases have not seen that process's changes, unless resync is set:
+        then it catches up through the revision log instead."""
+        if self.resync is not None:
+            try:
+                await self.resync()
+            except Exception as e:
+                log.error("catching up with the engine failed (%s); the next commit tries again", e)
+            return
         engine = self.engine
         try:
             # a latest read first: a snapshot may lag the engine's latest
@@ -498,6 +566,10 @@ class MVCCStore:
     def _publish(self, batch: Batch, changes: list[Change], requests: int) -> None:
         view = self._view
         assert view is not None
+        if batch.rev <= view.rev:
+            # already published by follow(), read back from the engine
+            # after a conflict: the same revisions, told once
+            return
         self.index.apply(changes, batch.rev)
         self._view = ReadView(self.engine.snapshot(), batch.rev, view.compact_rev, self.index)
         self.batches += 1
@@ -517,8 +589,16 @@ class MVCCStore:
             raise errors.ErrFutureRev
         wb = WriteBatch()
         wb.put(K.META_COMPACT_SCHEDULED, K.pack_rev(rev))
+        fence = self.fence
         try:
-            await self.engine.write(wb, sync=self.sync)
+            if fence is None:
+                await self.engine.write(wb, sync=self.sync)
+            else:
+                # a deposed leader must not move the compact revision either
+                self._check_fence()
+                await self.engine.commit_if(fence.expectations(), wb, sync=self.sync)
+        except ConflictError:
+            raise errors.ErrNoLeader from None
         except EngineFullError:
             raise errors.ErrDiskFull from None
         self._view = ReadView(view.snapshot, view.rev, rev, self.index)

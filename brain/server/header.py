@@ -7,7 +7,7 @@ import os
 from brain.mvcc import keys as K
 from brain.mvcc.store import MVCCStore
 from brain.wire import varint
-from engines.base import Engine, WriteBatch
+from engines.base import ConflictError, Engine, WriteBatch
 
 # A single member is always the leader of term 1: there is no election.
 RAFT_TERM = 1
@@ -55,10 +55,16 @@ async def load_identity(engine: Engine, name: str) -> tuple[int, int]:
     member id is derived from it and the member name."""
     raw = await engine.get(K.META_CLUSTER_ID)
     if raw is None:
-        raw = os.urandom(8)
+        drawn = os.urandom(8)
         wb = WriteBatch()
-        wb.put(K.META_CLUSTER_ID, raw)
-        await engine.write(wb, sync=True)
+        wb.put(K.META_CLUSTER_ID, drawn)
+        try:
+            # processes sharing one engine may start at once: one id wins
+            await engine.commit_if([(K.META_CLUSTER_ID, None)], wb, sync=True)
+            raw = drawn
+        except ConflictError:
+            raw = await engine.get(K.META_CLUSTER_ID)
+            assert raw is not None
     cluster_id = int.from_bytes(raw, "big") & 0x7FFFFFFFFFFFFFFF or 1
     digest = hashlib.sha256(raw + name.encode()).digest()
     member_id = int.from_bytes(digest[:8], "big") & 0x7FFFFFFFFFFFFFFF or 1
