@@ -1,0 +1,148 @@
+"""A follower's store follows the leader's commits through the engine.
+
+The leader writes every revision's changed keys to the revision log
+(`e<rev>`, brain/mvcc/keys.py) in the same transaction as the revision
+record. A follower reads the revision record at a fresh timestamp, and when
+it is ahead of the store, reads the log and the versions from one snapshot
+that holds them all, and hands them to MVCCStore.follow: the read view
+moves, and the watch hub sees the revisions as if committed locally, each
+once and in order.
+
+`sync()` is the barrier of a linearizable read: it returns once the store
+holds every revision committed before it was called. Reads that arrive
+while one catch-up runs share the next one, so a burst of reads costs one
+engine round trip, not one each.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+from brain.etcdpb import kv_pb2
+from brain.mvcc import keys as K
+from brain.mvcc.store import MVCCStore
+from brain.mvcc.txn_write import Change
+from brain.watch.event import WatchEvent
+from brain.watch.replay import read_events
+from engines.base import Engine, EngineError
+
+log = logging.getLogger(__name__)
+
+_parse_kv = kv_pb2.KeyValue.FromString
+
+# How often an idle follower looks for the leader's new revisions: the
+# delay a watcher on a follower sees at most, beyond the engine's latency.
+DEFAULT_POLL_INTERVAL = 0.05
+# Revisions read per revision-log scan while catching up.
+CATCH_UP_REVISIONS = 1000
+
+
+def to_change(event: WatchEvent) -> Change:
+    kv = _parse_kv(event.kv)
+    prev = _parse_kv(event.prev) if event.prev is not None else None
+    return Change(
+        rev=event.rev,
+        key=event.key,
+        kv=event.kv,
+        prev=event.prev,
+        deleted=event.deleted,
+        lease=kv.lease,
+        prev_lease=prev.lease if prev is not None else 0,
+        prev_rev=prev.mod_revision if prev is not None else 0,
+    )
+
+
+class EngineFollower:
+    def __init__(self, store: MVCCStore, engine: Engine, poll_interval: float = DEFAULT_POLL_INTERVAL) -> None:
+        self.store = store
+        self.engine = engine
+        self.poll_interval = poll_interval
+        self._lock = asyncio.Lock()
+        self._joining: asyncio.Task | None = None
+        self._task: asyncio.Task | None = None
+        self.caught_up_revisions = 0  # for metrics and logs
+
+    async def catch_up(self) -> int:
+        """Bring the store up to the engine's revision; returns it."""
+        async with self._lock:
+            return await self._catch_up()
+
+    async def _catch_up(self) -> int:
+        engine = self.engine
+        store = self.store
+        # a read at a fresh timestamp first: the snapshot after it is at
+        # least as new, so it holds every revision committed before this call
+        await engine.get(K.META_REVISION)
+        snap = engine.snapshot()
+        raw, scheduled = await snap.batch_get([K.META_REVISION, K.META_COMPACT_SCHEDULED])
+        target = K.unpack_rev(raw)[0] if raw else 1
+        compact_rev = K.unpack_rev(scheduled)[0] if scheduled else 0
+        start = store.rev
+        if target <= start:
+            return start
+        changes: list[Change] = []
+        lo = start + 1
+        while lo <= target:
+            events, covered = await read_events(snap, lo, target, CATCH_UP_REVISIONS, with_prev=True)
+            changes.extend(to_change(e) for e in events)
+            lo = covered + 1
+        if store.rev != start:
+            # the store moved meanwhile (a commit of its own): what was read
+            # may overlap it, so let the next round read again from there
+            log.info("catch-up from revision %d dropped: the store moved to %d meanwhile", start, store.rev)
+            return store.rev
+        store.follow(changes, target, snap, compact_rev)
+        self.caught_up_revisions += target - start
+        return target
+
+    async def sync(self) -> None:
+        """The linearizable-read barrier (see the module docstring)."""
+        round_ = self._joining
+        if round_ is None:
+            round_ = self._joining = asyncio.get_running_loop().create_task(self._round())
+            # retrieved even when every reader waiting on it went away
+            round_.add_done_callback(lambda t: t.cancelled() or t.exception())
+        await asyncio.shield(round_)
+
+    async def _round(self) -> None:
+        async with self._lock:
+            # whoever arrives from now on needs a round that starts later
+            self._joining = None
+            await self._catch_up()
+
+    def start(self, active: Callable[[], bool]) -> None:
+        """Poll the engine while active() (while this member follows)."""
+        self._task = asyncio.get_running_loop().create_task(self._poll(active), name="follower-poll")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _poll(self, active: Callable[[], bool]) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            if not active():
+                continue
+            try:
+                async with self._lock:
+                    if active():
+                        await self._catch_up()
+                if failing:
+                    log.info("following the engine again at revision %d", self.store.rev)
+                failing = False
+            except asyncio.CancelledError:
+                raise
+            except EngineError as e:
+                if not failing:
+                    log.warning("cannot follow the engine's revisions (%s); retrying", e)
+                failing = True
+            except Exception:
+                log.exception("following the engine's revisions failed")
+                failing = True
