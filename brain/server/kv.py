@@ -1,6 +1,8 @@
 """etcdserverpb.KV: Range, Put, DeleteRange, Txn, Compact."""
 from __future__ import annotations
 
+from typing import Awaitable, Callable
+
 import grpc
 
 from brain import errors
@@ -33,6 +35,10 @@ class KVService:
         self.header = header
         self.max_request_bytes = max_request_bytes
         self.max_txn_ops = max_txn_ops
+        # set when several brain processes share the engine (brain/cluster):
+        # awaited before a linearizable Range, so that it sees every write
+        # acknowledged before it, whichever member acknowledged it
+        self.read_barrier: Callable[[], Awaitable[None]] | None = None
 
     def _committed(self) -> WriteTxn:
         """A txn over the committed view: like etcd, a read-only txn is
@@ -46,6 +52,8 @@ class KVService:
 
     async def range(self, r: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse | bytes | Pieces:
         validate.check_range(r)
+        if self.read_barrier is not None and not r.serializable:
+            await self.read_barrier()
         view = self.store.view
         header = rpc_pb2.ResponseHeader(revision=view.rev)
         self.header.fill(header)

@@ -1,7 +1,7 @@
 """etcdserverpb.Maintenance and etcdserverpb.Cluster for a one-member cluster."""
 from __future__ import annotations
 
-from typing import AsyncIterator
+from typing import AsyncIterator, Protocol, Sequence
 
 import grpc
 
@@ -21,6 +21,25 @@ from engines.base import Engine
 SNAPSHOT_CHUNK = 256 * 1024
 
 
+class MemberInfo(Protocol):
+    id: int
+    name: str
+    client_urls: list[str]
+
+
+class ClusterView(Protocol):
+    """Several brain processes on one engine (brain/cluster.ClusterNode):
+    who leads, and who serves."""
+
+    @property
+    def leader_id(self) -> int: ...
+
+    @property
+    def term(self) -> int: ...
+
+    async def live_members(self) -> Sequence[MemberInfo]: ...
+
+
 def engine_size(engine: Engine) -> int:
     """Bytes the engine holds on disk; 0 for engines that cannot tell."""
     fn = getattr(engine, "disk_size", None)
@@ -28,7 +47,9 @@ def engine_size(engine: Engine) -> int:
 
 
 class MaintenanceService:
-    def __init__(self, store: MVCCStore, engine: Engine, header: Header, config: ServerConfig, alarms: AlarmStore | None = None) -> None:
+    def __init__(self, store: MVCCStore, engine: Engine, header: Header, config: ServerConfig, alarms: AlarmStore | None = None,
+                 cluster: ClusterView | None = None) -> None:
+        self.cluster = cluster
         self.alarms = alarms
         self.store = store
         self.engine = engine
@@ -47,6 +68,9 @@ class MaintenanceService:
             raftAppliedIndex=self.store.rev,
             isLearner=False,
         )
+        if self.cluster is not None:
+            resp.leader = self.cluster.leader_id  # 0 while none is known, as etcd's
+            resp.raftTerm = self.cluster.term
         if self.alarms is not None:
             resp.errors.extend(self.alarms.status_errors())  # as etcd: one entry per active alarm
         self.header.fill(resp.header)
@@ -112,9 +136,10 @@ class MaintenanceService:
 
 
 class ClusterService:
-    def __init__(self, header: Header, config: ServerConfig) -> None:
+    def __init__(self, header: Header, config: ServerConfig, cluster: ClusterView | None = None) -> None:
         self.header = header
         self.config = config
+        self.cluster = cluster
 
     def _member(self) -> rpc_pb2.Member:
         return rpc_pb2.Member(
@@ -125,7 +150,12 @@ class ClusterService:
         )
 
     async def member_list(self, r: rpc_pb2.MemberListRequest) -> rpc_pb2.MemberListResponse:
-        resp = rpc_pb2.MemberListResponse(members=[self._member()])
+        if self.cluster is not None:
+            members = [rpc_pb2.Member(ID=m.id, name=m.name, peerURLs=[], clientURLs=m.client_urls)
+                       for m in await self.cluster.live_members()]
+        else:
+            members = [self._member()]
+        resp = rpc_pb2.MemberListResponse(members=members)
         self.header.fill_without_revision(resp.header)  # as etcd: membership has no revision
         return resp
 

@@ -11,6 +11,7 @@ import ssl
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from brain.cluster import ClusterNode, MemberRecord, channel_credentials
 from brain.lease import Lessor
 from brain.mvcc.store import MVCCStore
 from brain.server.alarms import AlarmStore
@@ -114,6 +115,7 @@ class BrainServer:
         self.alarms: AlarmStore | None = None
         self.quota: SpaceQuota | None = None
         self.auto_compactor: AutoCompactor | None = None
+        self.cluster: ClusterNode | None = None
 
     def extra_gauges(self) -> list[tuple[str, str, float]]:
         out: list[tuple[str, str, float]] = []
@@ -140,11 +142,17 @@ class BrainServer:
         self.engine = open_engine(cfg.engine, data_dir=cfg.data_dir, **cfg.engine_options)
         log.info("engine %s opened (data dir %s, durable=%s)", cfg.engine, cfg.data_dir if cfg.engine != "memory" else "-", self.engine.durable)
         self.store = store = await MVCCStore.open(self.engine, sync=cfg.sync_writes)
-        cluster_id, member_id = await load_identity(self.engine, cfg.name)
+        # an engine several brain processes share serves them as one
+        # cluster (brain/cluster): members differ by name and client URL
+        shared = getattr(self.engine, "shared", False)
+        identity = f"{cfg.name}@{','.join(cfg.client_urls())}" if shared else cfg.name
+        cluster_id, member_id = await load_identity(self.engine, identity)
         self.header = header = Header(store, cluster_id, member_id)
-        self.lessor = lessor = await Lessor.open(store)
-        store.lease_exists = lessor.exists
-        self.gauge_sources.append(lessor.gauges)
+        lessor = None
+        if not shared:  # in a cluster, the leader's lessor (brain/cluster/node.py)
+            self.lessor = lessor = await Lessor.open(store)
+            store.lease_exists = lessor.exists
+            self.gauge_sources.append(lessor.gauges)
         log.info("store at revision %d (compacted at %d); cluster %x member %x", store.rev, store.compact_rev, cluster_id, member_id)
         self.alarms = alarms = await AlarmStore.open(self.engine, cfg.sync_writes)
         sized = self.engine if hasattr(self.engine, "disk_size") and hasattr(self.engine, "bytes_written") else None
@@ -162,15 +170,20 @@ class BrainServer:
             server = grpc.aio.server(options=grpc_options(cfg), interceptors=[MetricsInterceptor(self.grpc_metrics)])
         self.watch = WatchService(store, header, cfg.progress_notify_interval)
         self.gauge_sources.append(self.watch.hub.gauges)
-        server.add_generic_rpc_handlers(
-            [
-                KVService(store, header, cfg.max_request_bytes, cfg.max_txn_ops, self.heap, quota).handler(),
-                self.watch.handler(),
-                LeaseService(lessor, header, quota).handler(),
-                MaintenanceService(store, self.engine, header, cfg, alarms).handler(),
-                ClusterService(header, cfg).handler(),
-            ]
-        )
+        kv = KVService(store, header, cfg.max_request_bytes, cfg.max_txn_ops, self.heap, quota)
+        leases = LeaseService(lessor, header, quota)  # type: ignore[arg-type]  # None until a cluster member leads
+        if shared:
+            me = MemberRecord(member_id, cfg.name, cfg.client_urls())
+            self.cluster = ClusterNode(self.engine, store, leases, me, credentials=channel_credentials(cfg.tls))
+            kv.read_barrier = self.cluster.read_barrier
+        handlers = [
+            kv.handler(),
+            self.watch.handler(),
+            leases.handler(),
+            MaintenanceService(store, self.engine, header, cfg, alarms, self.cluster).handler(),
+            ClusterService(header, cfg, self.cluster).handler(),
+        ]
+        server.add_generic_rpc_handlers(self.cluster.forwarder.wrap(handlers) if self.cluster is not None else handlers)
         hs = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(hs, server)
         await hs.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -187,6 +200,8 @@ class BrainServer:
             self.ports.append(port)
         await server.start()
         self.grpc = server
+        if self.cluster is not None:
+            await self.cluster.start()
         for url, port in zip(cfg.listen_client_urls, self.ports):
             log.info("serving etcd v3 API on %s://%s:%d", url.scheme, url.host, port)
         if cfg.listen_metrics_urls:
@@ -208,6 +223,8 @@ class BrainServer:
             self.watch.hub.close()
         if self.grpc is not None:
             await self.grpc.stop(grace)
+        if self.cluster is not None:
+            await self.cluster.stop()
         self.heap.close()
         if self.auto_compactor is not None:
             await self.auto_compactor.stop()
