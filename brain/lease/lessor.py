@@ -34,7 +34,7 @@ from brain.lease.lease import MAX_TTL, MIN_TTL, Lease
 from brain.mvcc import keys as K
 from brain.mvcc.store import MVCCStore
 from brain.mvcc.txn_write import YIELD_EVERY, Change, WriteTxn
-from engines.base import EngineError, EngineFullError, WriteBatch
+from engines.base import ConflictError, EngineError, EngineFullError, WriteBatch
 
 log = logging.getLogger(__name__)
 
@@ -312,8 +312,19 @@ class Lessor:
             wb.delete(K.lease_key(lease_id))
         else:
             wb.put(K.lease_key(lease_id), record.encode(ttl))
+        fence = self.store.fence
         try:
-            await self.engine.write(wb, sync=self.store.sync)
+            if fence is None:
+                await self.engine.write(wb, sync=self.store.sync)
+            else:
+                # a leader among several processes (brain/cluster): a
+                # deposed one must not grant or revoke either
+                if not fence.admits_writes():
+                    raise errors.ErrNoLeader
+                await self.engine.commit_if(fence.expectations(), wb, sync=self.store.sync)
+        except ConflictError:
+            log.error("lease record write refused: this process no longer leads")
+            raise errors.ErrNoLeader from None
         except EngineError as e:
             log.error("lease record write failed: %s", e)
             raise (errors.ErrDiskFull if isinstance(e, EngineFullError) else errors.ErrTimeout) from None
