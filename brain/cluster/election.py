@@ -154,8 +154,10 @@ class Election:
             await asyncio.sleep(wait)
 
     def _set_leader(self, record: LeaderRecord | None) -> None:
-        if record != self.leader and (record is None or self.leader is None
-                                      or (record.member_id, record.term) != (self.leader.member_id, self.leader.term)):
+        def who(r: LeaderRecord | None) -> tuple[int, int] | None:
+            return (r.member_id, r.term) if r is not None else None
+
+        if who(record) != who(self.leader):
             self.changed.set()
         self.leader = record
 

@@ -80,6 +80,7 @@ class EngineFollower:
         compact_rev = K.unpack_rev(scheduled)[0] if scheduled else 0
         start = store.rev
         if target <= start:
+            store.follow([], start, snap, compact_rev)  # the compact revision may have moved
             return start
         changes: list[Change] = []
         lo = start + 1

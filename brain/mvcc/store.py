@@ -248,6 +248,9 @@ class MVCCStore:
         view = self._view
         assert view is not None
         if rev <= view.rev:
+            if compact_rev > view.compact_rev:  # compacted without a new revision
+                self.index.forget_below(compact_rev)
+                self._view = ReadView(view.snapshot, view.rev, compact_rev, self.index)
             return
         fresh = [c for c in changes if c.rev > view.rev]
         self.index.apply(fresh, rev)
