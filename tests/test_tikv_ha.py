@@ -86,6 +86,10 @@ def wait_leader(members: list[ServerProcess], limit: float = 30.0, not_id: int =
         time.sleep(0.1)
 
 
+def member_list(srv: ServerProcess) -> list[rpc_pb2.Member]:
+    return list(rpc_pb2_grpc.ClusterStub(channel(srv)).MemberList(rpc_pb2.MemberListRequest(), timeout=5).members)
+
+
 def by_id(members: list[ServerProcess], member_id: int) -> ServerProcess:
     for m in members:
         if status(m).header.member_id == member_id:
@@ -254,6 +258,14 @@ def test_three_members_one_revision_sequence(tmp_path: Path, fake_tikv: FakeTikv
         rows = json.loads(statuses.stdout)
         assert len(rows) == 3 and {r["Status"]["leader"] for r in rows} == {leader_id}
         assert sum(r["Status"]["header"]["member_id"] == leader_id for r in rows) == 1
+        # a leader stopped on purpose hands its lease over at once, and leaves the member list
+        leader = by_id(members, leader_id)
+        others = [m for m in members if m is not leader]
+        leader.stop()
+        new_id, took = wait_leader(others, not_id=leader_id)
+        print(f"leader {leader_id:x} stopped (SIGTERM); {new_id:x} leads, agreed after {took:.2f}s")
+        assert sorted(m.ID for m in member_list(others[0])) == sorted(status(m).header.member_id for m in others)
+        assert put(others[0], "/a/after", "x") > last
 
 
 def test_leader_killed_under_writes(tmp_path: Path, fake_tikv: FakeTikvProcess):
@@ -285,6 +297,12 @@ def test_leader_killed_under_writes(tmp_path: Path, fake_tikv: FakeTikvProcess):
         assert [e[0] for e in events] == list(range(start + 1, last + 1))
         stored = revisions(followers[1], "/w/")
         assert [(rev, key) for rev, _, key in events] == sorted((rev, key) for key, rev in stored.items())
+        # the killed member leaves the member list once its heartbeat is stale
+        gone = time.monotonic()
+        while leader_id in {m.ID for m in member_list(followers[0])}:
+            assert time.monotonic() - gone < 60, "the killed member is still listed"
+            time.sleep(0.2)
+        print(f"the killed member left the member list {time.monotonic() - killed_at:.2f}s after the kill")
 
 
 def test_paused_leader_cannot_commit_after_it_resumes(tmp_path: Path, fake_tikv: FakeTikvProcess):
