@@ -258,6 +258,16 @@ def test_three_members_one_revision_sequence(tmp_path: Path, fake_tikv: FakeTikv
         rows = json.loads(statuses.stdout)
         assert len(rows) == 3 and {r["Status"]["leader"] for r in rows} == {leader_id}
         assert sum(r["Status"]["header"]["member_id"] == leader_id for r in rows) == 1
+        # etcdctl move-leader, sent to the leader, hands the lease to the named member
+        target = status(follower).header.member_id
+        moved = subprocess.run([etcd_tool("etcdctl"), f"--endpoints={by_id(members, leader_id).endpoint}", "move-leader", f"{target:x}"],
+                               capture_output=True, text=True, env=env, timeout=60)
+        assert moved.returncode == 0, moved.stderr
+        now_id, took = wait_leader(members, not_id=leader_id)
+        assert now_id == target
+        print(f"leadership moved from {leader_id:x} to {target:x}, agreed after another {took:.2f}s")
+        leader_id = target
+        assert put(members[0], "/a/moved", "x") > last
         # a leader stopped on purpose hands its lease over at once, and leaves the member list
         leader = by_id(members, leader_id)
         others = [m for m in members if m is not leader]

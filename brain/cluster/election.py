@@ -19,6 +19,10 @@ The old leader counts its own lease from before its last successful
 renewal was sent, so it stops acknowledging writes no later than any
 follower can take over (both clocks running at the same rate).
 
+A leader stopping on purpose writes a record with no lease left, and one
+handing over (etcd's MoveLeader) names a successor in the record: then a
+follower, or the successor alone, takes over at its next round.
+
 The term key is the fence: every MVCC commit of the leader is conditional on
 it still holding the leader's term (MVCCStore.fence), and TiKV's Percolator
 commit refuses a transaction when a key it read or locked was written after
@@ -56,6 +60,9 @@ class LeaderRecord:
     # every renewal counts up, so that the record's bytes change with it
     renewal: int
     lease_seconds: float
+    # set by a leader handing over (etcd's MoveLeader): that member takes
+    # over at once, the others only once the lease has run out as usual
+    successor: int = 0
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -109,6 +116,9 @@ class Election:
         self._valid_until = 0.0
         self._seen: bytes | None = None  # the record bytes a follower saw last
         self._seen_at = 0.0
+        # the first round of this process: a record of its own from then is
+        # from before a restart, and is taken over at once
+        self._first_round = True
         self._task: asyncio.Task | None = None
 
     # -- the fence (see MVCCStore.fence) ---------------------------------------
@@ -170,11 +180,13 @@ class Election:
         if raw != self._seen:
             self._seen, self._seen_at = raw, started
         self._set_leader(record)
-        if record is not None and record.member_id != self.member_id:
+        restarted, self._first_round = self._first_round, False
+        if record is not None and record.successor != self.member_id and not (restarted and record.member_id == self.member_id):
             left = self._seen_at + record.lease_seconds - started
             if left > 0:
                 return min(self.renew_interval, left)
-        # expired, released, absent, or this member's own from before a restart
+        # expired, released, absent, handed to this member, or its own from
+        # before a restart
         term = max(unpack_term(raw_term), record.term if record else 0) + 1
         mine = LeaderRecord(self.member_id, self.client_url, term, 0, self.lease_seconds)
         wb = WriteBatch()
@@ -233,6 +245,18 @@ class Election:
         self._valid_until = started + self.lease_seconds
         self.leader = nxt
         return max(self.renew_interval - (self.clock() - started), 0.0)
+
+    async def hand_over(self, successor: int) -> None:
+        """etcd's MoveLeader: the record names successor, which takes over
+        at its next round; this member stops leading at once. Raises
+        ConflictError when a renewal changed the record first."""
+        held = LeaderRecord.decode(self._held)
+        if not self.is_leader or held is None:
+            raise ConflictError("not the leader")
+        wb = WriteBatch()
+        wb.put(LEADER_KEY, replace(held, renewal=held.renewal + 1, successor=successor).encode())
+        await self.engine.commit_if([(LEADER_KEY, self._held)], wb)
+        self._deposed(f"handed over to member {successor:x}")
 
     async def _release(self) -> None:
         """A leader stopping on purpose: a record with no lease left, so a

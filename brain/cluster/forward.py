@@ -38,6 +38,7 @@ LEADER_METHODS = frozenset({
     "/etcdserverpb.Lease/LeaseKeepAlive",
     "/etcdserverpb.Lease/LeaseTimeToLive",
     "/etcdserverpb.Lease/LeaseLeases",
+    "/etcdserverpb.Maintenance/MoveLeader",
 })
 
 # The streaming ones among them, proxied as messages: (request, response).

@@ -34,7 +34,7 @@ from brain.cluster.members import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MEMBER_TTL
 from brain.lease import Lessor
 from brain.mvcc.store import MVCCStore
 from brain.server.config import TLSConfig
-from engines.base import Engine, EngineError
+from engines.base import ConflictError, Engine, EngineError
 
 if TYPE_CHECKING:
     from brain.server.lease import LeaseService
@@ -146,6 +146,31 @@ class ClusterNode:
 
     async def live_members(self) -> list[MemberRecord]:
         return await self.members.live()
+
+    async def move_leader(self, target: int) -> None:
+        """etcd's MoveLeader, on the leader: hand the lease to target and
+        return once it leads."""
+        if not self._serving:
+            raise errors.ErrNotLeader
+        if target == self.me.id:
+            return
+        if target not in {m.id for m in await self.members.live()}:
+            raise errors.ErrBadLeaderTransferee
+        for _ in range(3):  # a renewal may change the record first
+            try:
+                await self.election.hand_over(target)
+                break
+            except ConflictError:
+                await asyncio.sleep(0.05)
+        else:
+            raise errors.ErrTimeoutLeaderTransfer
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.forward_wait
+        while self.election.leader_id != target:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise errors.ErrTimeoutLeaderTransfer
+            await self.leader_changed(min(left, 0.1))
 
     # -- reads -----------------------------------------------------------------
 

@@ -39,6 +39,8 @@ class ClusterView(Protocol):
 
     async def live_members(self) -> Sequence[MemberInfo]: ...
 
+    async def move_leader(self, target: int) -> None: ...
+
 
 def engine_size(engine: Engine) -> int:
     """Bytes the engine holds on disk; 0 for engines that cannot tell."""
@@ -120,11 +122,22 @@ class MaintenanceService:
         self.header.fill(resp.header)
         return resp
 
+    async def move_leader(self, r: rpc_pb2.MoveLeaderRequest) -> rpc_pb2.MoveLeaderResponse:
+        assert self.cluster is not None
+        await self.cluster.move_leader(r.targetID)
+        resp = rpc_pb2.MoveLeaderResponse()
+        self.header.fill(resp.header)
+        return resp
+
     def handler(self) -> grpc.GenericRpcHandler:
         pb = rpc_pb2
+        methods = {} if self.cluster is None else {  # a single member has nobody to move to
+            "MoveLeader": unary(self.move_leader, pb.MoveLeaderRequest, pb.MoveLeaderResponse),
+        }
         return generic(
             "etcdserverpb.Maintenance",
             {
+                **methods,
                 "Status": unary(self.status, pb.StatusRequest, pb.StatusResponse),
                 "Alarm": unary(self.alarm, pb.AlarmRequest, pb.AlarmResponse),
                 "Defragment": unary(self.defragment, pb.DefragmentRequest, pb.DefragmentResponse),
