@@ -34,15 +34,15 @@ from servers import ServerProcess, brain_server, etcd_tool
 CALL_TIMEOUT = 25.0
 
 
-def member(tmp_path: Path, fake: FakeTikvProcess, name: str) -> ServerProcess:
-    srv = brain_server(str(tmp_path), "--name", name, "--tikv-pd-endpoints", fake.pd_endpoint, engine="tikv")
+def member(tmp_path: Path, fake: FakeTikvProcess, name: str, transport: str) -> ServerProcess:
+    srv = brain_server(str(tmp_path), "--name", name, "--tikv-pd-endpoints", fake.pd_endpoint, "--transport", transport, engine="tikv")
     srv.argv += ["--advertise-client-urls", srv.url]
     return srv
 
 
 @contextmanager
-def cluster(tmp_path: Path, fake: FakeTikvProcess, n: int = 3) -> Iterator[list[ServerProcess]]:
-    members = [member(tmp_path, fake, f"m{i}") for i in range(n)]
+def cluster(tmp_path: Path, fake: FakeTikvProcess, n: int = 3, transport: str = "h2") -> Iterator[list[ServerProcess]]:
+    members = [member(tmp_path, fake, f"m{i}", transport) for i in range(n)]
     try:
         for m in members:
             m.start()
@@ -215,8 +215,9 @@ def check_history(srv: ServerProcess, prefix: str, start_rev: int, acked: list[t
     return revs[-1]
 
 
-def test_three_members_one_revision_sequence(tmp_path: Path, fake_tikv: FakeTikvProcess):
-    with cluster(tmp_path, fake_tikv) as members:
+@pytest.mark.parametrize("transport", ["h2", "grpcio"])
+def test_three_members_one_revision_sequence(tmp_path: Path, fake_tikv: FakeTikvProcess, transport: str):
+    with cluster(tmp_path, fake_tikv, transport=transport) as members:
         leader_id, took = wait_leader(members)
         print(f"leader {leader_id:x} agreed after {took:.2f}s")
         start = get(members[0], "x").header.revision
