@@ -111,6 +111,7 @@ class Election:
         self.is_leader = False
         self.term = 0  # this member's term while it leads
         self.leader: LeaderRecord | None = None  # the newest record seen
+        self.leader_changes = 0  # leaders seen since the start (for metrics)
         self._held: bytes | None = None  # the record bytes this leader last wrote
         self._held_unsure = False  # its last write's outcome is unknown
         self._valid_until = 0.0
@@ -169,6 +170,8 @@ class Election:
 
         if who(record) != who(self.leader):
             self.changed.set()
+            if record is not None:
+                self.leader_changes += 1
         self.leader = record
 
     async def _campaign(self) -> float:

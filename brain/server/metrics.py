@@ -199,8 +199,11 @@ class StateCollector:
                 size = int(fn())
             except Exception:  # a scrape must never fail because of the engine
                 size = 0
-        yield GaugeMetricFamily("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", value=1)
-        yield GaugeMetricFamily("etcd_server_is_leader", "Whether or not this member is a leader.", value=1)
+        cluster = getattr(srv, "cluster", None)  # several processes on one engine (brain/cluster)
+        has_leader = 1 if cluster is None or cluster.leader_id else 0
+        is_leader = 1 if cluster is None or cluster.serves_locally() else 0
+        yield GaugeMetricFamily("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", value=has_leader)
+        yield GaugeMetricFamily("etcd_server_is_leader", "Whether or not this member is a leader.", value=is_leader)
         yield GaugeMetricFamily("etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database in bytes.", value=size)
         yield GaugeMetricFamily("etcd_mvcc_db_total_size_in_use_in_bytes", "Size of the database in use in bytes.", value=size)
         yield GaugeMetricFamily("etcd_debugging_mvcc_keys_total", "Total number of keys.", value=store.keys_total)

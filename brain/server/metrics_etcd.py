@@ -67,8 +67,9 @@ class EtcdCollector:
         yield _labelled_one("etcd_cluster_version", "1, labelled with the cluster's etcd version (major.minor).",
                             "cluster_version", ".".join(version.split(".")[:2]))
         yield GaugeMetricFamily("etcd_server_is_learner", "1 if this member is a learner; a brain server never is.", value=0)
-        yield CounterMetricFamily("etcd_server_leader_changes_seen", "Leaders this member has seen: itself, from its start.",
-                                  value=1)
+        cluster = getattr(srv, "cluster", None)
+        yield CounterMetricFamily("etcd_server_leader_changes_seen", "Leaders this member has seen since its start.",
+                                  value=cluster.election.leader_changes if cluster is not None else 1)
         yield GaugeMetricFamily("etcd_server_quota_backend_bytes", "The backend quota in bytes.", value=quota_backend_bytes(config))
         store = srv.store
         if store is not None:
