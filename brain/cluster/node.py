@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 from typing import TYPE_CHECKING
 
 import grpc
@@ -190,6 +191,11 @@ class ClusterNode:
     # -- life ------------------------------------------------------------------
 
     async def start(self) -> None:
+        url = self.election.client_url
+        host = urlsplit(url).hostname or ""
+        if host in ("0.0.0.0", "::"):
+            log.warning("this member's client URL %s is no address to connect to: members forward writes to "
+                        "the leader's URL, so set --advertise-client-urls", url)
         self.store.fence = self
         self.store.resync = self.follower.catch_up
         self.store.lease_exists = lambda _id: False
