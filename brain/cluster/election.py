@@ -120,6 +120,9 @@ class Election:
         # the first round of this process: a record of its own from then is
         # from before a restart, and is taken over at once
         self._first_round = True
+        # a takeover whose outcome is unknown: the record it wrote, and when
+        # it was sent (its lease counts from then, if it landed)
+        self._attempt: tuple[bytes, float] | None = None
         self._task: asyncio.Task | None = None
 
     # -- the fence (see MVCCStore.fence) ---------------------------------------
@@ -180,6 +183,12 @@ class Election:
         started = self.clock()
         raw, raw_term = await self.engine.batch_get([LEADER_KEY, TERM_KEY])
         record = LeaderRecord.decode(raw)
+        attempt, self._attempt = self._attempt, None
+        if attempt is not None and record is not None and raw == attempt[0]:
+            # the last takeover's outcome was unknown, and it did land
+            self._become_leader(record, attempt[1])
+            log.warning("elected leader for term %d (the outcome of the takeover was unknown)", record.term)
+            return self.renew_interval
         if raw != self._seen:
             self._seen, self._seen_at = raw, started
         self._set_leader(record)
@@ -195,9 +204,12 @@ class Election:
         wb = WriteBatch()
         wb.put(LEADER_KEY, mine.encode())
         wb.put(TERM_KEY, pack_term(term))
+        self._attempt = (mine.encode(), started)
         try:
             await self.engine.commit_if([(LEADER_KEY, raw), (TERM_KEY, raw_term)], wb)
+            self._attempt = None
         except ConflictError:
+            self._attempt = None
             log.info("leader election: another member took term %d first", term)
             return 0.0
         self._become_leader(mine, started)
@@ -226,6 +238,8 @@ class Election:
         if self._held_unsure:
             # the last renewal's outcome is unknown: the record tells
             raw = await self.engine.get(LEADER_KEY)
+            if not self.is_leader:  # handed over meanwhile
+                return 0.0
             record = LeaderRecord.decode(raw)
             if record is None or record.member_id != self.member_id or record.term != self.term:
                 self._deposed("the lease record changed hands")
@@ -244,6 +258,8 @@ class Election:
         except EngineError:
             self._held_unsure = True
             raise
+        if not self.is_leader:  # handed over meanwhile (that write then failed)
+            return 0.0
         self._held = nxt.encode()
         self._valid_until = started + self.lease_seconds
         self.leader = nxt
