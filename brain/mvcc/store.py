@@ -153,7 +153,7 @@ class MVCCStore:
         # and resync replaces _reload, feeding the revisions this process
         # missed to its listeners instead of only jumping over them
         self.fence: WriteFence | None = None
-        self.resync: Callable[[], Awaitable[None]] | None = None
+        self.resync: Callable[[], Awaitable[object]] | None = None
         self.compactor = Compactor(self)
         # the keys live now and at recent revisions (key_index.py)
         self.index = KeyIndex(0)

@@ -22,9 +22,14 @@ SNAPSHOT_CHUNK = 256 * 1024
 
 
 class MemberInfo(Protocol):
-    id: int
-    name: str
-    client_urls: list[str]
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def client_urls(self) -> list[str]: ...
 
 
 class ClusterView(Protocol):
