@@ -256,3 +256,44 @@ def test_deploy_static_pod_command_starts(tmp_path):
                 assert r.status == 200 and json.loads(r.read())["health"] == "true"
     finally:
         srv.stop()
+
+
+def test_progress_notify_interval_on_both_servers(tmp_path):
+    """--experimental-watch-progress-notify-interval=1s: a watch that asked
+    for progress notifications gets them from etcd and from brain alike
+    (kube-apiserver's TestProgressNotify needs this flag)."""
+    from servers import brain_server, etcd_server
+
+    counts = {}
+    for kind, start in (("etcd", etcd_server), ("brain", brain_server)):
+        srv = start(str(tmp_path), "--experimental-watch-progress-notify-interval=1s").start()
+        try:
+            counts[kind] = _plain_progress_notifications(srv, 4.5)
+        finally:
+            srv.stop()
+    assert counts["etcd"] >= 2 and counts["brain"] >= 2, counts
+
+
+def _plain_progress_notifications(srv: ServerProcess, seconds: float) -> int:
+    seen = 0
+    with srv.channel() as ch:
+        req = rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"w", progress_notify=True))
+        stop = threading.Event()
+
+        def requests():
+            yield req
+            stop.wait(seconds + 5)
+
+        call = rpc_pb2_grpc.WatchStub(ch).Watch(requests())
+        timer = threading.Timer(seconds, call.cancel)
+        timer.start()
+        try:
+            for resp in call:
+                if not resp.created and not resp.events and not resp.canceled:
+                    seen += 1
+        except grpc.RpcError:
+            pass
+        finally:
+            timer.cancel()
+            stop.set()
+    return seen
