@@ -37,6 +37,10 @@ LOCAL_SETTINGS = LocalSettings(
 # many stream tasks in one turn) starts reaching the client while the rest is
 # still being encoded.
 FLUSH_BYTES = 64 * 1024
+# A connection cut off while its client does not read is dropped this long
+# after its GOAWAY was written, as Go's server does: closing waits for the
+# buffered output to leave, which it never may.
+GOAWAY_GRACE = 5.0
 
 
 class Acceptor(HandlerSource, Protocol):
@@ -71,6 +75,7 @@ class ClientConnection(asyncio.Protocol):
         self._first_bytes = b""  # while it is neither
         self._receiving = False
         self._flush_scheduled = False
+        self._eof_sent = False
 
     # Link
 
@@ -88,6 +93,7 @@ class ClientConnection(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None:
+            self._write_out()  # output held back while the client was not reading
             self.transport.close()
 
     # asyncio.Protocol
@@ -129,6 +135,7 @@ class ClientConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.paused = False
+        self.flush()
         if self.session is not None:
             self.session.writable()
 
@@ -231,7 +238,7 @@ class ClientConnection(asyncio.Protocol):
     # output
 
     def _output_queued(self, queued: int) -> None:
-        if self._receiving:
+        if self._receiving or self.paused:
             return
         if queued >= FLUSH_BYTES:
             self.flush()
@@ -240,7 +247,16 @@ class ClientConnection(asyncio.Protocol):
             self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
+        """Hand the core's output to the socket, unless the client is not
+        reading: then it stays in the core, which counts the control replies
+        piling up there and cuts off a client that floods them."""
         self._flush_scheduled = False
+        if not self.paused:
+            self._write_out()
+
+    def _write_out(self) -> None:
+        if self._eof_sent:
+            return
         data = self.core.data_to_send()
         if data and self.transport is not None:
             self.transport.write(data)
@@ -263,8 +279,23 @@ class ClientConnection(asyncio.Protocol):
 
     def _close_now(self) -> None:
         self.closed = True
-        self.flush()
-        self.close()
+        self._write_out()
+        transport = self.transport
+        if transport is None:
+            return
+        if transport.can_write_eof():
+            # half-close, reading on and ignoring what arrives: closing a socket
+            # with unread input resets it, and the reset would destroy the
+            # GOAWAY before a client still sending could read it
+            transport.write_eof()
+            self._eof_sent = True
+        else:
+            transport.close()
+        self.loop.call_later(GOAWAY_GRACE, self._abort)
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
     def goaway(self) -> None:
         """Graceful shutdown: no new calls; close once the current ones end."""

@@ -18,6 +18,7 @@ from brain.transport.h2.events import (
     ConnectionTerminated, DataReceived, Event, RequestReceived, StreamDrained, StreamEnded, StreamReset,
 )
 from brain.transport.h2.hpack import Decoder, HPACKError
+from brain.transport.h2.limits import Budget
 from brain.transport.h2.reader import FrameReader, FramingError, unpad
 from brain.transport.h2.settings import LocalSettings, PeerSettings, SettingsError
 from brain.transport.h2.streams import Chunk, H2Stream
@@ -58,6 +59,7 @@ class H2Connection:
         self._on_output = on_output
         self._output_limit = output_limit
         self._events: list[Event] = []
+        self.budget = Budget()
         self._last_request: RequestReceived | None = None  # the latest of this read's requests
         self._headers_prefix: dict[bytes, bytes] = {}
         self._trailers_prefix: dict[bytes, bytes] = {}
@@ -90,15 +92,22 @@ class H2Connection:
     def data_to_send(self) -> bytes:
         out = self._out
         self._out_bytes = 0
+        self.budget.control_queued = 0
         if not out:
             return b""
         data = out[0] if len(out) == 1 and type(out[0]) is bytes else b"".join(out)
         out.clear()
         return data  # type: ignore[return-value]
 
+    @property
+    def output_size(self) -> int:
+        """Bytes queued and not yet handed out."""
+        return self._out_bytes
+
     def discard_output(self) -> None:
         self._out.clear()
         self._out_bytes = 0
+        self.budget.control_queued = 0
 
     # sending on streams; each returns whether the stream has now ended
 
@@ -284,6 +293,7 @@ class H2Connection:
                 raise ProtocolError(frames.PROTOCOL_ERROR, "DATA on an idle stream")
             return  # a stream already closed here; the client had not seen that yet
         if st.recv_ended:
+            self.budget.control_reply()
             self.reset_stream(sid, frames.STREAM_CLOSED)
             self._events.append(StreamReset(sid, frames.STREAM_CLOSED))
             return
@@ -330,6 +340,7 @@ class H2Connection:
             raise ProtocolError(frames.STREAM_CLOSED, "HEADERS on a closed stream")
         self.last_stream_id = sid
         if self.going_away:
+            self.budget.control_reply()
             self.emit(frames.rst_stream(sid, frames.REFUSED_STREAM))
             return
         self.streams[sid] = H2Stream(sid, self.peer.initial_window, end_stream)
@@ -361,6 +372,7 @@ class H2Connection:
         if delta:
             for st in self.streams.values():
                 st.send_window += delta
+        self.budget.control_reply()
         self.emit(frames.SETTINGS_ACK)
         if delta > 0:
             self._pump_blocked()
@@ -372,7 +384,9 @@ class H2Connection:
         if sid != 0 or len(payload) != 8:
             raise ProtocolError(frames.PROTOCOL_ERROR, "bad PING")
         if not flags & frames.FLAG_ACK:
-            # any rate is fine: kube-apiserver's keepalives must never cost the connection
+            # any rate is fine while the client reads the acks: kube-apiserver's
+            # keepalives must never cost the connection
+            self.budget.control_reply()
             self.emit(frames.frame(frames.PING, frames.FLAG_ACK, 0, payload))
 
     def _on_goaway(self, flags: int, sid: int, payload: bytes) -> None:

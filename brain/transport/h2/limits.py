@@ -1,0 +1,59 @@
+"""What one client may make a connection hold or do before the connection
+is cut off with GOAWAY(ENHANCE_YOUR_CALM), following the rules of Go's
+net/http2 server where it has one.
+
+Each rule is a counter the core bumps on a frame that is rare for a normal
+client (a ping, a reset, an empty frame), so a normal client's requests cost
+nothing here; the counters are reset by what a normal client does instead.
+"""
+from __future__ import annotations
+
+from brain.transport.h2 import frames
+from brain.transport.h2.reader import FramingError
+
+# Control replies (PING and SETTINGS acks, RST_STREAM) queued and not yet
+# taken by the adapter, which stops taking output while the client does not
+# read: a client flooding pings without reading their acks is cut off here,
+# as Go's server cuts off one with this many control frames queued.
+MAX_QUEUED_CONTROL = 10_000
+# Streams the client reset before the server had finished them, less those
+# the server did finish: a rapid-reset client opens and cancels streams
+# whose handlers still start, and never lets one finish. Go's server allows
+# four times its default stream limit of handlers waiting to start.
+MAX_EARLY_RESETS = 1000
+# Frames that carry nothing (empty DATA or CONTINUATION frames, SETTINGS,
+# PRIORITY, unknown types) since the client last opened a stream or sent
+# body bytes: each costs the server a parse and sometimes a reply.
+MAX_IDLE_FRAMES = 10_000
+
+
+def calm(message: str) -> FramingError:
+    return FramingError(frames.ENHANCE_YOUR_CALM, message)
+
+
+class Budget:
+    """The counters of one connection."""
+
+    __slots__ = ("control_queued", "early_resets", "idle_frames")
+
+    def __init__(self) -> None:
+        self.control_queued = 0
+        self.early_resets = 0
+        self.idle_frames = 0
+
+    def control_reply(self) -> None:
+        """A control frame was queued in reply to the client."""
+        self.control_queued += 1
+        if self.control_queued > MAX_QUEUED_CONTROL:
+            raise calm("too many control frames queued: the client does not read")
+
+    def early_reset(self) -> None:
+        """The client reset a stream the server had not finished."""
+        self.early_resets += 1
+        if self.early_resets > MAX_EARLY_RESETS:
+            raise calm("too many streams reset before they finished")
+
+    def idle_frame(self) -> None:
+        self.idle_frames += 1
+        if self.idle_frames > MAX_IDLE_FRAMES:
+            raise calm("too many frames without content")

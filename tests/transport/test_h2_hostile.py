@@ -1,0 +1,59 @@
+"""Hostile clients over sockets: the attacking connection is answered as
+Go's server answers it, and a normal client on another connection is still
+served."""
+from __future__ import annotations
+
+import socket
+
+import grpc
+
+from brain.transport.h2 import frames
+
+
+def _alive(port: int) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        assert ch.unary_unary("/test.Echo/Unary")(b"alive", timeout=10) == b"alive"
+
+
+def _goaway_codes(s: socket.socket) -> list[int]:
+    """Read to the end of the connection; the codes of its GOAWAY frames."""
+    buf = bytearray()
+    codes = []
+    pos = 0
+    while True:
+        try:
+            chunk = s.recv(1 << 20)
+        except (socket.timeout, ConnectionResetError):
+            break
+        if not chunk:
+            break
+        buf += chunk
+        while len(buf) - pos >= 9:
+            lt, _, _ = frames.HEADER.unpack_from(buf, pos)
+            n = lt >> 8
+            if len(buf) - pos < 9 + n:
+                break
+            if lt & 0xFF == frames.GOAWAY:
+                codes.append(frames.u32(buf[pos + 13:pos + 17]))
+            pos += 9 + n
+        del buf[:pos]
+        pos = 0
+    return codes
+
+
+def test_ping_flood_without_reading_gets_goaway_enhance_your_calm(echo_server):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the acks pile up at the server, not here
+    s.connect(("127.0.0.1", echo_server.port))
+    with s:
+        s.settimeout(3)
+        s.sendall(frames.PREFACE + frames.settings([]))
+        pings = frames.frame(frames.PING, 0, 0, b"\x00" * 8) * 4096
+        for _ in range(4096):  # at most 256 MB of pings, far more than the server takes
+            try:
+                s.sendall(pings)
+            except (socket.timeout, ConnectionResetError, BrokenPipeError):
+                break  # the server stopped reading
+        _alive(echo_server.port)
+        assert frames.ENHANCE_YOUR_CALM in _goaway_codes(s)
+    _alive(echo_server.port)
