@@ -14,15 +14,16 @@ from collections import deque
 from typing import Callable, Iterable
 
 from brain.transport.h2 import frames
+from brain.transport.h2.control import ControlFrames, ProtocolError
 from brain.transport.h2.events import (
     ConnectionTerminated, DataReceived, Event, RequestReceived, StreamDrained, StreamEnded, StreamReset,
 )
 from brain.transport.h2.hpack import Decoder, HPACKError
 from brain.transport.h2.limits import Budget
 from brain.transport.h2.reader import FrameReader, FramingError, unpad
-from brain.transport.h2.settings import LocalSettings, PeerSettings, SettingsError
+from brain.transport.h2.settings import LocalSettings, PeerSettings
 from brain.transport.h2.streams import Chunk, H2Stream
-from brain.transport.h2.windows import ReceiveWindow, WindowError, grown, increment_of
+from brain.transport.h2.windows import ReceiveWindow
 
 # flags tested on every frame, as plain names
 _END_STREAM = frames.FLAG_END_STREAM
@@ -31,15 +32,7 @@ _PRIORITY = frames.FLAG_PRIORITY
 _PREFIX_CACHE_LIMIT = 64
 
 
-class ProtocolError(Exception):
-    """A connection error (RFC 7540 5.4.1): the connection ends with GOAWAY."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class H2Connection:
+class H2Connection(ControlFrames):
     def __init__(
         self, local: LocalSettings, on_output: Callable[[int], None] | None = None, output_limit: int = 1 << 16,
     ) -> None:
@@ -347,70 +340,9 @@ class H2Connection:
         self._last_request = request = RequestReceived(sid, headers, end_stream, None)
         self._events.append(request)
 
-    def _on_priority(self, flags: int, sid: int, payload: bytes) -> None:
-        if len(payload) != 5:
-            raise ProtocolError(frames.FRAME_SIZE_ERROR, "PRIORITY of bad length")
-
     def _on_rst_stream(self, flags: int, sid: int, payload: bytes) -> None:
         if sid == 0 or len(payload) != 4:
             raise ProtocolError(frames.PROTOCOL_ERROR, "bad RST_STREAM")
         if self.streams.pop(sid, None) is not None:
             self.blocked.pop(sid, None)
             self._events.append(StreamReset(sid, frames.u32(payload)))
-
-    def _on_settings(self, flags: int, sid: int, payload: bytes) -> None:
-        if sid != 0:
-            raise ProtocolError(frames.PROTOCOL_ERROR, "SETTINGS on a stream")
-        if flags & frames.FLAG_ACK:
-            if payload:
-                raise ProtocolError(frames.FRAME_SIZE_ERROR, "SETTINGS ack with payload")
-            return
-        try:
-            delta = self.peer.apply(payload)
-        except SettingsError as e:
-            raise ProtocolError(e.code, str(e)) from None
-        if delta:
-            for st in self.streams.values():
-                st.send_window += delta
-        self.budget.control_reply()
-        self.emit(frames.SETTINGS_ACK)
-        if delta > 0:
-            self._pump_blocked()
-
-    def _on_push_promise(self, flags: int, sid: int, payload: bytes) -> None:
-        raise ProtocolError(frames.PROTOCOL_ERROR, "PUSH_PROMISE from a client")
-
-    def _on_ping(self, flags: int, sid: int, payload: bytes) -> None:
-        if sid != 0 or len(payload) != 8:
-            raise ProtocolError(frames.PROTOCOL_ERROR, "bad PING")
-        if not flags & frames.FLAG_ACK:
-            # any rate is fine while the client reads the acks: kube-apiserver's
-            # keepalives must never cost the connection
-            self.budget.control_reply()
-            self.emit(frames.frame(frames.PING, frames.FLAG_ACK, 0, payload))
-
-    def _on_goaway(self, flags: int, sid: int, payload: bytes) -> None:
-        if sid != 0:
-            raise ProtocolError(frames.PROTOCOL_ERROR, "GOAWAY on a stream")
-        # the client closes the connection itself once its calls are done
-
-    def _on_window_update(self, flags: int, sid: int, payload: bytes) -> None:
-        try:
-            increment = increment_of(payload)
-            if sid == 0:
-                self.send_window = grown(self.send_window, increment)
-                self._pump_blocked()
-                return
-        except WindowError as e:
-            raise ProtocolError(e.code, f"connection {e}") from None
-        st = self.streams.get(sid)
-        if st is None:
-            return
-        try:
-            st.send_window = grown(st.send_window, increment)
-        except WindowError as e:  # a stream error: that stream ends, the connection goes on
-            self.reset_stream(sid, e.code)
-            self._events.append(StreamReset(sid, e.code))
-            return
-        if sid in self.blocked:
-            self._pump_from_input(st)

@@ -1,0 +1,102 @@
+"""The core's handlers of connection-level frames (PRIORITY, SETTINGS,
+PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE), which no request's path runs
+through; H2Connection inherits them."""
+from __future__ import annotations
+
+from brain.transport.h2 import frames
+from brain.transport.h2.events import Event, StreamReset
+from brain.transport.h2.limits import Budget
+from brain.transport.h2.settings import PeerSettings, SettingsError
+from brain.transport.h2.streams import Chunk, H2Stream
+from brain.transport.h2.windows import WindowError, grown, increment_of
+
+
+class ProtocolError(Exception):
+    """A connection error (RFC 7540 5.4.1): the connection ends with GOAWAY."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ControlFrames:
+    # the connection state these handlers work on, kept by H2Connection
+    peer: PeerSettings
+    streams: dict[int, H2Stream]
+    blocked: dict[int, H2Stream]
+    send_window: int
+    budget: Budget
+    _events: list[Event]
+
+    def emit(self, data: Chunk) -> None:
+        raise NotImplementedError
+
+    def reset_stream(self, stream_id: int, code: int) -> None:
+        raise NotImplementedError
+
+    def _pump_blocked(self) -> None:
+        raise NotImplementedError
+
+    def _pump_from_input(self, st: H2Stream) -> None:
+        raise NotImplementedError
+
+    def _on_priority(self, flags: int, sid: int, payload: bytes) -> None:
+        if len(payload) != 5:
+            raise ProtocolError(frames.FRAME_SIZE_ERROR, "PRIORITY of bad length")
+
+    def _on_settings(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid != 0:
+            raise ProtocolError(frames.PROTOCOL_ERROR, "SETTINGS on a stream")
+        if flags & frames.FLAG_ACK:
+            if payload:
+                raise ProtocolError(frames.FRAME_SIZE_ERROR, "SETTINGS ack with payload")
+            return
+        try:
+            delta = self.peer.apply(payload)
+        except SettingsError as e:
+            raise ProtocolError(e.code, str(e)) from None
+        if delta:
+            for st in self.streams.values():
+                st.send_window += delta
+        self.budget.control_reply()
+        self.emit(frames.SETTINGS_ACK)
+        if delta > 0:
+            self._pump_blocked()
+
+    def _on_push_promise(self, flags: int, sid: int, payload: bytes) -> None:
+        raise ProtocolError(frames.PROTOCOL_ERROR, "PUSH_PROMISE from a client")
+
+    def _on_ping(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid != 0 or len(payload) != 8:
+            raise ProtocolError(frames.PROTOCOL_ERROR, "bad PING")
+        if not flags & frames.FLAG_ACK:
+            # any rate is fine while the client reads the acks: kube-apiserver's
+            # keepalives must never cost the connection
+            self.budget.control_reply()
+            self.emit(frames.frame(frames.PING, frames.FLAG_ACK, 0, payload))
+
+    def _on_goaway(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid != 0:
+            raise ProtocolError(frames.PROTOCOL_ERROR, "GOAWAY on a stream")
+        # the client closes the connection itself once its calls are done
+
+    def _on_window_update(self, flags: int, sid: int, payload: bytes) -> None:
+        try:
+            increment = increment_of(payload)
+            if sid == 0:
+                self.send_window = grown(self.send_window, increment)
+                self._pump_blocked()
+                return
+        except WindowError as e:
+            raise ProtocolError(e.code, f"connection {e}") from None
+        st = self.streams.get(sid)
+        if st is None:
+            return
+        try:
+            st.send_window = grown(st.send_window, increment)
+        except WindowError as e:  # a stream error: that stream ends, the connection goes on
+            self.reset_stream(sid, e.code)
+            self._events.append(StreamReset(sid, e.code))
+            return
+        if sid in self.blocked:
+            self._pump_from_input(st)
