@@ -155,13 +155,23 @@ class GrpcSession:
                     st.wake_writer()
             elif kind is StreamReset:
                 st = calls.get(ev.stream_id)
+                task = None
                 if st is not None:
                     st.recv_ended = True
+                    task = st.task
                     st.reset()
                 elif ev.stream_id in self.http_gets:
                     self._http_get_done(ev.stream_id)
+                if task is not None and not task.done():
+                    # the reset counts against the client until its handler has stopped
+                    task.add_done_callback(self._reset_handled)
+                else:
+                    self.core.reset_handled()
             elif kind is ConnectionTerminated:
                 self.connection_lost()
+
+    def _reset_handled(self, task: asyncio.Task[None]) -> None:
+        self.core.reset_handled()
 
     def writable(self) -> None:
         for st in list(self.calls.values()):

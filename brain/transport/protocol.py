@@ -31,6 +31,9 @@ LOCAL_SETTINGS = LocalSettings(
     initial_window=4 * 1024 * 1024,
     connection_window=16 * 1024 * 1024,
     max_header_list=1024 * 1024,
+    # etcd sets no limit; this one is well above the requests a kube-apiserver
+    # runs at once on one connection, and bounds the calls one client holds
+    max_concurrent_streams=1000,
 )
 # Output collected for the event loop's next turn is written at once when it
 # passes this size: a burst (one put fanned out to many watchers, encoded by

@@ -6,8 +6,10 @@ from __future__ import annotations
 import socket
 
 import grpc
+from test_h2_limits import rapid_resets
 
 from brain.transport.h2 import frames
+from brain.transport.h2.limits import MAX_EARLY_RESETS
 
 
 def _alive(port: int) -> None:
@@ -54,6 +56,19 @@ def test_ping_flood_without_reading_gets_goaway_enhance_your_calm(echo_server):
                 s.sendall(pings)
             except (socket.timeout, ConnectionResetError, BrokenPipeError):
                 break  # the server stopped reading
+        _alive(echo_server.port)
+        assert frames.ENHANCE_YOUR_CALM in _goaway_codes(s)
+    _alive(echo_server.port)
+
+
+def test_rapid_reset_gets_goaway_enhance_your_calm(echo_server):
+    with socket.create_connection(("127.0.0.1", echo_server.port), timeout=10) as s:
+        s.sendall(frames.PREFACE + frames.settings([]))
+        try:
+            # far more resets than handlers can stop within one read
+            s.sendall(rapid_resets(1, 3 * MAX_EARLY_RESETS))
+        except (ConnectionResetError, BrokenPipeError):
+            pass
         _alive(echo_server.port)
         assert frames.ENHANCE_YOUR_CALM in _goaway_codes(s)
     _alive(echo_server.port)

@@ -40,6 +40,12 @@ class ControlFrames:
     def _pump_from_input(self, st: H2Stream) -> None:
         raise NotImplementedError
 
+    def _reset_event(self, sid: int, code: int) -> None:
+        """Report a stream reset before it finished; it counts against the
+        client until the layer above calls reset_handled."""
+        self.budget.early_reset()
+        self._events.append(StreamReset(sid, code))
+
     def _on_priority(self, flags: int, sid: int, payload: bytes) -> None:
         if len(payload) != 5:
             raise ProtocolError(frames.FRAME_SIZE_ERROR, "PRIORITY of bad length")
@@ -96,7 +102,7 @@ class ControlFrames:
             st.send_window = grown(st.send_window, increment)
         except WindowError as e:  # a stream error: that stream ends, the connection goes on
             self.reset_stream(sid, e.code)
-            self._events.append(StreamReset(sid, e.code))
+            self._reset_event(sid, e.code)
             return
         if sid in self.blocked:
             self._pump_from_input(st)

@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 from brain.transport.h2 import frames
 from brain.transport.h2.control import ControlFrames, ProtocolError
 from brain.transport.h2.events import (
-    ConnectionTerminated, DataReceived, Event, RequestReceived, StreamDrained, StreamEnded, StreamReset,
+    ConnectionTerminated, DataReceived, Event, RequestReceived, StreamDrained, StreamEnded,
 )
 from brain.transport.h2.hpack import Decoder, HPACKError
 from brain.transport.h2.limits import Budget
@@ -179,6 +179,14 @@ class H2Connection(ControlFrames):
         st = self.streams.get(stream_id)
         return st is not None and bool(st.pending)
 
+    def reset_handled(self) -> None:
+        """The layer above has stopped the work of a stream reported reset;
+        until it says so, the stream counts against the client (as Go's
+        server counts handlers still running)."""
+        budget = self.budget
+        if budget.early_resets:
+            budget.early_resets -= 1
+
     def goaway(self) -> None:
         """Graceful shutdown: refuse new streams; open ones go on."""
         if self.going_away or self.terminated:
@@ -288,7 +296,7 @@ class H2Connection(ControlFrames):
         if st.recv_ended:
             self.budget.control_reply()
             self.reset_stream(sid, frames.STREAM_CLOSED)
-            self._events.append(StreamReset(sid, frames.STREAM_CLOSED))
+            self._reset_event(sid, frames.STREAM_CLOSED)
             return
         if flags & _PADDED:
             payload = unpad(flags, payload)
@@ -332,7 +340,7 @@ class H2Connection(ControlFrames):
         if sid <= self.last_stream_id:
             raise ProtocolError(frames.STREAM_CLOSED, "HEADERS on a closed stream")
         self.last_stream_id = sid
-        if self.going_away:
+        if self.going_away or len(self.streams) >= self.local.max_concurrent_streams:
             self.budget.control_reply()
             self.emit(frames.rst_stream(sid, frames.REFUSED_STREAM))
             return
@@ -345,4 +353,4 @@ class H2Connection(ControlFrames):
             raise ProtocolError(frames.PROTOCOL_ERROR, "bad RST_STREAM")
         if self.streams.pop(sid, None) is not None:
             self.blocked.pop(sid, None)
-            self._events.append(StreamReset(sid, frames.u32(payload)))
+            self._reset_event(sid, frames.u32(payload))

@@ -35,7 +35,9 @@ class DataReceived:
 @dataclass(slots=True)
 class StreamReset:
     """The stream ended without completing: the client reset it, or the core
-    did because of a stream error. Nothing more may be sent on it."""
+    did because of a stream error. Nothing more may be sent on it. The layer
+    above calls the core's reset_handled once it has stopped the stream's
+    work: a client resetting streams faster than that is cut off."""
 
     stream_id: int
     error_code: int

@@ -15,11 +15,14 @@ class SettingsError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class LocalSettings:
-    """What this server lets a client send ahead, per stream and in all."""
+    """What this server lets a client send ahead, per stream and in all,
+    and how many streams it may have open at once (more are refused with
+    RST_STREAM(REFUSED_STREAM), which gRPC clients retry)."""
 
     initial_window: int
     connection_window: int
     max_header_list: int
+    max_concurrent_streams: int = 1000
 
     def preface(self) -> bytes:
         """The server's connection preface: SETTINGS, then the connection
@@ -27,6 +30,7 @@ class LocalSettings:
         out = frames.settings([
             (frames.SETTINGS_INITIAL_WINDOW_SIZE, self.initial_window),
             (frames.SETTINGS_MAX_HEADER_LIST_SIZE, self.max_header_list),
+            (frames.SETTINGS_MAX_CONCURRENT_STREAMS, self.max_concurrent_streams),
         ])
         if self.connection_window > frames.DEFAULT_WINDOW:
             out += frames.window_update(0, self.connection_window - frames.DEFAULT_WINDOW)
