@@ -108,21 +108,29 @@ class EndOfRequests(Exception):
 
 class RequestStream:
     """The client's messages of a streaming call, as an async iterator.
-    Messages are buffered as they arrive (the HTTP/2 window bounds how much
-    a client may send ahead)."""
+    Messages are buffered as they arrive; each message's bytes are credited
+    back to the client (`credit`) only as the handler takes it, so the HTTP/2
+    window bounds how much a client may send ahead of its handler."""
 
-    __slots__ = ("_items", "_ended", "_waiter", "_deserializer", "_error")
+    __slots__ = ("_items", "_ended", "_waiter", "_deserializer", "_error", "_credit")
 
-    def __init__(self, deserializer: Callable[[bytes], Any] | None) -> None:
-        self._items: deque[bytes] = deque()
+    def __init__(self, deserializer: Callable[[bytes], Any] | None, credit: Callable[[int], None]) -> None:
+        self._items: deque[tuple[bytes, int]] = deque()  # message, bytes to credit when it is taken
         self._ended = False
         self._waiter: asyncio.Future[None] | None = None
         self._deserializer = deserializer
         self._error: BaseException | None = None
+        self._credit = credit
 
-    def push(self, raw: bytes) -> None:
-        self._items.append(raw)
+    def push(self, raw: bytes, credit: int) -> None:
+        self._items.append((raw, credit))
         self._wake()
+
+    def drop(self) -> int:
+        """Forget the messages not taken; the bytes they would have credited."""
+        n = sum(credit for _, credit in self._items)
+        self._items.clear()
+        return n
 
     def end(self, error: BaseException | None = None) -> None:
         self._ended = True
@@ -145,7 +153,9 @@ class RequestStream:
                 await self._waiter
             finally:
                 self._waiter = None
-        raw = self._items.popleft()
+        raw, credit = self._items.popleft()
+        if credit:
+            self._credit(credit)
         return self._deserializer(raw) if self._deserializer is not None else raw
 
     def __aiter__(self) -> RequestStream:

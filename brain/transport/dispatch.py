@@ -5,6 +5,7 @@ HTTP status (the gRPC over HTTP/2 protocol description)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Awaitable, Callable, Protocol
@@ -18,6 +19,7 @@ from brain.transport.h2.events import (
     ConnectionTerminated, DataReceived, Event, RequestReceived, StreamDrained, StreamEnded, StreamReset,
 )
 from brain.transport.h2.hpack import Header, literal_indexed_name
+from brain.transport.messages import MessageReader
 from brain.transport.status import parse_timeout
 from brain.transport.stream import Stream
 
@@ -106,6 +108,7 @@ class GrpcSession:
         self.link = link
         self.handlers = handlers
         self.max_receive = handlers.max_receive
+        self.messages = MessageReader(core, self.max_receive)
         self.peer = link.peer
         self.loop = asyncio.get_running_loop()
         self.calls: dict[int, Stream] = {}
@@ -122,6 +125,11 @@ class GrpcSession:
 
     def call_ended(self, st: Stream) -> None:
         self.calls.pop(st.sid, None)
+        left = self.messages.drop_partial(st) if st.recv else 0
+        if st.requests is not None:
+            left += st.requests.drop()
+        if left:
+            self.core.consumed(st.sid, left)
         if st.timer is not None:
             st.timer.cancel()
             st.timer = None
@@ -143,6 +151,8 @@ class GrpcSession:
                 st = calls.get(ev.stream_id)
                 if st is not None:
                     self._received(st, ev.data, ev.end_stream)
+                elif ev.data:
+                    self.core.consumed(ev.stream_id, len(ev.data))
             elif kind is StreamEnded:
                 st = calls.get(ev.stream_id)
                 if st is not None:
@@ -202,6 +212,8 @@ class GrpcSession:
         request = parsed[1]
         sid = ev.stream_id
         if request.error is not None:
+            if ev.data:
+                self.core.consumed(sid, len(ev.data))
             if request.method == b"GET" and self.handlers.http_handler is not None:
                 self.http_gets.add(sid)
                 self.loop.create_task(self._http_get(sid, request.path.split("?", 1)[0], self.handlers.http_handler))
@@ -232,6 +244,7 @@ class GrpcSession:
                 st.ctx = ServicerContext(st, deadline, handler.response_serializer)
                 st.recv_ended = True
                 st.task = self.loop.create_task(unary_request(st, handler, data[5:]))
+                self.core.consumed(sid, n + 5)
                 return
         self._dispatch(st, handler, deadline)
         if data is not None:
@@ -239,7 +252,7 @@ class GrpcSession:
 
     def _received(self, st: Stream, data: bytes, end_stream: bool) -> None:
         if data:
-            self._feed(st, data)
+            self.messages.feed(st, data)
         if end_stream and not st.closed:
             self._end_of_request(st)
 
@@ -285,10 +298,10 @@ class GrpcSession:
         st.handler = handler
         st.ctx = ServicerContext(st, deadline, handler.response_serializer)
         if handler.request_streaming:
-            st.requests = RequestStream(handler.request_deserializer)
+            st.requests = RequestStream(handler.request_deserializer, functools.partial(self.core.consumed, st.sid))
             st.task = self.loop.create_task(streaming_request(st, handler))
-            if st.message is not None:  # arrived while resolving
-                st.requests.push(st.message)
+            if st.message is not None:  # arrived while resolving, and credited then
+                st.requests.push(st.message, 0)
                 st.message = None
             if st.recv_ended:
                 st.requests.end()
@@ -302,45 +315,6 @@ class GrpcSession:
         st.cancelled = True
         st.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
         self.link.flush()
-
-    # request messages
-
-    def _feed(self, st: Stream, payload: bytes) -> None:
-        """Split the stream's bytes into gRPC messages (a 5-byte prefix:
-        compressed flag, big-endian length)."""
-        limit = self.max_receive
-        buf = st.recv
-        if not buf and len(payload) >= 5 and payload[0] == 0:
-            n = int.from_bytes(payload[1:5], "big")
-            if n + 5 == len(payload) and n <= limit:
-                self._deliver(st, payload[5:])
-                return
-        if buf is None:
-            buf = st.recv = bytearray()
-        buf += payload
-        while len(buf) >= 5 and not st.closed:
-            n = int.from_bytes(buf[1:5], "big")
-            if n > limit:
-                buf.clear()
-                st.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"Received message larger than max ({n} vs. {limit})")
-                return
-            if buf[0] != 0:
-                buf.clear()
-                st.abort(grpc.StatusCode.INTERNAL, "Compressed message but no grpc-encoding was negotiated")
-                return
-            if len(buf) < n + 5:
-                return
-            message = bytes(buf[5:n + 5])
-            del buf[:n + 5]
-            self._deliver(st, message)
-
-    def _deliver(self, st: Stream, message: bytes) -> None:
-        if st.requests is not None:
-            st.requests.push(message)
-        elif st.message is None:
-            st.message = message
-        else:
-            st.abort(grpc.StatusCode.UNIMPLEMENTED, "received more than one request message for a unary call")
 
     def _end_of_request(self, st: Stream) -> None:
         st.recv_ended = True

@@ -39,7 +39,7 @@ class CallOwner(Protocol):
 
 class Stream:
     __slots__ = (
-        "sid", "owner", "core", "headers", "ctx", "requests", "task", "recv", "recv_ended",
+        "sid", "owner", "core", "headers", "ctx", "requests", "task", "recv", "recv_credited", "recv_ended",
         "headers_sent", "ending", "closed", "cancelled", "timer", "drained", "handler", "message", "done_callbacks",
     )
 
@@ -52,6 +52,7 @@ class Stream:
         self.requests: RequestStream | None = None  # for client-streaming calls
         self.task: asyncio.Task[None] | None = None
         self.recv: bytearray | None = None  # a request message not yet complete (made when one is split)
+        self.recv_credited = 0  # bytes of recv already credited back to the client
         self.recv_ended = recv_ended
         self.headers_sent = False
         self.ending = False  # the status is queued behind response bytes

@@ -140,7 +140,7 @@ def test_connection_window_blocks_all_streams():
     assert sum(len(p) for t, _, _, p in parse(core.data_to_send()) if t == frames.DATA) == 70000 - 65535
 
 
-def test_receive_windows_are_credited_in_quarters():
+def test_receive_windows_are_credited_in_quarters_as_data_is_consumed():
     core = started()
     request(core, end=False, body=b"")
     quarter = (1 << 20) // 4
@@ -149,11 +149,15 @@ def test_receive_windows_are_credited_in_quarters():
     while sent + len(chunk) < quarter:
         core.receive(frames.frame(frames.DATA, 0, 1, chunk))
         sent += len(chunk)
-    assert parse(core.data_to_send()) == []
     core.receive(frames.frame(frames.DATA, 0, 1, chunk))
+    sent += len(chunk)
+    assert parse(core.data_to_send()) == []  # nothing consumed yet
+    core.consumed(1, sent - len(chunk))
+    assert parse(core.data_to_send()) == []
+    core.consumed(1, len(chunk))
     updates = [(s, frames.u32(p)) for t, _, s, p in parse(core.data_to_send()) if t == frames.WINDOW_UPDATE]
-    assert updates == [(1, sent + len(chunk))]
-    assert core.received.unacked == sent + len(chunk)  # the connection's quarter is larger
+    assert updates == [(1, sent)]
+    assert core.received.unacked == sent  # the connection's quarter is larger
 
 
 def test_window_errors():

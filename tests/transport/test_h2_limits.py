@@ -3,13 +3,19 @@ GOAWAY(ENHANCE_YOUR_CALM) or a refusal, and what the core holds for one
 client stays within a stated bound."""
 from __future__ import annotations
 
-from test_h2_core import REQUEST_BLOCK, parse, started
+import asyncio
 
+import grpc
+from test_h2_core import LOCAL, REQUEST_BLOCK, parse, started
+
+from brain.transport.context import RequestStream
+from brain.transport.dispatch import GrpcSession
 from brain.transport.h2 import frames
 from brain.transport.h2.core import H2Connection
-from brain.transport.h2.events import ConnectionTerminated, RequestReceived, StreamReset
+from brain.transport.h2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamReset
 from brain.transport.h2.limits import MAX_EARLY_RESETS, MAX_QUEUED_CONTROL
 from brain.transport.h2.settings import LocalSettings
+from brain.transport.protocol import LOCAL_SETTINGS
 
 PING = frames.frame(frames.PING, 0, 0, b"12345678")
 PING_ACK_SIZE = 9 + 8
@@ -104,3 +110,135 @@ def test_streams_past_the_advertised_limit_are_refused():
     core.data_to_send()
     assert [e.stream_id for e in core.receive(
         frames.frame(frames.HEADERS, frames.FLAG_END_HEADERS, 11, REQUEST_BLOCK))] == [11]
+
+
+def _data(sid: int, body: bytes, end: bool = False) -> bytes:
+    return frames.frame(frames.DATA, frames.FLAG_END_STREAM if end else 0, sid, body)
+
+
+def _open(sid: int) -> bytes:
+    return frames.frame(frames.HEADERS, frames.FLAG_END_HEADERS, sid, REQUEST_BLOCK)
+
+
+def test_data_past_a_stream_window_resets_that_stream():
+    core = started()
+    window = LOCAL.initial_window
+    core.receive(_open(1) + _open(3))
+    events = core.receive(_data(1, b"\x00" * 16384) * (window // 16384) + _data(1, b"\x00"))
+    assert events[-1] == StreamReset(1, frames.FLOW_CONTROL_ERROR)
+    assert (frames.RST_STREAM, 0, 1, frames.FLOW_CONTROL_ERROR.to_bytes(4, "big")) in parse(core.data_to_send())
+    # the connection goes on, and the bytes of the reset stream are credited to it
+    assert not core.terminated and core.received.available + core.received.unacked == LOCAL.connection_window - window
+    assert [type(e) for e in core.receive(_data(3, b"\x00" * 10))] == [DataReceived]
+
+
+def test_data_past_the_connection_window_is_a_connection_error():
+    core = started()
+    window = LOCAL.initial_window
+    held = 0
+    sid = 1
+    events: list = []
+    while not events or not isinstance(events[-1], ConnectionTerminated):
+        events = core.receive(_open(sid) + _data(sid, b"\x00" * 16384) * (window // 16384))
+        held += sum(len(e.data) for e in events if isinstance(e, DataReceived))
+        sid += 2
+    assert events[-1].error_code == frames.FLOW_CONTROL_ERROR
+    assert _goaway_code(core.data_to_send()) == frames.FLOW_CONTROL_ERROR
+    # what the client made the layer above hold is the connection window, no more
+    assert held <= LOCAL.connection_window
+
+
+def test_windows_are_credited_only_as_data_is_consumed():
+    core = started()
+    core.receive(_open(1))
+    events = core.receive(_data(1, b"\x00" * 16384) * 16)
+    assert len(events) == 16 and parse(core.data_to_send()) == []
+    for e in events:
+        core.consumed(1, len(e.data))
+    updates = [(sid, frames.u32(p)) for t, _, sid, p in parse(core.data_to_send()) if t == frames.WINDOW_UPDATE]
+    assert updates == [(1, 16 * 16384)]  # a quarter of the stream window; the connection's quarter is not reached
+
+
+class _Handlers:
+    max_receive = 2 * 1024 * 1024
+    http_handler = None
+
+    def __init__(self) -> None:
+        self.handler = grpc.unary_unary_rpc_method_handler(self._echo)
+
+    async def _echo(self, request: bytes, context) -> bytes:
+        return request
+
+    def cached_handler(self, method: str):
+        return self.handler
+
+    async def resolve(self, method: str, metadata):
+        return self.handler
+
+
+class _Link:
+    peer = "test"
+
+    def writes_paused(self) -> bool:
+        return False
+
+    def peer_identities(self):
+        return None
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_unfinished_messages_on_many_streams_stay_within_the_windows():
+    """A client keeping within the windows, opening stream after stream with
+    a message it never finishes: what the connection holds is bounded by the
+    connection window and the session's own bound on credited bytes, and the
+    streams past that bound end RESOURCE_EXHAUSTED."""
+
+    async def attack() -> tuple[GrpcSession, H2Connection, int]:
+        core = H2Connection(LOCAL_SETTINGS)
+        core.initiate()
+        core.receive(frames.PREFACE + frames.settings([]))
+        core.data_to_send()
+        session = GrpcSession(core, _Link(), _Handlers())
+        message = (1400 * 1024).to_bytes(5, "big")
+        sent = 0
+        for sid in range(1, 801, 2):
+            body = message + b"\x00" * (1024 * 1024 - 5)
+            if len(body) > core.received.available:
+                body = body[:max(core.received.available, 0)]
+            framed = b"".join(_data(sid, body[i:i + 16384]) for i in range(0, len(body), 16384))
+            events = core.receive(_open(sid) + framed)
+            sent += len(body)
+            session.handle(events)
+            core.data_to_send()
+        return session, core, sent
+
+    session, core, sent = asyncio.run(attack())
+    held = session.messages.partial + session.messages.credited
+    assert session.messages.partial <= session.messages.partial_limit
+    assert session.messages.credited <= session.messages.credited_limit
+    assert held <= LOCAL_SETTINGS.connection_window + max(LOCAL_SETTINGS.connection_window, _Handlers.max_receive + 5)
+    assert not core.terminated
+    # the calls still holding unfinished messages are those the bounds allow;
+    # the others ended (RESOURCE_EXHAUSTED) and their bytes were credited back
+    assert len(session.calls) <= (session.messages.partial_limit + session.messages.credited_limit) // (1024 * 1024) + 2
+    assert sent == 400 * 1024 * 1024
+
+
+def test_streaming_request_messages_are_credited_as_the_handler_takes_them():
+    credits: list[int] = []
+
+    async def run() -> None:
+        requests = RequestStream(None, credits.append)
+        requests.push(b"abc", 8)
+        requests.push(b"d", 6)
+        assert credits == []
+        assert await requests.read() == b"abc"
+        assert credits == [8]
+        assert requests.drop() == 6
+
+    asyncio.run(run())

@@ -278,37 +278,55 @@ class H2Connection(ControlFrames):
             events.append(self.terminate(e.code, str(e)))
         return events
 
+    def consumed(self, stream_id: int, n: int) -> None:
+        """The layer above is done with n body bytes of this stream (handed
+        to a handler, or dropped): credit them back to the client. A stream
+        no longer open credits only the connection."""
+        received = self.received
+        unacked = received.unacked + n
+        if unacked >= received.credit_step:
+            self.emit(frames.window_update(0, unacked))
+            received.available += unacked
+            unacked = 0
+        received.unacked = unacked
+        st = self.streams.get(stream_id)
+        if st is not None and not st.recv_ended:
+            unacked = st.recv_unacked + n
+            if unacked >= self._stream_credit_step:
+                self.emit(frames.window_update(stream_id, unacked))
+                st.recv_window += unacked
+                unacked = 0
+            st.recv_unacked = unacked
+
     def _on_data(self, flags: int, sid: int, payload: bytes) -> None:
         if sid == 0:
             raise ProtocolError(frames.PROTOCOL_ERROR, "DATA on stream 0")
         flow = len(payload)
-        if flow:
-            received = self.received
-            received.unacked += flow
-            if received.unacked >= received.credit_step:
-                self.emit(frames.window_update(0, received.unacked))
-                received.unacked = 0
+        received = self.received
+        received.available -= flow
+        if received.available < 0:
+            raise ProtocolError(frames.FLOW_CONTROL_ERROR, "DATA past the connection window")
         st = self.streams.get(sid)
         if st is None:
             if sid > self.last_stream_id:
                 raise ProtocolError(frames.PROTOCOL_ERROR, "DATA on an idle stream")
-            return  # a stream already closed here; the client had not seen that yet
-        if st.recv_ended:
+            self.consumed(sid, flow)  # a stream already closed here; the client had not seen that yet
+            return
+        st.recv_window -= flow
+        if st.recv_ended or st.recv_window < 0:
+            code = frames.STREAM_CLOSED if st.recv_ended else frames.FLOW_CONTROL_ERROR
             self.budget.control_reply()
-            self.reset_stream(sid, frames.STREAM_CLOSED)
-            self._reset_event(sid, frames.STREAM_CLOSED)
+            self.reset_stream(sid, code)
+            self.consumed(sid, flow)
+            self._reset_event(sid, code)
             return
         if flags & _PADDED:
             payload = unpad(flags, payload)
+            if flow > len(payload):
+                self.consumed(sid, flow - len(payload))  # padding is nobody's to consume
         end_stream = flags & _END_STREAM != 0
         if end_stream:
             st.recv_ended = True
-        elif flow:
-            unacked = st.recv_unacked + flow
-            if unacked >= self._stream_credit_step:
-                self.emit(frames.window_update(sid, unacked))
-                unacked = 0
-            st.recv_unacked = unacked
         request = self._last_request
         if request is not None and request.stream_id == sid and request.data is None:
             # the body's first bytes read with the headers ride on the request event
@@ -344,7 +362,7 @@ class H2Connection(ControlFrames):
             self.budget.control_reply()
             self.emit(frames.rst_stream(sid, frames.REFUSED_STREAM))
             return
-        self.streams[sid] = H2Stream(sid, self.peer.initial_window, end_stream)
+        self.streams[sid] = H2Stream(sid, self.peer.initial_window, self.local.initial_window, end_stream)
         self._last_request = request = RequestReceived(sid, headers, end_stream, None)
         self._events.append(request)
 

@@ -12,11 +12,12 @@ class H2Stream:
     client's is followed by RST_STREAM(NO_ERROR), as gRPC and Go servers
     do, so that the client stops sending."""
 
-    __slots__ = ("stream_id", "send_window", "recv_unacked", "pending", "trailers", "ending", "recv_ended")
+    __slots__ = ("stream_id", "send_window", "recv_window", "recv_unacked", "pending", "trailers", "ending", "recv_ended")
 
-    def __init__(self, stream_id: int, send_window: int, recv_ended: bool) -> None:
+    def __init__(self, stream_id: int, send_window: int, recv_window: int, recv_ended: bool) -> None:
         self.stream_id = stream_id
         self.send_window = send_window
+        self.recv_window = recv_window  # what the client may still send
         self.recv_unacked = 0
         self.pending: deque[Chunk] | None = None  # body bytes waiting for send window
         self.trailers: bytes | None = None  # the final header block, sent once pending is out

@@ -1,8 +1,10 @@
 """Flow control (RFC 7540 5.2 and 6.9).
 
-Receiving: windows are credited back as soon as data arrives (the data is
-then the server's to buffer), in large steps, so a client never waits for a
-WINDOW_UPDATE while streaming a big request.
+Receiving: a client sending past a window it was given is a flow-control
+error. Windows are credited back as the layer above consumes the data (a
+handler takes a request message), in large steps, so what a client makes a
+connection buffer is bounded by the windows, and a streaming request is read
+only as fast as its handler consumes it.
 
 Sending: a window is a count the peer raises with WINDOW_UPDATE and sending
 lowers; it may go negative when the peer shrinks its initial window."""
@@ -21,15 +23,18 @@ class WindowError(Exception):
 
 @dataclass(slots=True)
 class ReceiveWindow:
-    """Bytes received and not yet credited back; credit is due once they
-    reach a quarter of the window. The core counts into `unacked` inline,
-    as it does for every DATA frame."""
+    """The connection's receive window: what the client may still send,
+    and bytes consumed and not yet credited back; credit is due once they
+    reach a quarter of the window. The core counts both inline, as it does
+    for every DATA frame."""
 
     size: int
     unacked: int = 0
+    available: int = field(init=False)
     credit_step: int = field(init=False)
 
     def __post_init__(self) -> None:
+        self.available = max(self.size, frames.DEFAULT_WINDOW)  # a connection window never starts lower
         self.credit_step = self.size >> 2
 
 
