@@ -13,6 +13,8 @@ from brain.transport.dispatch import GrpcSession
 from brain.transport.h2 import frames
 from brain.transport.h2.core import H2Connection
 from brain.transport.h2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamReset
+from brain.transport.h2.hpack import _STRING_CACHE_BYTES, encode_integer, literal_indexed_name
+from brain.transport.h2.huffman import CODE_LENGTHS, canonical_codes
 from brain.transport.h2.limits import MAX_EARLY_RESETS, MAX_QUEUED_CONTROL
 from brain.transport.h2.settings import LocalSettings
 from brain.transport.protocol import LOCAL_SETTINGS
@@ -242,3 +244,70 @@ def test_streaming_request_messages_are_credited_as_the_handler_takes_them():
         assert requests.drop() == 6
 
     asyncio.run(run())
+
+
+def _huffman(data: bytes) -> bytes:
+    codes = canonical_codes(CODE_LENGTHS)
+    text = "".join(format(codes[b], f"0{CODE_LENGTHS[b]}b") for b in data)
+    text += "1" * (-len(text) % 8)
+    return int(text, 2).to_bytes(len(text) // 8, "big")
+
+
+def _headers_frames(sid: int, block: bytes, end_stream: bool = True) -> bytes:
+    """A header block over HEADERS and CONTINUATION frames of at most 16 KB."""
+    pieces = [block[i:i + 16384] for i in range(0, len(block), 16384)]
+    out = []
+    for i, piece in enumerate(pieces):
+        last = frames.FLAG_END_HEADERS if i == len(pieces) - 1 else 0
+        if i == 0:
+            out.append(frames.frame(frames.HEADERS, last | (frames.FLAG_END_STREAM if end_stream else 0), sid, piece))
+        else:
+            out.append(frames.frame(frames.CONTINUATION, last, sid, piece))
+    return b"".join(out)
+
+
+BIG_HEADERS = LocalSettings(initial_window=1 << 20, connection_window=1 << 22, max_header_list=1 << 20)
+
+
+def _started_big() -> H2Connection:
+    core = H2Connection(BIG_HEADERS)
+    core.initiate()
+    core.receive(frames.PREFACE + frames.settings([]))
+    core.data_to_send()
+    return core
+
+
+def test_header_block_of_references_to_a_large_entry_is_answered_431():
+    core = _started_big()
+    # one 4 KB entry in the dynamic table (index 62), then a quarter megabyte
+    # of one-byte references to it: a gigabyte of headers, were they decoded
+    entry = b"\x40" + encode_integer(1, 7, 0) + b"x" + encode_integer(4000, 7, 0) + b"v" * 4000
+    block = REQUEST_BLOCK + entry + b"\xbe" * (256 * 1024 - len(entry))
+    events = core.receive(_headers_frames(1, block))
+    assert events == [] and not core.terminated and not core.streams
+    assert parse(core.data_to_send()) == [
+        (frames.HEADERS, frames.FLAG_END_HEADERS | frames.FLAG_END_STREAM, 1, literal_indexed_name(8, b"431")),
+    ]
+    # the table was kept in step: a request referring to the entry decodes
+    events = core.receive(_headers_frames(3, REQUEST_BLOCK + b"\xbe"))
+    assert [type(e) for e in events] == [RequestReceived]
+    assert events[0].headers[-1] == (b"x", b"v" * 4000)
+
+
+def test_unique_huffman_values_are_not_cached_and_too_large_ones_refused():
+    core = _started_big()
+    sid = 1
+    for i in range(50):  # values of 20 KB, each different, within the limit
+        value = _huffman(b"%05d" % i + b"a" * 20000)
+        block = REQUEST_BLOCK + b"\x00" + encode_integer(1, 7, 0) + b"y" + encode_integer(len(value), 7, 0x80) + value
+        events = core.receive(_headers_frames(sid, block))
+        assert [type(e) for e in events] == [RequestReceived]
+        core.reset_stream(sid, frames.CANCEL)
+        sid += 2
+    assert core.decoder._strings_bytes <= _STRING_CACHE_BYTES
+    assert sum(len(k) + len(v) for k, v in core.decoder._strings.items()) <= _STRING_CACHE_BYTES
+    # a value decoding to more than the advertised limit is answered 431
+    value = _huffman(b"a" * (BIG_HEADERS.max_header_list + 1))
+    block = REQUEST_BLOCK + b"\x00" + encode_integer(1, 7, 0) + b"y" + encode_integer(len(value), 7, 0x80) + value
+    assert core.receive(_headers_frames(sid, block)) == []
+    assert parse(core.data_to_send())[-1][2] == sid and not core.terminated

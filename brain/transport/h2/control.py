@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from brain.transport.h2 import frames
 from brain.transport.h2.events import Event, StreamReset
+from brain.transport.h2.hpack import literal_indexed_name
 from brain.transport.h2.limits import Budget
 from brain.transport.h2.settings import PeerSettings, SettingsError
 from brain.transport.h2.streams import Chunk, H2Stream
 from brain.transport.h2.windows import WindowError, grown, increment_of
+
+# :status 431 (Request Header Fields Too Large), Go's server's answer to a
+# request whose header list is over the advertised limit
+_TOO_LARGE = literal_indexed_name(8, b"431")
 
 
 class ProtocolError(Exception):
@@ -25,6 +30,7 @@ class ControlFrames:
     streams: dict[int, H2Stream]
     blocked: dict[int, H2Stream]
     send_window: int
+    last_stream_id: int
     budget: Budget
     _events: list[Event]
 
@@ -39,6 +45,23 @@ class ControlFrames:
 
     def _pump_from_input(self, st: H2Stream) -> None:
         raise NotImplementedError
+
+    def _header_list_too_large(self, flags: int, sid: int) -> None:
+        """A request's headers decode to more than the advertised limit: the
+        request is answered 431 and not reported; trailers that do end the
+        stream with RST_STREAM(FRAME_SIZE_ERROR), as grpc-go's server does."""
+        self.budget.control_reply()
+        if sid in self.streams:
+            self.reset_stream(sid, frames.FRAME_SIZE_ERROR)
+            self._reset_event(sid, frames.FRAME_SIZE_ERROR)
+            return
+        if sid <= self.last_stream_id:
+            raise ProtocolError(frames.STREAM_CLOSED, "HEADERS on a closed stream")
+        self.last_stream_id = sid
+        end_stream = frames.FLAG_END_HEADERS | frames.FLAG_END_STREAM
+        self.emit(frames.frame_header(frames.HEADERS, end_stream, sid, len(_TOO_LARGE)) + _TOO_LARGE)
+        if not flags & frames.FLAG_END_STREAM:
+            self.emit(frames.rst_stream(sid, frames.NO_ERROR))
 
     def _reset_event(self, sid: int, code: int) -> None:
         """Report a stream reset before it finished; it counts against the

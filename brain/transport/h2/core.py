@@ -18,7 +18,7 @@ from brain.transport.h2.control import ControlFrames, ProtocolError
 from brain.transport.h2.events import (
     ConnectionTerminated, DataReceived, Event, RequestReceived, StreamDrained, StreamEnded,
 )
-from brain.transport.h2.hpack import Decoder, HPACKError
+from brain.transport.h2.hpack import Decoder, HeaderListTooLarge, HPACKError
 from brain.transport.h2.limits import Budget
 from brain.transport.h2.reader import FrameReader, FramingError, unpad
 from brain.transport.h2.settings import LocalSettings, PeerSettings
@@ -38,7 +38,7 @@ class H2Connection(ControlFrames):
     ) -> None:
         self.local = local
         self.peer = PeerSettings()
-        self.decoder = Decoder()
+        self.decoder = Decoder(max_header_list=local.max_header_list)
         self.streams: dict[int, H2Stream] = {}
         self.blocked: dict[int, H2Stream] = {}  # streams waiting for send window
         self.send_window = frames.DEFAULT_WINDOW
@@ -346,6 +346,9 @@ class H2Connection(ControlFrames):
             headers = self.decoder.decode(payload)
         except HPACKError as e:
             raise ProtocolError(frames.COMPRESSION_ERROR, f"HPACK: {e}") from None
+        except HeaderListTooLarge:
+            self._header_list_too_large(flags, sid)
+            return
         end_stream = flags & _END_STREAM != 0
         st = self.streams.get(sid)
         if st is not None:  # trailers from the client: only an end is allowed

@@ -11,6 +11,12 @@ the decoder's back, so each cached block records:
 * the entries it inserts: these are replayed on reuse (only for blocks that
   read nothing from the dynamic table, whose results are fixed by the bytes);
 * blocks with a table size update are never cached.
+
+A header list may decode to far more than its block (an index of a large
+table entry, repeated), so its decoded size is bounded as it is decoded
+(SETTINGS_MAX_HEADER_LIST_SIZE, counted as RFC 7540 6.5.2 does); past the
+bound the rest of the block is only parsed, for the table's sake, and
+HeaderListTooLarge raised.
 """
 from __future__ import annotations
 
@@ -44,10 +50,19 @@ _NSTATIC = len(STATIC_TABLE)  # 61
 _ENTRY_OVERHEAD = 32
 _CACHE_LIMIT = 256  # distinct blocks remembered per connection
 _CACHEABLE_BLOCK = 4096  # bigger blocks are rare and not worth remembering
+# Huffman-decoded strings remembered per connection, by their coded bytes;
+# long ones are not, so the memory this takes stays small
+_CACHEABLE_STRING = 1024
+_STRING_CACHE_BYTES = 256 * 1024
 
 
 class HPACKError(ValueError):
     pass
+
+
+class HeaderListTooLarge(Exception):
+    """The block was valid and decoded (the dynamic table is up to date),
+    but its header list is larger than the advertised limit."""
 
 
 class _Cached:
@@ -63,7 +78,7 @@ class _Cached:
 class Decoder:
     """One per connection: the dynamic table is connection state."""
 
-    def __init__(self, max_table_size: int = 4096) -> None:
+    def __init__(self, max_table_size: int = 4096, max_header_list: int = 1 << 20) -> None:
         # newest first, as HPACK indexes it
         self._table: list[Header] = []
         self._size = 0
@@ -72,6 +87,8 @@ class Decoder:
         self._generation = 0
         self._cache: dict[bytes, _Cached] = {}
         self._strings: dict[bytes, bytes] = {}
+        self._strings_bytes = 0
+        self._max_list = max_header_list
 
     def decode(self, block: bytes) -> list[Header]:
         hit = self._cache.get(block)
@@ -95,6 +112,11 @@ class Decoder:
         if size <= self._max_size:
             table.insert(0, (name, value))
             self._size += size
+        self._generation += 1
+
+    def _evict_all(self) -> None:
+        self._table.clear()
+        self._size = 0
         self._generation += 1
 
     def _resize(self, new: int) -> None:
@@ -126,7 +148,12 @@ class Decoder:
         end = len(block)
         integer = self._integer
         string = self._string
+        size = 0
+        max_list = self._max_list
         while pos < end:
+            if size > max_list:
+                self._skip(block, pos)
+                raise HeaderListTooLarge(f"header list larger than {max_list} bytes")
             b = block[pos]
             if b & 0x80:  # indexed field
                 if b != 0xFF:
@@ -137,14 +164,16 @@ class Decoder:
                 header, dyn = self._entry(index)
                 reads_table |= dyn
                 headers.append(header)
+                size += len(header[0]) + len(header[1]) + _ENTRY_OVERHEAD
                 continue
+            field = pos
             if b & 0x40:  # literal with incremental indexing
                 prefix, indexing = 6, True
             elif b & 0x20:  # dynamic table size update
                 if headers:
                     raise HPACKError("table size update after a header")
-                size, pos = integer(block, pos, 5)
-                self._resize(size)
+                table_size, pos = integer(block, pos, 5)
+                self._resize(table_size)
                 sized = True
                 continue
             else:  # literal without indexing (0000) or never indexed (0001)
@@ -154,13 +183,74 @@ class Decoder:
                 (name, _), dyn = self._entry(index)
                 reads_table |= dyn
             else:
+                if pos < end and block[pos] & 0x7F == 0x7F and size + self._least_length(block, pos) > max_list:
+                    self._skip(block, field)  # a long string that cannot fit is not worth decoding
+                    raise HeaderListTooLarge(f"header list larger than {max_list} bytes")
                 name, pos = string(block, pos)
+            if pos < end and block[pos] & 0x7F == 0x7F and size + len(name) + self._least_length(block, pos) > max_list:
+                self._skip(block, field)
+                raise HeaderListTooLarge(f"header list larger than {max_list} bytes")
             value, pos = string(block, pos)
             headers.append((name, value))
+            size += len(name) + len(value) + _ENTRY_OVERHEAD
             if indexing:
                 self._insert(name, value)
                 inserts.append((name, value))
+        if size > max_list:
+            raise HeaderListTooLarge(f"header list larger than {max_list} bytes")
         return headers, inserts, reads_table, sized
+
+    def _skip(self, block: bytes, pos: int) -> None:
+        """Parse the rest of a block whose header list is already too large:
+        nothing is kept but the table's inserts, whose strings are decoded
+        only when the entry can fit in the table at all."""
+        end = len(block)
+        integer = self._integer
+        while pos < end:
+            b = block[pos]
+            if b & 0x80:
+                index, pos = integer(block, pos, 7)
+                self._entry(index)
+                continue
+            if b & 0x20 and not b & 0x40:
+                raise HPACKError("table size update after a header")
+            indexing = b & 0x40 != 0
+            index, pos = integer(block, pos, 6 if indexing else 4)
+            if not indexing:
+                if index:
+                    self._entry(index)
+                else:
+                    pos = self._string_end(block, pos)
+                pos = self._string_end(block, pos)
+                continue
+            name_start = pos
+            name_least = len(self._entry(index)[0][0]) if index else self._least_length(block, pos)
+            if not index:
+                pos = self._string_end(block, pos)
+            value_start = pos
+            pos = self._string_end(block, pos)
+            if name_least + self._least_length(block, value_start) + _ENTRY_OVERHEAD > self._max_size:
+                self._evict_all()  # an entry too large for the table empties it
+                continue
+            name = self._entry(index)[0][0] if index else self._string(block, name_start)[0]
+            self._insert(name, self._string(block, value_start)[0])
+
+    def _string_end(self, block: bytes, pos: int) -> int:
+        if pos >= len(block):
+            raise HPACKError("truncated string")
+        length, pos = self._integer(block, pos, 7)
+        if pos + length > len(block):
+            raise HPACKError("truncated string")
+        return pos + length
+
+    def _least_length(self, block: bytes, pos: int) -> int:
+        """The fewest bytes a string can decode to (Huffman codes are at
+        most 30 bits)."""
+        if pos >= len(block):
+            raise HPACKError("truncated string")
+        huffman = block[pos] & 0x80
+        length, _ = self._integer(block, pos, 7)
+        return length * 8 // 30 if huffman else length
 
     @staticmethod
     def _integer(block: bytes, pos: int, prefix: int) -> tuple[int, int]:
@@ -203,9 +293,12 @@ class Decoder:
                 text = huffman_decode(raw)
             except HuffmanError as e:
                 raise HPACKError(str(e)) from None
-            if len(strings) >= 1024:
-                strings.clear()
-            strings[raw] = text
+            if len(raw) <= _CACHEABLE_STRING:
+                self._strings_bytes += len(raw) + len(text)
+                if self._strings_bytes > _STRING_CACHE_BYTES:
+                    strings.clear()
+                    self._strings_bytes = len(raw) + len(text)
+                strings[raw] = text
         return text, end
 
 
