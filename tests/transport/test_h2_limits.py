@@ -15,7 +15,7 @@ from brain.transport.h2.core import H2Connection
 from brain.transport.h2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamReset
 from brain.transport.h2.hpack import _STRING_CACHE_BYTES, encode_integer, literal_indexed_name
 from brain.transport.h2.huffman import CODE_LENGTHS, canonical_codes
-from brain.transport.h2.limits import MAX_EARLY_RESETS, MAX_QUEUED_CONTROL
+from brain.transport.h2.limits import MAX_EARLY_RESETS, MAX_IDLE_FRAMES, MAX_QUEUED_CONTROL
 from brain.transport.h2.settings import LocalSettings
 from brain.transport.protocol import LOCAL_SETTINGS
 
@@ -311,3 +311,38 @@ def test_unique_huffman_values_are_not_cached_and_too_large_ones_refused():
     block = REQUEST_BLOCK + b"\x00" + encode_integer(1, 7, 0) + b"y" + encode_integer(len(value), 7, 0x80) + value
     assert core.receive(_headers_frames(sid, block)) == []
     assert parse(core.data_to_send())[-1][2] == sid and not core.terminated
+
+
+def test_empty_continuation_flood_is_cut_off():
+    core = started()
+    limit = core.reader.max_continuations
+    events = core.receive(frames.frame(frames.HEADERS, 0, 1, REQUEST_BLOCK[:2]))
+    events += core.receive(frames.frame(frames.CONTINUATION, 0, 1, b"") * limit)
+    assert events == [] and not core.terminated
+    events = core.receive(frames.frame(frames.CONTINUATION, 0, 1, b""))
+    assert [e.error_code for e in events] == [frames.ENHANCE_YOUR_CALM]
+    assert _goaway_code(core.data_to_send()) == frames.ENHANCE_YOUR_CALM
+
+
+def test_settings_flood_read_by_the_client_is_cut_off_between_requests():
+    core = started()  # its SETTINGS count: one
+    for n in (1000,) * 9 + (999,):
+        assert core.receive(frames.settings([]) * n) == []
+        core.data_to_send()  # the client reads the acks
+    # a request in between starts the count again
+    sid = 1
+    core.receive(_open(sid) + _data(sid, b"", end=True))
+    core.data_to_send()
+    assert core.receive(frames.settings([]) * MAX_IDLE_FRAMES) == []
+    core.data_to_send()
+    events = core.receive(frames.settings([]) + frames.frame(frames.PRIORITY, 0, 3, b"\x00" * 5))
+    assert [e.error_code for e in events] == [frames.ENHANCE_YOUR_CALM]
+
+
+def test_empty_data_and_unknown_frames_count_as_frames_without_content():
+    core = started()
+    core.receive(_open(1))
+    events = core.receive(_data(1, b"") * MAX_IDLE_FRAMES)
+    assert len(events) == MAX_IDLE_FRAMES and not core.terminated
+    events = core.receive(frames.frame(0x42, 0, 0, b"x"))
+    assert [e.error_code for e in events] == [frames.ENHANCE_YOUR_CALM]

@@ -72,6 +72,7 @@ class ControlFrames:
     def _on_priority(self, flags: int, sid: int, payload: bytes) -> None:
         if len(payload) != 5:
             raise ProtocolError(frames.FRAME_SIZE_ERROR, "PRIORITY of bad length")
+        self.budget.idle_frame()
 
     def _on_settings(self, flags: int, sid: int, payload: bytes) -> None:
         if sid != 0:
@@ -80,6 +81,7 @@ class ControlFrames:
             if payload:
                 raise ProtocolError(frames.FRAME_SIZE_ERROR, "SETTINGS ack with payload")
             return
+        self.budget.idle_frame()
         try:
             delta = self.peer.apply(payload)
         except SettingsError as e:

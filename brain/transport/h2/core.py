@@ -52,10 +52,10 @@ class H2Connection(ControlFrames):
         self._on_output = on_output
         self._output_limit = output_limit
         self._events: list[Event] = []
-        self.budget = Budget()
         self._last_request: RequestReceived | None = None  # the latest of this read's requests
         self._headers_prefix: dict[bytes, bytes] = {}
         self._trailers_prefix: dict[bytes, bytes] = {}
+        self.budget = Budget()
         self.reader = FrameReader({
             frames.DATA: self._on_data,
             frames.HEADERS: self._on_headers,
@@ -66,7 +66,7 @@ class H2Connection(ControlFrames):
             frames.PING: self._on_ping,
             frames.GOAWAY: self._on_goaway,
             frames.WINDOW_UPDATE: self._on_window_update,
-        }, local.max_header_list)
+        }, local.max_header_list, self.budget.idle_frame)
 
     # output
 
@@ -327,6 +327,8 @@ class H2Connection(ControlFrames):
         end_stream = flags & _END_STREAM != 0
         if end_stream:
             st.recv_ended = True
+        elif not payload:
+            self.budget.idle_frame()
         request = self._last_request
         if request is not None and request.stream_id == sid and request.data is None:
             # the body's first bytes read with the headers ride on the request event
@@ -365,6 +367,7 @@ class H2Connection(ControlFrames):
             self.budget.control_reply()
             self.emit(frames.rst_stream(sid, frames.REFUSED_STREAM))
             return
+        self.budget.idle_frames = 0  # frames without content count between requests
         self.streams[sid] = H2Stream(sid, self.peer.initial_window, self.local.initial_window, end_stream)
         self._last_request = request = RequestReceived(sid, headers, end_stream, None)
         self._events.append(request)

@@ -31,10 +31,18 @@ def unpad(flags: int, payload: bytes) -> bytes:
 
 
 class FrameReader:
-    def __init__(self, handlers: dict[int, FrameHandler], max_header_block: int) -> None:
+    def __init__(
+        self, handlers: dict[int, FrameHandler], max_header_block: int, on_unknown: Callable[[], None] | None = None,
+    ) -> None:
         # by frame type, in a tuple: indexing it is cheaper than a dict lookup
         self.handlers: tuple[FrameHandler | None, ...] = tuple(handlers.get(t) for t in range(max(handlers) + 1))
+        self.on_unknown = on_unknown  # told of each frame of a type without a handler, which is ignored
         self.max_header_block = max_header_block
+        # A client splits a block into frames as large as it may send; many
+        # small ones (empty ones cost nothing to send, and never reach the
+        # block's size limit) only cost the server their parsing.
+        self.max_continuations = 16 + max_header_block // 4096
+        self._continued = 0
         self._buf = b""
         self._preface_seen = False
         self._continuation: tuple[int, int, bytearray] | None = None
@@ -78,10 +86,13 @@ class FrameReader:
                     payload = payload[5:]
                 flags &= ~(frames.FLAG_PADDED | frames.FLAG_PRIORITY)
                 self._continuation = (sid, flags, bytearray(payload))
+                self._continued = 0
                 continue
             handler = handlers[ftype] if ftype < len(handlers) else None
-            if handler is not None:  # unknown frame types are ignored
+            if handler is not None:
                 handler(flags, sid, payload)
+            elif self.on_unknown is not None:
+                self.on_unknown()
         self._buf = buf[pos:] if pos < end else b""
 
     def _continue(self, ftype: int, flags: int, sid: int, payload: bytes) -> None:
@@ -92,6 +103,9 @@ class FrameReader:
         if cont[0] != sid:
             raise FramingError(frames.PROTOCOL_ERROR, "unexpected CONTINUATION")
         cont[2].extend(payload)
+        self._continued += 1
+        if self._continued > self.max_continuations:
+            raise FramingError(frames.ENHANCE_YOUR_CALM, "too many CONTINUATION frames")
         if len(cont[2]) > self.max_header_block:
             raise FramingError(frames.ENHANCE_YOUR_CALM, "header block too large")
         if flags & frames.FLAG_END_HEADERS:
