@@ -25,8 +25,8 @@ from brain.transport.h2.settings import LocalSettings
 
 log = logging.getLogger("brain.transport")
 
-# What clients may send ahead: credited back as data arrives, so these only
-# bound what one connection buffers.
+# What clients may send ahead: credited back as handlers take the requests,
+# so these bound what one connection buffers.
 LOCAL_SETTINGS = LocalSettings(
     initial_window=4 * 1024 * 1024,
     connection_window=16 * 1024 * 1024,

@@ -2,8 +2,9 @@
 
 `receive(data)` parses a client's bytes and returns events; the send
 methods queue frames; `data_to_send()` hands out everything queued. Pings
-and settings are acknowledged here, flow-control credit is given back here,
-and responses wait here for send window. An optional `on_output` hook is
+and settings are acknowledged here, flow-control credit is given back here
+as the layer above reports request bytes consumed (`consumed`), and
+responses wait here for send window. An optional `on_output` hook is
 told the amount queued when output starts waiting and whenever it has
 reached `output_limit` bytes, so an adapter can decide when to write
 without polling.
