@@ -179,6 +179,7 @@ class GrpcSession:
                     self.core.reset_handled()
             elif kind is ConnectionTerminated:
                 self.connection_lost()
+        self.core.credit_connection()
 
     def _reset_handled(self, task: asyncio.Task[None]) -> None:
         self.core.reset_handled()
@@ -244,7 +245,9 @@ class GrpcSession:
                 st.ctx = ServicerContext(st, deadline, handler.response_serializer)
                 st.recv_ended = True
                 st.task = self.loop.create_task(unary_request(st, handler, data[5:]))
-                self.core.consumed(sid, n + 5)
+                # consumed, of a stream the client ended: only the connection's
+                # credit is due, sent once for the whole read (in handle)
+                self.core.received.unacked += n + 5
                 return
         self._dispatch(st, handler, deadline)
         if data is not None:

@@ -283,13 +283,8 @@ class H2Connection(ControlFrames):
         """The layer above is done with n body bytes of this stream (handed
         to a handler, or dropped): credit them back to the client. A stream
         no longer open credits only the connection."""
-        received = self.received
-        unacked = received.unacked + n
-        if unacked >= received.credit_step:
-            self.emit(frames.window_update(0, unacked))
-            received.available += unacked
-            unacked = 0
-        received.unacked = unacked
+        self.received.unacked += n
+        self.credit_connection()
         st = self.streams.get(stream_id)
         if st is not None and not st.recv_ended:
             unacked = st.recv_unacked + n
@@ -298,6 +293,16 @@ class H2Connection(ControlFrames):
                 st.recv_window += unacked
                 unacked = 0
             st.recv_unacked = unacked
+
+    def credit_connection(self) -> None:
+        """Send the connection's credit if it is due. A layer above that
+        consumed bytes of streams already ended may count them straight into
+        `received.unacked` and call this once for all of them."""
+        received = self.received
+        if received.unacked >= received.credit_step:
+            self.emit(frames.window_update(0, received.unacked))
+            received.available += received.unacked
+            received.unacked = 0
 
     def _on_data(self, flags: int, sid: int, payload: bytes) -> None:
         if sid == 0:
