@@ -231,7 +231,8 @@ class GrpcSession:
         if handler is None:
             handler = request.handler = self.handlers.cached_handler(request.path)
             if handler is None:
-                self.loop.create_task(self._resolve(st, request.path, deadline))
+                # the call's task until the handler's: a reset stops it, and counts until it has
+                st.task = self.loop.create_task(self._resolve(st, request.path, deadline))
                 if ev.data is not None:
                     self._received(st, ev.data, ev.end_stream)
                 return
