@@ -144,26 +144,25 @@ class GrpcSession:
     def handle(self, events: list[Event]) -> None:
         calls = self.calls
         for ev in events:
-            kind = type(ev)
-            if kind is RequestReceived:
+            if isinstance(ev, RequestReceived):
                 self._request(ev)
-            elif kind is DataReceived:
+            elif isinstance(ev, DataReceived):
                 st = calls.get(ev.stream_id)
                 if st is not None:
                     self._received(st, ev.data, ev.end_stream)
                 elif ev.data:
                     self.core.consumed(ev.stream_id, len(ev.data))
-            elif kind is StreamEnded:
+            elif isinstance(ev, StreamEnded):
                 st = calls.get(ev.stream_id)
                 if st is not None:
                     st.response_ended()
                 elif ev.stream_id in self.http_gets:
                     self._http_get_done(ev.stream_id)
-            elif kind is StreamDrained:
+            elif isinstance(ev, StreamDrained):
                 st = calls.get(ev.stream_id)
                 if st is not None:
                     st.wake_writer()
-            elif kind is StreamReset:
+            elif isinstance(ev, StreamReset):
                 st = calls.get(ev.stream_id)
                 task = None
                 if st is not None:
@@ -177,7 +176,7 @@ class GrpcSession:
                     task.add_done_callback(self._reset_handled)
                 else:
                     self.core.reset_handled()
-            elif kind is ConnectionTerminated:
+            elif isinstance(ev, ConnectionTerminated):
                 self.connection_lost()
         self.core.credit_connection()
 
