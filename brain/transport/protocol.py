@@ -21,6 +21,7 @@ from brain.transport import http1
 from brain.transport.dispatch import GrpcSession, HandlerSource, HttpHandler
 from brain.transport.h2 import frames
 from brain.transport.h2.core import H2Connection
+from brain.transport.h2.keepalive import PingPolicy
 from brain.transport.h2.settings import LocalSettings
 
 log = logging.getLogger("brain.transport")
@@ -46,8 +47,25 @@ FLUSH_BYTES = 64 * 1024
 GOAWAY_GRACE = 5.0
 
 
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    """gRPC's server keepalive (etcd's --grpc-keepalive-*), in seconds: after
+    `interval` without a byte from the client the server pings, and closes the
+    connection if nothing arrives within `timeout`; a client pinging more
+    often than `min_time` is cut off (brain/transport/h2/keepalive.py)."""
+
+    interval: float = 2 * 60 * 60.0
+    timeout: float = 20.0
+    min_time: float = 5.0
+
+
+KEEPALIVE_PING = b"brainka\x00"  # the payload of the server's keepalive pings
+
+
 class Acceptor(HandlerSource, Protocol):
     """What a connection needs of the server that accepted it."""
+
+    keepalive: Keepalive | None
 
     def connection_made(self, conn: ClientConnection) -> None: ...
 
@@ -79,6 +97,9 @@ class ClientConnection(asyncio.Protocol):
         self._receiving = False
         self._flush_scheduled = False
         self._eof_sent = False
+        # keepalive: whether the client sent anything since the last check
+        self._read_since = True
+        self._keepalive_timer: asyncio.TimerHandle | None = None
 
     # Link
 
@@ -118,12 +139,40 @@ class ClientConnection(asyncio.Protocol):
 
     def _start_h2(self) -> None:
         self.session = GrpcSession(self.core, self, self.server)
+        keepalive = self.server.keepalive
+        if keepalive is not None:
+            self.core.ping_policy = PingPolicy(keepalive.min_time)
+            self._keepalive_timer = self.loop.call_later(keepalive.interval, self._keepalive_check)
         self.core.initiate()
         self.flush()
+
+    def _keepalive_check(self) -> None:
+        keepalive = self.server.keepalive
+        if self.closed or keepalive is None:
+            return
+        if self._read_since:
+            self._read_since = False
+            self._keepalive_timer = self.loop.call_later(keepalive.interval, self._keepalive_check)
+            return
+        # a whole interval without a byte from the client: ask it
+        self.core.emit(frames.frame(frames.PING, 0, 0, KEEPALIVE_PING))
+        self.flush()
+        self._keepalive_timer = self.loop.call_later(keepalive.timeout, self._keepalive_expired)
+
+    def _keepalive_expired(self) -> None:
+        if self.closed:
+            return
+        if self._read_since:
+            self._keepalive_check()
+            return
+        log.info("HTTP/2 connection from %s: no answer to a keepalive ping; closing it", self.peer)
+        self._close_now()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.transport = None
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
         if self.http1 is not None:
             self.http1.timer.cancel()
             if self.http1.task is not None:
@@ -145,6 +194,7 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        self._read_since = True
         if self.session is None:
             data = self._before_h2(data)
             if not data:

@@ -46,13 +46,21 @@ def _alive(port: int) -> None:
         assert ch.unary_unary("/test.Echo/Unary")(b"alive", timeout=5) == b"alive"
 
 
-def test_ping_is_acked_any_number_of_times(echo_server):
+def test_pings_faster_than_min_time_are_cut_off_as_grpc_go_does(echo_server):
+    """gRPC's keepalive enforcement (etcd's --grpc-keepalive-min-time, 5 s by
+    default): pings closer than that earn strikes, and past two the client
+    gets GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings")."""
     with _connect(echo_server.port) as s:
-        for i in range(50):
+        for i in range(3):  # the first ping, then two strikes: still answered
             s.sendall(frames.frame(frames.PING, 0, 0, i.to_bytes(8, "big")))
             got = _frames(s, frames.PING)
-            assert got[-1][0] == frames.PING and got[-1][1] == frames.FLAG_ACK and got[-1][3] == i.to_bytes(8, "big")
-        assert not any(f[0] == frames.GOAWAY for f in got)
+            assert got[-1][:2] == (frames.PING, frames.FLAG_ACK) and got[-1][3] == i.to_bytes(8, "big")
+        s.sendall(frames.frame(frames.PING, 0, 0, (3).to_bytes(8, "big")))
+        got = _frames(s, frames.GOAWAY)
+        goaway = [f for f in got if f[0] == frames.GOAWAY][-1]
+        assert int.from_bytes(goaway[3][4:8], "big") == frames.ENHANCE_YOUR_CALM
+        assert b"too_many_pings" in goaway[3][8:]
+    _alive(echo_server.port)
 
 
 def test_settings_are_acked(echo_server):

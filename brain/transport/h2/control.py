@@ -3,10 +3,13 @@ PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE), which no request's path runs
 through; H2Connection inherits them."""
 from __future__ import annotations
 
+from typing import Callable
+
 from brain.transport.h2 import frames
 from brain.transport.h2.events import Event, StreamReset
 from brain.transport.h2.hpack import literal_indexed_name
-from brain.transport.h2.limits import Budget
+from brain.transport.h2.keepalive import PingPolicy
+from brain.transport.h2.limits import Budget, calm
 from brain.transport.h2.settings import PeerSettings, SettingsError
 from brain.transport.h2.streams import Chunk, H2Stream
 from brain.transport.h2.windows import WindowError, grown, increment_of
@@ -33,6 +36,11 @@ class ControlFrames:
     last_stream_id: int
     budget: Budget
     _events: list[Event]
+    # keepalive enforcement (None: pings at any rate), its clock, and whether
+    # headers or data went out since the client's last ping
+    ping_policy: PingPolicy | None
+    clock: Callable[[], float]
+    wrote_since_ping: bool
 
     def emit(self, data: Chunk) -> None:
         raise NotImplementedError
@@ -101,8 +109,11 @@ class ControlFrames:
         if sid != 0 or len(payload) != 8:
             raise ProtocolError(frames.PROTOCOL_ERROR, "bad PING")
         if not flags & frames.FLAG_ACK:
-            # any rate is fine while the client reads the acks: kube-apiserver's
-            # keepalives must never cost the connection
+            policy = self.ping_policy
+            if policy is not None:
+                forgiven, self.wrote_since_ping = self.wrote_since_ping, False
+                if policy.too_many(self.clock(), forgiven):
+                    raise calm("too_many_pings")
             self.budget.control_reply()
             self.emit(frames.frame(frames.PING, frames.FLAG_ACK, 0, payload))
 

@@ -11,6 +11,7 @@ without polling.
 """
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Callable, Iterable
 
@@ -20,6 +21,7 @@ from brain.transport.h2.events import (
     ConnectionTerminated, DataReceived, Event, RequestReceived, StreamDrained, StreamEnded,
 )
 from brain.transport.h2.hpack import Decoder, HeaderListTooLarge, HPACKError
+from brain.transport.h2.keepalive import PingPolicy
 from brain.transport.h2.limits import Budget
 from brain.transport.h2.reader import FrameReader, FramingError, unpad
 from brain.transport.h2.settings import LocalSettings, PeerSettings
@@ -57,6 +59,9 @@ class H2Connection(ControlFrames):
         self._headers_prefix: dict[bytes, bytes] = {}
         self._trailers_prefix: dict[bytes, bytes] = {}
         self.budget = Budget()
+        self.ping_policy: PingPolicy | None = None
+        self.clock: Callable[[], float] = time.monotonic
+        self.wrote_since_ping = False
         self.reader = FrameReader({
             frames.DATA: self._on_data,
             frames.HEADERS: self._on_headers,
@@ -110,6 +115,7 @@ class H2Connection(ControlFrames):
         if st is None:
             return False
         flags = frames.FLAG_END_HEADERS | (frames.FLAG_END_STREAM if end_stream else 0)
+        self.wrote_since_ping = True
         self.emit(frames.frame_header(frames.HEADERS, flags, stream_id, len(block)))
         self.emit(block)
         if end_stream:
@@ -153,6 +159,7 @@ class H2Connection(ControlFrames):
             return False
         self.send_window -= n
         st.send_window -= n
+        self.wrote_since_ping = True
         try:
             head = self._headers_prefix[headers]
             tail = self._trailers_prefix[trailers]
@@ -226,6 +233,9 @@ class H2Connection(ControlFrames):
                 if n <= 0:
                     self.blocked[sid] = st
                     return False
+                # data goes out: a client's pings (Go's client pings per window
+                # of data it reads, to size its windows) are forgiven
+                self.wrote_since_ping = True
                 if n == len(chunk):
                     pending.popleft()
                 else:
