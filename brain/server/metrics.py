@@ -357,49 +357,35 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_unary_rpc_method_handler(unary, **codecs)
         if h.unary_stream is not None:
             m = metrics.method(service, name, "server_stream")
-            inner_us = h.unary_stream
-
-            async def server_stream(request, context):
-                m.started += 1
-                t0 = perf_counter()
-                try:
-                    result = inner_us(request, context)
-                    if hasattr(result, "__aiter__"):
-                        async for item in result:
-                            yield item
-                    else:
-                        await result
-                except BaseException as e:
-                    _failed(m, context, e)
-                    m.observe(perf_counter() - t0)
-                    raise
-                m.ok += 1
-                m.observe(perf_counter() - t0)
-
-            return grpc.unary_stream_rpc_method_handler(server_stream, **codecs)
+            return grpc.unary_stream_rpc_method_handler(_counted_stream(m, h.unary_stream), **codecs)
         if h.stream_stream is not None:
             m = metrics.method(service, name, "bidi_stream")
-            inner_ss = h.stream_stream
-
-            async def bidi(request_iterator, context):
-                m.started += 1
-                t0 = perf_counter()
-                try:
-                    result = inner_ss(request_iterator, context)
-                    if hasattr(result, "__aiter__"):
-                        async for item in result:
-                            yield item
-                    else:
-                        await result
-                except BaseException as e:
-                    _failed(m, context, e)
-                    m.observe(perf_counter() - t0)
-                    raise
-                m.ok += 1
-                m.observe(perf_counter() - t0)
-
-            return grpc.stream_stream_rpc_method_handler(bidi, **codecs)
+            return grpc.stream_stream_rpc_method_handler(_counted_stream(m, h.stream_stream), **codecs)
         return h
+
+
+def _counted_stream(m: MethodMetrics, inner: Callable) -> Callable:
+    """A streaming handler (server or bidirectional: the first argument is the
+    request or the request iterator) counted and timed as a whole call."""
+
+    async def stream(first, context):
+        m.started += 1
+        t0 = perf_counter()
+        try:
+            result = inner(first, context)
+            if hasattr(result, "__aiter__"):
+                async for item in result:
+                    yield item
+            else:
+                await result
+        except BaseException as e:
+            _failed(m, context, e)
+            m.observe(perf_counter() - t0)
+            raise
+        m.ok += 1
+        m.observe(perf_counter() - t0)
+
+    return stream
 
 
 def _failed(m: MethodMetrics, context, error: BaseException) -> None:

@@ -13,25 +13,36 @@ from brain.wire import Pieces
 log = logging.getLogger(__name__)
 
 
+async def _unparsable(context, e: DecodeError) -> None:
+    # requests are parsed by the handlers rather than by grpc, so that bytes
+    # which are no protobuf get gRPC's INTERNAL "error unmarshalling
+    # request", as from etcd
+    await context.abort(grpc.StatusCode.INTERNAL, f"grpc: error unmarshalling request: {e}")
+
+
+async def _abort(fn: Callable, context, e: Exception) -> None:
+    """The status of a handler's exception: etcd's for an EtcdError; a bug
+    costs one request, not the server."""
+    if isinstance(e, EtcdError):
+        await context.abort(e.code, e.message)
+    log.exception("unexpected error in %s", getattr(fn, "__qualname__", fn))
+    await context.abort(grpc.StatusCode.UNKNOWN, f"brain: internal error: {e.__class__.__name__}")
+
+
 def unary(fn: Callable[[Any], Awaitable[Any]], req_cls, resp_cls) -> grpc.RpcMethodHandler:
     parse = req_cls.FromString
 
     async def handler(raw: bytes, context):
-        # parsed here rather than by grpc, so that bytes which are no protobuf
-        # get gRPC's INTERNAL "error unmarshalling request", as from etcd
         try:
             request = parse(raw)
         except DecodeError as e:
-            await context.abort(grpc.StatusCode.INTERNAL, f"grpc: error unmarshalling request: {e}")
+            await _unparsable(context, e)
         try:
             return await fn(request)
-        except EtcdError as e:
-            await context.abort(e.code, e.message)
         except grpc.aio.AbortError:
             raise
-        except Exception as e:  # a bug must cost one request, not the server
-            log.exception("unexpected error in %s", getattr(fn, "__qualname__", fn))
-            await context.abort(grpc.StatusCode.UNKNOWN, f"brain: internal error: {e.__class__.__name__}")
+        except Exception as e:
+            await _abort(fn, context, e)
 
     return grpc.unary_unary_rpc_method_handler(handler, response_serializer=_serializer(resp_cls))
 
@@ -45,17 +56,14 @@ def server_stream(fn: Callable[[Any], AsyncIterator[Any]], req_cls, resp_cls) ->
         try:
             request = parse(raw)
         except DecodeError as e:
-            await context.abort(grpc.StatusCode.INTERNAL, f"grpc: error unmarshalling request: {e}")
+            await _unparsable(context, e)
         try:
             async for resp in fn(request):
                 yield resp
-        except EtcdError as e:
-            await context.abort(e.code, e.message)
         except grpc.aio.AbortError:
             raise
         except Exception as e:
-            log.exception("unexpected error in %s", getattr(fn, "__qualname__", fn))
-            await context.abort(grpc.StatusCode.UNKNOWN, f"brain: internal error: {e.__class__.__name__}")
+            await _abort(fn, context, e)
 
     return grpc.unary_stream_rpc_method_handler(handler, response_serializer=_serializer(resp_cls))
 
