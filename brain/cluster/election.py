@@ -38,6 +38,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
+from brain.tasks import cancel_and_wait
 from brain.mvcc import keys as K
 from engines.base import ConflictError, Engine, EngineError, WriteBatch
 
@@ -143,13 +144,8 @@ class Election:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="leader-election")
 
     async def stop(self, release: bool = True) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         if release and self.is_leader:
             await self._release()
 

@@ -19,6 +19,7 @@ import asyncio
 import logging
 from typing import Callable
 
+from brain.tasks import cancel_and_wait
 from brain.etcdpb import kv_pb2
 from brain.mvcc import keys as K
 from brain.mvcc.store import MVCCStore
@@ -117,13 +118,8 @@ class EngineFollower:
         self._task = asyncio.get_running_loop().create_task(self._poll(active), name="follower-poll")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     async def _poll(self, active: Callable[[], bool]) -> None:
         failing = False

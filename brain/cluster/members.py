@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+from brain.tasks import cancel_and_wait
 from brain.mvcc import keys as K
 from engines.base import Engine, EngineError, WriteBatch
 
@@ -97,13 +98,8 @@ class MemberRegistry:
         return [found[i] for i in sorted(found)]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         wb = WriteBatch()
         wb.delete(member_key(self.me.id))
         try:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from brain.tasks import cancel_and_wait
 from brain import errors
 from brain.cluster.election import DEFAULT_LEASE_SECONDS, DEFAULT_RENEW_INTERVAL, Election
 from brain.cluster.follower import DEFAULT_POLL_INTERVAL, EngineFollower
@@ -270,12 +271,7 @@ class ClusterNode:
     async def stop(self) -> None:
         """Hand the leadership over at once (if held), stop the duties,
         leave the member list."""
-        if self._reconciler is not None:
-            self._reconciler.cancel()
-            try:
-                await self._reconciler
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._reconciler)
         await self.follower.stop()
         if self._writable:
             await self._demote()

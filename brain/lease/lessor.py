@@ -25,6 +25,7 @@ import secrets
 import time
 from typing import Callable, Sequence
 
+from brain.tasks import cancel_and_wait
 from brain import errors
 from brain.etcdpb import kv_pb2
 from brain.lease import record
@@ -126,12 +127,7 @@ class Lessor:
         if self._closed:
             return
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         for lease in self._leases.values():
             lease.revoked.set()
 

@@ -19,6 +19,7 @@ import re
 from collections import deque
 from dataclasses import dataclass, field
 
+from brain.tasks import cancel_and_wait
 from brain import errors
 from brain.mvcc.store import MVCCStore
 
@@ -95,12 +96,7 @@ class AutoCompactor:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
 
     async def _compact(self, rev: int) -> bool:
         """Compact at rev; whether the store is compacted at rev or beyond."""

@@ -28,6 +28,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from brain.tasks import cancel_and_wait
 from brain import errors
 from brain.etcdpb import rpc_pb2
 from brain.server.alarms import NOSPACE, AlarmStore
@@ -180,9 +181,4 @@ class SpaceQuota:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
