@@ -7,6 +7,7 @@ import importlib
 import pathlib
 
 import brain.transport
+from test_import_graph import assert_acyclic, import_graph
 
 ROOT = pathlib.Path(brain.transport.__file__).parent
 PACKAGE = "brain.transport"
@@ -22,48 +23,15 @@ def _modules() -> dict[str, pathlib.Path]:
     return out
 
 
-def _imports(path: pathlib.Path, known: set[str]) -> set[str]:
-    """Every module of the package this file imports, wherever the import
-    statement is (TYPE_CHECKING blocks included)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            # `from package import module` depends on that module; `from
-            # module import name` on the module
-            names = [
-                f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module for a in node.names
-            ]
-        else:
-            continue
-        for name in names:
-            if name in known:
-                found.add(name)
-    return found
-
-
 def test_every_module_imports():
     for name in _modules():
         importlib.import_module(name)
 
 
 def test_import_graph_is_acyclic():
-    modules = _modules()
-    graph = {name: _imports(path, set(modules)) - {name} for name, path in modules.items()}
-    state: dict[str, int] = {}
-
-    def visit(name: str, trail: list[str]) -> None:
-        if state.get(name) == 2:
-            return
-        assert state.get(name) != 1, "import cycle: " + " -> ".join(trail + [name])
-        state[name] = 1
-        for dep in sorted(graph[name]):
-            visit(dep, trail + [name])
-        state[name] = 2
-
-    for name in graph:
-        visit(name, [])
+    graph = import_graph(PACKAGE)
+    assert set(graph) == set(_modules())  # every transport module is in it
+    assert_acyclic(graph)
 
 
 def test_h2_core_knows_no_asyncio_or_grpc():
