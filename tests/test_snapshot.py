@@ -195,3 +195,55 @@ def test_format_catches_every_single_byte_change(tmp_path):
         path.write_bytes(data[:i] + bytes([data[i] ^ 0x40]) + data[i + 1 :])
         with open(path, "rb") as f, pytest.raises(SnapshotError):
             verify(f, len(data))
+
+
+def test_pages_and_batches_are_bounded_in_bytes(tmp_path, monkeypatch):
+    """Large values shrink the server's scan pages and the restore's write
+    batches to about a byte budget, and the file is the same."""
+    import asyncio
+
+    from brain.snapshot import stream
+    from engines.base import WriteBatch
+    from engines.memory import MemoryEngine
+
+    monkeypatch.setattr(stream, "PAGE_BYTES", 1 << 20)
+    limits: list[int] = []
+
+    async def run() -> bytes:
+        engine = MemoryEngine()
+        wb = WriteBatch()
+        for i in range(100):
+            wb.put(b"k/%03d" % i, bytes([i]) * (300 << 10))
+        await engine.write(wb)
+        real = engine.snapshot
+
+        class Spy:
+            """The engine's snapshot, noting each scan's limit."""
+
+            def __init__(self) -> None:
+                self.snap = real()
+
+            async def scan(self, start, end, limit=0, reverse=False, keys_only=False):
+                limits.append(limit)
+                return await self.snap.scan(start, end, limit, reverse, keys_only)
+
+            def close(self) -> None:
+                self.snap.close()
+
+        def spying_snapshot():
+            return Spy()
+
+        engine.snapshot = spying_snapshot  # type: ignore[method-assign]
+        out = b"".join([piece async for piece in stream.snapshot_bytes(engine, "test")])
+        await engine.close()
+        return out
+
+    data = asyncio.run(run())
+    assert limits[0] == stream.FIRST_PAGE and max(limits[1:]) <= 4  # 1 MiB of 300 KiB records
+    path = tmp_path / "big.db"
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        verify(f, len(data))
+        batches = [b for b in read_records(f, batch_bytes=1 << 20) if isinstance(b, list)]
+    assert sum(len(b) for b in batches) == 100 and max(len(b) for b in batches) <= 4
+    assert batches[5][0] == (b"k/%03d" % sum(len(b) for b in batches[:5]), bytes([sum(len(b) for b in batches[:5])]) * (300 << 10))

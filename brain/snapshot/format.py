@@ -152,10 +152,11 @@ def verify(f: BinaryIO, size: int, block: int = 1 << 20) -> None:
         raise SnapshotError("snapshot checksum mismatch: the file is damaged")
 
 
-def read_records(f: BinaryIO, batch: int = 4096, block: int = 4 << 20) -> Iterator[list[tuple[bytes, bytes]] | SnapshotMeta]:
+def read_records(f: BinaryIO, batch: int = 4096, block: int = 4 << 20, batch_bytes: int = 8 << 20) -> Iterator[list[tuple[bytes, bytes]] | SnapshotMeta]:
     """The records of a verified snapshot file in batches, then its metadata
     (the last item). Parsed from large blocks rather than read record by
-    record: a restore spends most of its time here."""
+    record: a restore spends most of its time here. A batch ends at `batch`
+    records or `batch_bytes` of them, whichever comes first."""
     f.seek(0)
     head = f.read(len(_HEAD))
     if head[: len(MAGIC)] != MAGIC:
@@ -164,6 +165,7 @@ def read_records(f: BinaryIO, batch: int = 4096, block: int = 4 << 20) -> Iterat
     if version != FORMAT_VERSION:
         raise SnapshotError(f"snapshot format {version} is not supported (this brain reads format {FORMAT_VERSION})")
     out: list[tuple[bytes, bytes]] = []
+    out_bytes = 0
     unpack_from = _PAIR.unpack_from
     buf = b""
     pos = 0
@@ -194,7 +196,9 @@ def read_records(f: BinaryIO, batch: int = 4096, block: int = 4 << 20) -> Iterat
             continue
         k = pos + 8 + klen
         out.append((buf[pos + 8 : k], buf[k:end]))
+        out_bytes += end - pos
         pos = end
-        if len(out) >= batch:
+        if len(out) >= batch or out_bytes >= batch_bytes:
             yield out
             out = []
+            out_bytes = 0

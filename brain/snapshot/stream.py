@@ -15,6 +15,11 @@ from brain.snapshot.format import SnapshotEncoder, SnapshotMeta
 from engines.base import Engine
 
 PAGE = 4096
+# A page's records are held whole while encoded: pages are sized from the
+# bytes per record seen so far to hold about this many bytes, starting small
+# since nothing is known of the first
+PAGE_BYTES = 8 << 20
+FIRST_PAGE = 64
 
 
 async def snapshot_bytes(engine: Engine, server_version: str, meta_out: list[SnapshotMeta] | None = None,
@@ -27,13 +32,18 @@ async def snapshot_bytes(engine: Engine, server_version: str, meta_out: list[Sna
     try:
         yield encoder.header()
         start = b""
+        limit = min(page, FIRST_PAGE)
         while True:
-            pairs = await snap.scan(start, None, limit=page)
+            pairs = await snap.scan(start, None, limit=limit)
             if pairs:
+                before = encoder.meta.record_bytes
                 yield await asyncio.to_thread(encoder.records, pairs)
-            if len(pairs) < page:
+                size = encoder.meta.record_bytes - before
+            if len(pairs) < limit:
                 break
             start = pairs[-1][0] + b"\x00"
+            # the next page sized by this one's bytes per record
+            limit = max(1, min(page, PAGE_BYTES * len(pairs) // max(size, 1)))
         yield encoder.finish()
     finally:
         snap.close()
