@@ -13,11 +13,15 @@ Why this shape:
   one remote engine (TiKV) need to agree on who writes next.
 - A remote engine can time out after its write took effect; that case is
   `CommitUnknownError`, never silently folded into success or failure.
+- What an engine does beyond this contract it declares (`features`,
+  engines/features.py), and the conformance suite checks the declaration.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence, runtime_checkable
+
+from engines.features import EngineFeatures
 
 
 class EngineError(Exception):
@@ -96,15 +100,13 @@ class Snapshot(Protocol):
 class Engine(Protocol):
     """An ordered, byte-keyed, transactional key-value store.
 
-    Optional attributes the MVCC store reads with getattr (False if absent):
-    `shared`, several brain processes may open the same data (every commit
-    is then conditional on the revision key); `ordered_writes`, writes and
-    conditional commits take effect in the order they were called, even
-    while earlier ones are still being synced (the store then hands the
-    engine its next batch without waiting for the last one)."""
+    `features` declares what the engine does beyond this contract (shared
+    data, ordered writes, a size on disk, ...: engines/features.py); brain
+    relies on a feature only when the engine declares it."""
 
     name: str
     durable: bool
+    features: EngineFeatures
 
     async def get(self, key: bytes) -> bytes | None: ...
 

@@ -50,6 +50,7 @@ from engines.base import (
     ConflictError,
     EngineClosedError,
     EngineError,
+    EngineFeatures,
     EngineFullError,
     EngineLockedError,
     WriteBatch,
@@ -222,9 +223,16 @@ class LevelDBEngine:
 
     name = "leveldb"
     durable = True
-    # synced writes run one by one on one thread, in call order; a write
-    # that finds the commit lock free runs inline, after every earlier one
-    ordered_writes = True
+    features = EngineFeatures(
+        # synced writes run one by one on one thread, in call order; a write
+        # that finds the commit lock free runs inline, after every earlier one
+        ordered_writes=True,
+        inline_sync_hint=True,
+        disk_size=True,
+        compact_range=True,
+        latency_histograms=True,
+        sync_counters=True,
+    )
 
     def __init__(
         self,
@@ -540,7 +548,7 @@ class LevelDBEngine:
         if sync:
             self.sync_seconds += _SYNC_EWMA_WEIGHT * (took - self.sync_seconds)
 
-    # maintenance (optional engine features, found by getattr in brain/server)
+    # maintenance (declared features: disk_size, compact_range)
 
     def disk_size(self) -> int:
         """Bytes of the database's files: the data directory's files but the

@@ -25,7 +25,7 @@ from typing import Sequence
 
 from sortedcontainers import SortedList
 
-from engines.base import ConflictError, EngineClosedError, WriteBatch, check_key
+from engines.base import ConflictError, EngineClosedError, EngineFeatures, WriteBatch, check_key
 from engines.validate import Op, check_batch, check_expect, check_keys, check_scan
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class MemoryEngine:
 
     name = "memory"
     durable = False
-    ordered_writes = True  # applied under a lock when called
+    features = EngineFeatures(ordered_writes=True)  # applied under a lock when called
 
     def __init__(self) -> None:
         log.warning("memory engine: data is NOT durable and is lost when the process exits")

@@ -24,6 +24,7 @@ from brain.mvcc.keyset import ensure_keyset, read_keys
 from brain.mvcc.txn_write import Batch, Change, WriteTxn
 from brain.mvcc.view import ReadView
 from engines.base import CommitUnknownError, ConflictError, Engine, EngineError, EngineFullError, Snapshot, WriteBatch
+from engines.features import inline_sync_hint
 
 log = logging.getLogger(__name__)
 
@@ -306,11 +307,11 @@ class MVCCStore:
         still published and answered in order, and a batch built on one whose
         commit fails is failed too."""
         q = self._queue
-        depth = 2 if getattr(self.engine, "ordered_writes", False) else 1
+        depth = 2 if self.engine.features.ordered_writes else 1
         inflight: deque[asyncio.Task] = deque()
         pending: Batch | None = None
         loop = asyncio.get_running_loop()
-        inline_now = getattr(self.engine, "syncs_inline", None)
+        inline_now = inline_sync_hint(self.engine)
         while True:
             item = await q.get()
             stop = item is None
@@ -454,7 +455,7 @@ class MVCCStore:
             self._commit_failure = errors.ErrTimeout
             return False
         before = K.pack_rev(prev) if prev > 1 else None  # a fresh store has no revision key
-        shared = getattr(self.engine, "shared", False)
+        shared = self.engine.features.shared
         expect: list[tuple[bytes, bytes | None]] = [(K.META_REVISION, before)]
         fence = self.fence
         if fence is not None:

@@ -15,6 +15,7 @@ from brain.server.header import Header
 from brain.server.status import generic, server_stream, unary
 from brain.snapshot.stream import chunked, snapshot_bytes
 from engines.base import Engine
+from engines.features import compacting, sized
 
 
 # bytes of snapshot per message
@@ -49,8 +50,8 @@ class ClusterView(Protocol):
 
 def engine_size(engine: Engine) -> int:
     """Bytes the engine holds on disk; 0 for engines that cannot tell."""
-    fn = getattr(engine, "disk_size", None)
-    return int(fn()) if fn is not None else 0
+    measured = sized(engine)
+    return measured.disk_size() if measured is not None else 0
 
 
 class MaintenanceService:
@@ -89,9 +90,9 @@ class MaintenanceService:
         return resp
 
     async def defragment(self, r: rpc_pb2.DefragmentRequest) -> rpc_pb2.DefragmentResponse:
-        compact = getattr(self.engine, "compact_range", None)
-        if compact is not None:
-            await compact()
+        engine = compacting(self.engine)
+        if engine is not None:
+            await engine.compact_range()
         resp = rpc_pb2.DefragmentResponse()
         self.header.fill(resp.header)
         return resp

@@ -31,6 +31,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from brain.etcdpb import rpc_pb2
 from brain.server.config import ListenURL
 from brain.server.metrics_etcd import EtcdCollector, go_float
+from engines.features import sized, sync_counting
 
 log = logging.getLogger(__name__)
 
@@ -193,10 +194,10 @@ class StateCollector:
         if store is None:
             return
         size = 0
-        fn = getattr(srv.engine, "disk_size", None)
-        if fn is not None:
+        measured = sized(srv.engine)
+        if measured is not None:
             try:
-                size = int(fn())
+                size = measured.disk_size()
             except Exception:  # a scrape must never fail because of the engine
                 size = 0
         cluster = getattr(srv, "cluster", None)  # several processes on one engine (brain/cluster)
@@ -226,8 +227,8 @@ class StateCollector:
         yield GaugeMetricFamily("brain_key_index_past_changes", "Corrections held for reads at older revisions (paged lists).", value=index.past_changes)
         yield GaugeMetricFamily("brain_key_index_bytes", "Estimated memory of the key index.", value=index.estimated_bytes)
         yield CounterMetricFamily("brain_range_past_pages", "Range pages answered at an older revision from the key index.", value=index.past_hits)
-        eng = srv.engine
-        if hasattr(eng, "sync_seconds"):
+        eng = sync_counting(srv.engine)
+        if eng is not None:
             yield GaugeMetricFamily(
                 "brain_engine_sync_seconds_average", "Moving average of the engine's synced writes' duration.", value=eng.sync_seconds
             )

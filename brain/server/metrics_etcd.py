@@ -19,6 +19,7 @@ from typing import Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from engines.features import timed
 from engines.timings import DISK_BUCKETS, DurationHistogram
 
 # etcd's --quota-backend-bytes default (0 in its flags means this)
@@ -84,11 +85,11 @@ class EtcdCollector:
             yield GaugeMetricFamily("etcd_server_proposals_pending", "Write requests queued or being committed.", value=pending)
             yield CounterMetricFamily("etcd_server_proposals_failed", "Write requests failed because their batch did not commit.",
                                       value=failed)
-        engine = srv.engine
+        engine = timed(srv.engine)
         yield _histogram("etcd_disk_wal_fsync_duration_seconds", "Durations of the syncs that make a commit durable.",
-                         getattr(engine, "fsync_durations", None))
+                         engine.fsync_durations if engine is not None else None)
         yield _histogram("etcd_disk_backend_commit_duration_seconds", "Durations of the engine's commits.",
-                         getattr(engine, "commit_durations", None))
+                         engine.commit_durations if engine is not None else None)
         # one member, no peers: declared with no samples (a one-member etcd
         # prints none of these; either way a query finds no series)
         for name, help_, label in (

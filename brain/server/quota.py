@@ -26,12 +26,12 @@ import asyncio
 import logging
 import sys
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from brain.tasks import cancel_and_wait
 from brain import errors
 from brain.etcdpb import rpc_pb2
 from brain.server.alarms import NOSPACE, AlarmStore
+from engines.features import SizedEngine
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +70,6 @@ def txn_cost(t: rpc_pb2.TxnRequest) -> int:
         if op.HasField("request_put"):
             failure += put_cost(op.request_put)
     return failure if failure > success else success
-
-
-class SizedEngine(Protocol):
-    """An engine the quota can measure (the LevelDB engine)."""
-
-    bytes_written: int  # bytes of the writes made since it opened
-
-    def disk_size(self) -> int: ...
 
 
 @dataclass

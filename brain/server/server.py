@@ -27,6 +27,7 @@ from brain.server.quota import SpaceQuota, quota_limit
 from brain.server.watch import WatchService
 from engines import open_engine
 from engines.base import Engine
+from engines.features import sized
 
 log = logging.getLogger("brain.server")
 
@@ -144,7 +145,7 @@ class BrainServer:
         self.store = store = await MVCCStore.open(self.engine, sync=cfg.sync_writes)
         # an engine several brain processes share serves them as one
         # cluster (brain/cluster): members differ by name and client URL
-        shared = getattr(self.engine, "shared", False)
+        shared = self.engine.features.shared
         identity = f"{cfg.name}@{','.join(cfg.client_urls())}" if shared else cfg.name
         cluster_id, member_id = await load_identity(self.engine, identity)
         self.header = header = Header(store, cluster_id, member_id)
@@ -155,8 +156,7 @@ class BrainServer:
             self.gauge_sources.append(lessor.gauges)
         log.info("store at revision %d (compacted at %d); cluster %x member %x", store.rev, store.compact_rev, cluster_id, member_id)
         self.alarms = alarms = await AlarmStore.open(self.engine, cfg.sync_writes)
-        sized = self.engine if hasattr(self.engine, "disk_size") and hasattr(self.engine, "bytes_written") else None
-        self.quota = quota = SpaceQuota(quota_limit(cfg.quota_backend_bytes), alarms, member_id, sized,  # type: ignore[arg-type]
+        self.quota = quota = SpaceQuota(quota_limit(cfg.quota_backend_bytes), alarms, member_id, sized(self.engine),
                                         cfg.max_request_bytes + GRPC_OVERHEAD_BYTES, cfg.quota_measure_interval)
         await quota.start()
 

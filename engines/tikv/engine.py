@@ -31,7 +31,7 @@ How the contract maps onto TiKV:
   primary had committed, rolling back the secondaries would tear the batch.
 - durable is True: TiKV acknowledges a commit once Raft has replicated it,
   so `sync` changes nothing.
-- shared is True: several brain processes may open the same TiKV and key
+- features: shared. Several brain processes may open the same TiKV and key
   prefix, one after another (a replacement on another machine) or at once;
   the MVCC writer then makes every commit conditional on its revision key.
 
@@ -50,6 +50,7 @@ from engines.base import (
     ConflictError,
     EngineClosedError,
     EngineError,
+    EngineFeatures,
     EngineUnavailableError,
     WriteBatch,
     check_key,
@@ -135,7 +136,7 @@ class TikvEngine:
 
     name = "tikv"
     durable = True
-    shared = True
+    features = EngineFeatures(shared=True)
 
     def __init__(
         self,
