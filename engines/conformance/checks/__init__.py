@@ -13,6 +13,15 @@ from engines.conformance.checks.commits import (
     check_contention_tasks,
     check_contention_threads,
 )
+from engines.conformance.checks.features import (
+    check_compact_range,
+    check_disk_size,
+    check_inline_sync_hint,
+    check_latency_histograms,
+    check_ordered_writes,
+    check_shared,
+    check_sync_counters,
+)
 from engines.conformance.checks.durability import check_kill_atomicity, check_kill_durability, check_locked_data_dir, check_reopen
 from engines.conformance.checks.isolation import check_bad_arguments, check_snapshot_isolation, check_use_after_close
 from engines.conformance.checks.reads import (
@@ -48,4 +57,11 @@ CHECKS: tuple[Check, ...] = (
     Check("kill-atomicity", check_kill_atomicity, "SIGKILL mid-stream: every batch all-or-nothing (durable engines)"),
     Check("kill-durability", check_kill_durability, "SIGKILL: acknowledged synced batches survive (durable engines)"),
     Check("locked-data-dir", check_locked_data_dir, "a second process gets EngineLockedError (durable engines with a data dir)"),
+    Check("shared", check_shared, "two engines on the same data see each other's writes; commit_if races between them (declared shared)"),
+    Check("ordered-writes", check_ordered_writes, "writes and commit_ifs in flight at once take effect in call order (declared ordered_writes)"),
+    Check("inline-sync-hint", check_inline_sync_hint, "syncs_inline() True: the synced write does not suspend (declared inline_sync_hint)"),
+    Check("disk-size", check_disk_size, "disk_size() and bytes_written grow with writes (declared disk_size)"),
+    Check("compact-range", check_compact_range, "compact_range() leaves data and snapshots intact (declared compact_range)"),
+    Check("latency-histograms", check_latency_histograms, "commits and syncs are counted in the histograms (declared latency_histograms)"),
+    Check("sync-counters", check_sync_counters, "synced writes counted once each, average sync time (declared sync_counters)"),
 )

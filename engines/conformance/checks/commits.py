@@ -69,7 +69,7 @@ def _marker(worker: int, attempt: int) -> bytes:
     return b"attempt/%03d/%06d" % (worker, attempt)
 
 
-async def _counter_commit(engine: Engine, seen: bytes | None, worker: int, attempt: int, sync: bool) -> bool:
+async def counter_commit(engine: Engine, seen: bytes | None, worker: int, attempt: int, sync: bool) -> bool:
     """Increment the counter from the value seen; True if this attempt won.
     The winner also writes its marker key, so a conflicting attempt that
     wrote anything would leave a marker behind."""
@@ -107,7 +107,7 @@ async def check_contention_tasks(ctx: CheckContext) -> str:
         for r in range(rounds):
             seen = await engine.get(COUNTER)
             await barrier.wait()  # nobody commits before everyone has read
-            if await _counter_commit(engine, seen, w, r, sync=r % 2 == 0):
+            if await counter_commit(engine, seen, w, r, sync=r % 2 == 0):
                 wins.add((w, r))
             await barrier.wait()  # the round is over before anyone reads again
 
@@ -147,7 +147,7 @@ async def check_contention_threads(ctx: CheckContext) -> str:
         for r in range(rounds):
             seen = await engine.get(COUNTER)
             barrier.wait()
-            if await _counter_commit(engine, seen, w, r, sync=r % 2 == 0):
+            if await counter_commit(engine, seen, w, r, sync=r % 2 == 0):
                 with lock:
                     wins.add((w, r))
             barrier.wait()
@@ -175,7 +175,7 @@ async def check_contention_free(ctx: CheckContext) -> str:
                 return
             seen = await engine.get(COUNTER)
             await asyncio.sleep(0)  # let the others read the same value
-            if await _counter_commit(engine, seen, w, attempt, sync=attempt % 2 == 0):
+            if await counter_commit(engine, seen, w, attempt, sync=attempt % 2 == 0):
                 with lock:
                     wins.add((w, attempt))
                 done += 1

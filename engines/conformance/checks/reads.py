@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from engines.base import Engine, Snapshot
+from engines.features import EngineFeatures
 from engines.conformance.checks.data import MiB, Items, batch, fill, model_scan
 from engines.conformance.harness import CheckContext, expect, expect_eq, short
 
@@ -18,7 +19,9 @@ async def check_open(ctx: CheckContext) -> str:
     expect(isinstance(snap, Snapshot), f"{type(snap).__name__} does not implement the Snapshot protocol")
     snap.close()
     await engine.close()
-    return f"{type(engine).__name__}, durable={engine.durable}"
+    features = engine.features
+    expect(isinstance(features, EngineFeatures), f"{type(engine).__name__}.features is a {type(features).__name__}, not an EngineFeatures")
+    return f"{type(engine).__name__}, durable={engine.durable}, features: {', '.join(features.declared()) or 'none'}"
 
 
 # keys chosen to catch signed-byte comparisons, length-first comparisons and
