@@ -36,181 +36,30 @@ import asyncio
 import errno
 import logging
 import os
-import re
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
 from threading import Lock
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import plyvel
 
-from engines.base import (
-    ConflictError,
-    EngineClosedError,
-    EngineError,
-    EngineFeatures,
-    EngineFullError,
-    EngineLockedError,
-    WriteBatch,
-    check_key,
-)
+from engines.base import ConflictError, EngineClosedError, EngineError, EngineFeatures, EngineFullError, WriteBatch, check_key
+from engines.leveldb import files
+from engines.leveldb.files import DiskRoom
+from engines.leveldb.reads import LevelDBSnapshot, scan
 from engines.validate import Op, check_batch, check_expect, check_keys, check_scan
 from engines.timings import DurationHistogram
-from engines.wal import DEFAULT_SEGMENT_SIZE, SEGMENT_NAMES, WriteAheadLog
+from engines.wal import DEFAULT_SEGMENT_SIZE, WriteAheadLog
 
 log = logging.getLogger(__name__)
-
-# LevelDB reports a held LOCK file as "IO error: lock <dir>/LOCK: <reason>"
-# (another process: fcntl's EAGAIN; this process: "already held by process").
-# Other IO errors on the LOCK file (e.g. permission denied) lack the "lock "
-# prefix and stay plain EngineErrors.
-_LOCK_HELD = re.compile(r"\block \S*LOCK\b")
 
 # Synced writes run inline while their moving average stays below this
 # (seconds); see the threading model above.
 INLINE_SYNC_MAX = 0.001
-# Pairs a scan reads on the caller's thread before it moves to a read
-# thread (see _scan): a list page reads on the loop, a whole-range list not.
-INLINE_SCAN_ITEMS = 1024
 READ_THREADS = 2
 _SYNC_EWMA_WEIGHT = 0.1  # of the newest sync in the moving average
-_ROOM_CHECK_INTERVAL = 0.1  # seconds an answer about free disk space is trusted
 
-
-def _message(e: BaseException) -> str:
-    # plyvel's exceptions carry LevelDB's status as bytes
-    arg = e.args[0] if e.args else e
-    return arg.decode(errors="replace") if isinstance(arg, bytes) else str(arg)
-
-
-def _disk_full(message: str) -> bool:
-    # LevelDB reports a failed append as "IO error: <file>: <strerror>"
-    return os.strerror(errno.ENOSPC) in message
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-async def _scan(engine: LevelDBEngine, reader: Any, start: bytes, end: bytes | None, limit: int, reverse: bool, keys_only: bool) -> list[tuple[bytes, bytes]]:
-    """Scan a plyvel DB or snapshot (both have the same iterator API).
-
-    The first INLINE_SCAN_ITEMS pairs are read on the caller's thread;
-    a scan with more to read finishes on the engine's read threads, so a
-    long scan never holds the event loop: plyvel steps its iterator without
-    the GIL, and the loop runs between steps."""
-    if reverse:
-        return _scan_reverse(reader, start, end, limit, keys_only)
-    it = reader.iterator(start=start, stop=end, include_value=not keys_only)
-    handed_off = False
-    try:
-        first = limit if 0 < limit <= INLINE_SCAN_ITEMS else INLINE_SCAN_ITEMS
-        found = list(islice(it, first))
-        if keys_only:
-            found = [(k, b"") for k in found]
-        if len(found) == first and first != limit:
-            rest = limit - first if limit else None
-            handed_off = True
-            found += await engine._read_on_thread(_drain, it, rest, keys_only)
-    finally:
-        if not handed_off:
-            it.close()
-    return found
-
-
-def _drain(it: Any, limit: int | None, keys_only: bool) -> list:
-    """The rest of a scan, on a read thread; closes the iterator there, so a
-    cancelled caller never closes it under the thread."""
-    try:
-        if keys_only:
-            return [(k, b"") for k in islice(it, limit)]
-        return list(islice(it, limit))
-    finally:
-        it.close()
-
-
-def _scan_reverse(reader: Any, start: bytes, end: bytes | None, limit: int, keys_only: bool) -> list[tuple[bytes, bytes]]:
-    # not plyvel's iterator(reverse=True): with start and stop set it yields
-    # nothing when the only key in range is start itself (plyvel 1.5.1)
-    it = reader.raw_iterator()
-    out: list[tuple[bytes, bytes]] = []
-    try:
-        if end is None:
-            it.seek_to_last()
-        else:
-            it.seek(end)  # the first key >= end, or invalid past the last key
-            if it.valid():
-                it.prev()
-            else:
-                it.seek_to_last()
-        while it.valid():
-            key = it.key()
-            if key < start:
-                break
-            out.append((key, b"" if keys_only else it.value()))
-            if len(out) == limit:
-                break
-            it.prev()
-    finally:
-        it.close()
-    return out
-
-
-class LevelDBSnapshot:
-    """A plyvel snapshot; released by close() or when garbage collected."""
-
-    __slots__ = ("_engine", "_snap", "__weakref__")
-
-    def __init__(self, engine: LevelDBEngine, snap: Any) -> None:
-        self._engine = engine
-        self._snap = snap
-
-    def _reader(self) -> Any:
-        if self._engine._closed:
-            raise EngineClosedError("leveldb snapshot used after its engine was closed")
-        if self._snap is None:
-            raise EngineClosedError("leveldb snapshot used after close()")
-        return self._snap
-
-    async def get(self, key: bytes) -> bytes | None:
-        key = check_key(key)
-        try:
-            return self._reader().get(key)
-        except RuntimeError as e:  # plyvel: closed by another thread meanwhile
-            raise EngineClosedError(f"leveldb snapshot: {e}") from None
-
-    async def batch_get(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        ks = check_keys(keys)
-        try:
-            get = self._reader().get
-            return [get(k) for k in ks]
-        except RuntimeError as e:
-            raise EngineClosedError(f"leveldb snapshot: {e}") from None
-
-    async def scan(
-        self,
-        start: bytes,
-        end: bytes | None,
-        limit: int = 0,
-        reverse: bool = False,
-        keys_only: bool = False,
-    ) -> list[tuple[bytes, bytes]]:
-        s, e, n = check_scan(start, end, limit)
-        try:
-            return await _scan(self._engine, self._reader(), s, e, n, reverse, keys_only)
-        except RuntimeError as err:
-            raise EngineClosedError(f"leveldb snapshot: {err}") from None
-
-    def close(self) -> None:
-        snap, self._snap = self._snap, None
-        if snap is not None:
-            snap.close()  # plyvel makes this a no-op once the DB is closed
 
 
 class LevelDBEngine:
@@ -253,7 +102,7 @@ class LevelDBEngine:
         # sync through brain's own log (engines/wal.py) instead of LevelDB's
         write_ahead_log: bool = True,
         wal_segment_size: int = DEFAULT_SEGMENT_SIZE,
-        # free disk space below which writes are refused (see _check_room);
+        # free disk space below which writes are refused (files.DiskRoom);
         # None: two memtables, or an eighth of a smaller filesystem;
         # negative: no check, the disk's own "no space" is the only limit
         disk_reserve_bytes: int | None = None,
@@ -268,28 +117,17 @@ class LevelDBEngine:
             os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
         elif not os.path.isdir(self.data_dir):
             raise EngineError(f"leveldb data directory {self.data_dir} does not exist (and create is false)")
-        try:
-            self._db = plyvel.DB(
-                self.data_dir,
-                create_if_missing=create,
-                paranoid_checks=paranoid_checks,
-                write_buffer_size=write_buffer_size,
-                lru_cache_size=lru_cache_size,
-                block_size=block_size,
-                max_open_files=max_open_files,
-                bloom_filter_bits=bloom_filter_bits,
-                compression=compression,
-            )
-        except plyvel.IOError as e:
-            msg = _message(e)
-            if _LOCK_HELD.search(msg):
-                raise EngineLockedError(
-                    f"data directory {self.data_dir} is in use by another brain process "
-                    f"(its LevelDB lock file {os.path.join(self.data_dir, 'LOCK')} is held): {msg}"
-                ) from None
-            raise EngineError(f"cannot open leveldb in {self.data_dir}: {msg}") from None
-        except plyvel.Error as e:
-            raise EngineError(f"cannot open leveldb in {self.data_dir}: {_message(e)}") from None
+        self._db = files.open_db(
+            self.data_dir,
+            create,
+            paranoid_checks=paranoid_checks,
+            write_buffer_size=write_buffer_size,
+            lru_cache_size=lru_cache_size,
+            block_size=block_size,
+            max_open_files=max_open_files,
+            bloom_filter_bits=bloom_filter_bits,
+            compression=compression,
+        )
         self._closed = False
         # for etcd's disk histograms: the syncs that make a write durable (the
         # log's fdatasync, or LevelDB's own synced write when the log is not
@@ -309,10 +147,7 @@ class LevelDBEngine:
         self.scans_on_thread = 0
         self._queued = 0  # writes handed to the thread and not yet returned
         self.inline_sync_max = inline_sync_max
-        if disk_reserve_bytes is None:
-            st = os.statvfs(self.data_dir)
-            disk_reserve_bytes = min(2 * write_buffer_size, st.f_blocks * st.f_frsize // 8)
-        self.disk_reserve_bytes = disk_reserve_bytes
+        self._room = DiskRoom.default(self.data_dir, disk_reserve_bytes, write_buffer_size)
         # set once an append to LevelDB's own log failed for lack of space
         # (see _commit_locked)
         self._log_torn: str | None = None
@@ -320,9 +155,6 @@ class LevelDBEngine:
         # them): about what the database grew by, which keeps a size
         # measured now and then (the space quota's) current
         self.bytes_written = 0
-        # until when the disk is known to have room (see _check_room)
-        self._room_until = 0.0
-        self._room_written_until = 0
         self.sync_seconds = 0.0  # moving average of synced writes' duration
         self.synced_inline = 0  # synced writes made inline / on the thread
         self.synced_on_thread = 0
@@ -342,17 +174,8 @@ class LevelDBEngine:
         return wal
 
     def _sync_leveldb_logs(self) -> None:
-        """Make every write LevelDB has applied durable: sync its log files
-        (the current one and any older one whose memtable is not yet in a
-        table file) and the directory. Runs on the log's checkpoint thread."""
-        with os.scandir(self.data_dir) as it:
-            logs = [e.path for e in it if e.name.endswith(".log")]
-        for path in logs:
-            try:
-                _fsync(path)
-            except FileNotFoundError:  # flushed to a table file and removed meanwhile
-                pass
-        _fsync(self.data_dir)
+        """Runs on the log's checkpoint thread, before a segment is reused."""
+        files.sync_leveldb_logs(self.data_dir)
 
     def __repr__(self) -> str:
         return f"LevelDBEngine({self.data_dir!r}{', closed' if self._closed else ''})"
@@ -398,11 +221,15 @@ class LevelDBEngine:
         s, e, n = check_scan(start, end, limit)
         try:
             # a LevelDB iterator reads from an implicit snapshot: consistent
-            return await _scan(self, self._db_open(), s, e, n, reverse, keys_only)
+            return await scan(self, self._db_open(), s, e, n, reverse, keys_only)
         except RuntimeError as err:
             raise EngineClosedError(f"leveldb: {err}") from None
 
-    async def _read_on_thread(self, fn: Any, *args: Any) -> Any:
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def read_on_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         self.scans_on_thread += 1
         return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
 
@@ -469,34 +296,6 @@ class LevelDBEngine:
         with self._lock:
             self._commit_locked(expect, ops, sync)
 
-    def _check_room(self) -> None:
-        """Refuse a write while the disk's free space is below the reserve.
-
-        A write LevelDB fails to append to its log may leave part of a
-        record there, and LevelDB goes on appending after it, so that a
-        recovery from that log would skip what follows; and a memtable flush
-        or compaction that meets a full disk stops LevelDB's writes until it
-        is reopened. Refusing writes before the disk is full keeps both from
-        happening, and the refusal ends by itself once space is freed.
-
-        The disk is asked (a system call) only when the last answer is old
-        or much has been written since: the room above the reserve it
-        reported lasts a quarter of itself, or a tenth of a second (other
-        processes share the disk)."""
-        now = time.monotonic()
-        if now < self._room_until and self.bytes_written < self._room_written_until:
-            return
-        st = os.statvfs(self.data_dir)
-        free = st.f_bavail * st.f_frsize
-        if free >= self.disk_reserve_bytes:
-            self._room_until = now + _ROOM_CHECK_INTERVAL
-            self._room_written_until = self.bytes_written + (free - self.disk_reserve_bytes) // 4
-        else:
-            raise EngineFullError(
-                f"leveldb in {self.data_dir}: {free} bytes free on its disk, "
-                f"below the reserve of {self.disk_reserve_bytes} kept for LevelDB's own writes"
-            )
-
     def _commit_locked(self, expect: Sequence[Op], ops: list[Op], sync: bool) -> None:
         db = self._db
         for key, want in expect:
@@ -507,8 +306,7 @@ class LevelDBEngine:
                 f"leveldb in {self.data_dir} takes no writes since a write to its log failed ({self._log_torn}); "
                 "restart brain once space is freed (brain's write-ahead log holds every acknowledged write)"
             )
-        if self.disk_reserve_bytes >= 0:
-            self._check_room()
+        self._room.check(self.bytes_written)
         wal = self._wal
         t0 = time.perf_counter()
         mark = None
@@ -528,8 +326,8 @@ class LevelDBEngine:
         except plyvel.Error as e:
             if mark is not None:
                 wal.undo(mark)  # type: ignore[union-attr]
-            msg = _message(e)
-            if not _disk_full(msg):
+            msg = files.message(e)
+            if not files.disk_full(msg):
                 raise EngineError(f"leveldb write in {self.data_dir} failed: {msg}") from None
             # LevelDB's log may now end in part of a record, which later
             # appends would follow: no more writes until a reopen recovers it
@@ -551,20 +349,8 @@ class LevelDBEngine:
     # maintenance (declared features: disk_size, compact_range)
 
     def disk_size(self) -> int:
-        """Bytes of the database's files: the data directory's files but the
-        write-ahead log's segments (like etcd's db size, which leaves out its
-        WAL; the segments stay at their full size once grown)."""
-        total = 0
-        with os.scandir(self.data_dir) as it:
-            for entry in it:
-                if entry.name in SEGMENT_NAMES:
-                    continue
-                try:
-                    if entry.is_file(follow_symlinks=False):
-                        total += entry.stat(follow_symlinks=False).st_size
-                except FileNotFoundError:  # a compaction removed it meanwhile
-                    pass
-        return total
+        """Bytes of the database's files, brain's write-ahead log left out."""
+        return files.disk_size(self.data_dir)
 
     async def compact_range(self) -> None:
         """Compact the whole database (etcd's Defragment), off the event loop."""
@@ -593,9 +379,7 @@ class LevelDBEngine:
             log.warning("leveldb: flushing the memtable at close failed: %s", e)
         with self._lock:
             for snap in list(self._snapshots):
-                s, snap._snap = snap._snap, None
-                if s is not None:
-                    s.close()
+                snap.close()
             if self._wal is not None:
                 self._wal.close()
             self._db.close()
