@@ -7,7 +7,8 @@ Needs the optional tikv-client package (`pip install 'brain[tikv]'`).
 """
 from __future__ import annotations
 
-from engines.tikv.engine import TikvEngine, TikvSnapshot
+from engines.tikv.engine import TikvEngine
+from engines.tikv.snapshot import TikvSnapshot
 from engines.tikv.open import DEFAULT_KEY_PREFIX, open_tikv, parse_endpoints
 
 __all__ = ["DEFAULT_KEY_PREFIX", "TikvEngine", "TikvSnapshot", "open_tikv", "parse_endpoints"]

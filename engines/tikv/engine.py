@@ -66,6 +66,7 @@ from engines.tikv.errors import (
     is_write_conflict,
 )
 from engines.tikv.keyspace import KeySpace
+from engines.tikv.snapshot import TikvSnapshot
 from engines.validate import Op, check_batch, check_expect, check_keys, check_scan
 
 log = logging.getLogger(__name__)
@@ -83,51 +84,6 @@ DEFAULT_COMMIT_TIMEOUT = 10.0
 DEFAULT_WRITE_RETRIES = 5
 # After a successful commit the engine needs one more timestamp (see read_ts).
 _TIMESTAMP_TRIES = 3
-
-
-class TikvSnapshot:
-    """A read view of the engine at one TSO timestamp. Holds nothing on the
-    TiKV side, so dropping it without close() costs nothing."""
-
-    __slots__ = ("_engine", "_ts", "_open")
-
-    def __init__(self, engine: TikvEngine, ts: int) -> None:
-        self._engine = engine
-        self._ts = ts
-        self._open = True
-
-    @property
-    def timestamp(self) -> int:
-        return self._ts
-
-    def _check(self) -> TikvEngine:
-        if self._engine._closed:
-            raise EngineClosedError("tikv snapshot used after its engine was closed")
-        if not self._open:
-            raise EngineClosedError("tikv snapshot used after close()")
-        return self._engine
-
-    async def get(self, key: bytes) -> bytes | None:
-        key = check_key(key)
-        return await self._check()._get_at(self._ts, key)
-
-    async def batch_get(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        ks = check_keys(keys)
-        return await self._check()._batch_get_at(self._ts, ks)
-
-    async def scan(
-        self,
-        start: bytes,
-        end: bytes | None,
-        limit: int = 0,
-        reverse: bool = False,
-        keys_only: bool = False,
-    ) -> list[tuple[bytes, bytes]]:
-        s, e, n = check_scan(start, end, limit)
-        return await self._check()._scan_at(self._ts, s, e, n, reverse, keys_only)
-
-    def close(self) -> None:
-        self._open = False
 
 
 class TikvEngine:
@@ -188,6 +144,10 @@ class TikvEngine:
     @property
     def read_ts(self) -> int:
         return self._read_ts
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     # -- plumbing ------------------------------------------------------------
 
@@ -251,14 +211,14 @@ class TikvEngine:
         self._advance(ts)
         return ts
 
-    # -- reads -----------------------------------------------------------------
+    # -- reads (a snapshot's at its timestamp, the engine's at a fresh one) ------
 
-    async def _get_at(self, ts: int, key: bytes) -> bytes | None:
+    async def get_at(self, ts: int, key: bytes) -> bytes | None:
         client = self._live()
         stored = self._keys.key(key)
         return await self._read("get", lambda: client.snapshot(ts, False).get(stored))
 
-    async def _batch_get_at(self, ts: int, keys: list[bytes]) -> list[bytes | None]:
+    async def batch_get_at(self, ts: int, keys: list[bytes]) -> list[bytes | None]:
         if not keys:
             return []
         client = self._live()
@@ -270,7 +230,7 @@ class TikvEngine:
         found = await paging.batch_get(get_many, stored, self._page_size)
         return [found.get(k) for k in stored]
 
-    async def _scan_at(self, ts: int, start: bytes, end: bytes | None, limit: int, reverse: bool, keys_only: bool) -> list[tuple[bytes, bytes]]:
+    async def scan_at(self, ts: int, start: bytes, end: bytes | None, limit: int, reverse: bool, keys_only: bool) -> list[tuple[bytes, bytes]]:
         client = self._live()
         s, e = self._keys.range(start, end)
         if e is not None and e <= s:
@@ -288,11 +248,11 @@ class TikvEngine:
 
     async def get(self, key: bytes) -> bytes | None:
         key = check_key(key)
-        return await self._get_at(await self._fresh_ts(), key)
+        return await self.get_at(await self._fresh_ts(), key)
 
     async def batch_get(self, keys: Sequence[bytes]) -> list[bytes | None]:
         ks = check_keys(keys)
-        return await self._batch_get_at(await self._fresh_ts(), ks)
+        return await self.batch_get_at(await self._fresh_ts(), ks)
 
     async def scan(
         self,
@@ -303,7 +263,7 @@ class TikvEngine:
         keys_only: bool = False,
     ) -> list[tuple[bytes, bytes]]:
         s, e, n = check_scan(start, end, limit)
-        return await self._scan_at(await self._fresh_ts(), s, e, n, reverse, keys_only)
+        return await self.scan_at(await self._fresh_ts(), s, e, n, reverse, keys_only)
 
     def snapshot(self) -> TikvSnapshot:
         self._live()
