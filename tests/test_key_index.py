@@ -26,6 +26,9 @@ ops = st.lists(
         st.tuples(st.just("write"), st.lists(st.tuples(st.sampled_from(KEYS), st.booleans()), min_size=1, max_size=4)),
         st.tuples(st.just("compact"), st.integers(0, 40)),
         st.tuples(st.just("query"), st.integers(0, 40)),
+        # a reader's slice of gathering the corrections of the revision
+        # that many back
+        st.tuples(st.just("advance"), st.integers(1, 6), st.integers(1, 3)),
     ),
     max_size=40,
 )
@@ -73,6 +76,8 @@ def test_index_matches_a_model(ops, initial, max_log, loaded_after):
                 continue
             index.apply(changes, rev)
             history[rev] = frozenset(live)
+        elif op[0] == "advance":
+            index.advance(max(0, rev - op[1]), op[2])
         elif op[0] == "compact":
             c = min(op[1], rev)
             if c > compact:
@@ -107,6 +112,33 @@ def _check(index: KeyIndex, history: dict, rev: int, compact: int, r: int) -> No
             # a key that changed after r is flagged, so its value is read from history
             assert all(k in page.changed for k in keys if k not in history[rev] or _changed_after(history, k, r))
         assert got_count == _expect(live, start, end, 0)[1]
+
+
+def test_an_old_revision_is_gathered_in_bounded_slices():
+    """A reader far behind brings the corrections forward a slice per call,
+    and each call works through at most its budget of the log."""
+    index = KeyIndex(1, [b"k%05d" % i for i in range(0, 3000, 2)])
+    rev = 1
+    for i in range(3000):
+        rev += 1
+        key = b"k%05d" % i
+        index.apply([C(rev, key, i % 2 == 0, b"v" if i % 2 == 0 else None)], rev)
+    calls = 0
+    while not index.advance(1, 100):
+        calls += 1
+        past = index._past[1]
+        assert len(past.live_then) <= 100 * calls
+        # writes go on between slices
+        rev += 1
+        index.apply([C(rev, b"z%05d" % calls, False, None)], rev)
+    # 3,000 changes gathered and 3,000 keys settled, 100 at a time, plus
+    # the writes made meanwhile
+    assert 55 <= calls <= 70
+    page = index.page(1, b"", b"", 0)
+    assert page is not None
+    assert page.keys == [b"k%05d" % i for i in range(0, 3000, 2)] and page.count == 1500
+    assert index.count(1, b"k", b"l") == 1500
+    assert index.count(rev, b"k", b"l") == 1500 and index.count(rev, b"z", b"") == calls
 
 
 def _changed_after(history: dict, key: bytes, r: int) -> bool:

@@ -16,6 +16,11 @@ For each such older revision the corrections are gathered once and kept
 a list costs its own keys plus what changed meanwhile, never a walk of the
 rest of the range. The log is bounded: a read older than what it holds
 (`floor`) gets None and is answered from the engine's history instead.
+
+Gathering the corrections for a revision far behind can touch as many
+changes as the log holds, so a reader first calls `advance` in slices of
+bounded work, yielding between them, until what is left is a slice at most;
+the read itself then finishes it in the same turn as it answers.
 """
 from __future__ import annotations
 
@@ -38,6 +43,8 @@ MAX_LOG = 1_000_000
 # in all; the least recently read goes first.
 MAX_PAST = 32
 MAX_PAST_CHANGES = 2_000_000
+# Log entries (or touched keys) one call of advance works through.
+ADVANCE_SLICE = 8192
 
 
 _BYTES_OVERHEAD = 33  # sys.getsizeof(b"")
@@ -71,14 +78,21 @@ class Page:
 @dataclass(slots=True)
 class PastKeys:
     """The corrections that turn the current key set into the set live at
-    `rev`, as of the index revision `tip`."""
+    `rev`. `live_then` covers the log's changes after rev up to (not
+    including) the one at position `upto` (counted from the first change
+    ever logged, so trimming the log's head does not move it); `added` and
+    `removed` are right for every key in live_then except those in
+    `unsettled`, gathered but not yet compared with the current key set.
+    The corrections are whole when upto is the log's end and nothing is
+    unsettled."""
 
     rev: int
-    tip: int
-    # every key changed in (rev, tip] -> whether it was live at rev
+    upto: int
+    # every key changed after rev -> whether it was live at rev
     live_then: dict[bytes, bool] = field(default_factory=dict)
-    added: SortedList = field(default_factory=SortedList)  # live at tip, not at rev
-    removed: SortedList = field(default_factory=SortedList)  # live at rev, not at tip
+    added: SortedList = field(default_factory=SortedList)  # live now, not at rev
+    removed: SortedList = field(default_factory=SortedList)  # live at rev, not now
+    unsettled: set[bytes] = field(default_factory=set)
 
 
 def _count(keys: SortedList, start: bytes, end: bytes) -> int:
@@ -108,6 +122,7 @@ class KeyIndex:
         self._keys: list[bytes] = []
         self._kinds = bytearray()
         self._start = 0
+        self._dropped = 0  # changes deleted from the lists' head
         # every change above floor is in the log
         self.floor = rev
         self._deferred_floor = 0  # a trim asked for while the keys were read
@@ -211,6 +226,7 @@ class KeyIndex:
             del self._revs[: self._start]
             del self._keys[: self._start]
             del self._kinds[: self._start]
+            self._dropped += self._start
             self._start = 0
         for r in [r for r in self._past if r < floor]:
             self._drop(r)
@@ -254,18 +270,32 @@ class KeyIndex:
         self.past_hits += 1
         return Page(page, count, changed)
 
+    def advance(self, rev: int, budget: int = ADVANCE_SLICE) -> bool:
+        """Bring the corrections for rev forward by at most about budget
+        log entries or keys; True when a read at rev now costs at most one
+        such slice more (or rev is not one the index answers, which the read
+        then finds out). A reader calls this between turns of its event loop
+        until it says True, so no single turn gathers a long log."""
+        if not self.ready or rev < self.floor or rev >= self.rev:
+            return True
+        return self._advance(self._past_at(rev), budget)
+
+    def _past_at(self, rev: int) -> PastKeys:
+        past = self._past.get(rev)
+        if past is None:
+            first = bisect_right(self._revs, rev, self._start)  # the first change after rev
+            past = PastKeys(rev, self._dropped + first)
+            self._past[rev] = past
+        else:
+            self._past.move_to_end(rev)
+        return past
+
     def _at(self, rev: int) -> PastKeys | None:
         """The corrections for rev, brought up to the index's revision."""
         if rev < self.floor or rev > self.rev:
             return None
-        past = self._past.get(rev)
-        if past is None:
-            past = PastKeys(rev, rev)
-            self._past[rev] = past
-        else:
-            self._past.move_to_end(rev)
-        if past.tip < self.rev:
-            self._advance(past)
+        past = self._past_at(rev)
+        self._advance(past, 0)
         while self._past_changes > MAX_PAST_CHANGES or len(self._past) > MAX_PAST:
             oldest = next(iter(self._past))
             if oldest == rev:
@@ -273,21 +303,32 @@ class KeyIndex:
             self._drop(oldest)
         return past
 
-    def _advance(self, past: PastKeys) -> None:
-        revs = self._revs
-        lo = bisect_right(revs, past.tip, self._start)  # the first change after tip
+    def _advance(self, past: PastKeys, budget: int) -> bool:
+        """Gather the log from past.upto into live_then, then settle the
+        gathered keys against the current key set; at most budget entries
+        and budget keys (0: all). True when the corrections are whole or
+        what is left is within budget."""
+        end = len(self._revs)
+        lo = past.upto - self._dropped
+        hi = end if budget <= 0 else min(end, lo + budget)
         live_then = past.live_then
+        unsettled = past.unsettled
         before = len(live_then)
-        touched: set[bytes] = set()
         log_keys, kinds = self._keys, self._kinds
-        for i in range(lo, len(revs)):
+        for i in range(lo, hi):
             k = log_keys[i]
             if k not in live_then:
                 live_then[k] = kinds[i] != CREATE
-            touched.add(k)
+            unsettled.add(k)
+        self._past_changes += len(live_then) - before
+        past.upto = self._dropped + hi
+        if hi < end:
+            return False
         now = self.keys
         added, removed = past.added, past.removed
-        for k in touched:
+        n = len(unsettled) if budget <= 0 else min(len(unsettled), budget)
+        for _ in range(n):
+            k = unsettled.pop()
             was = live_then[k]
             is_live = k in now
             added.discard(k)
@@ -296,8 +337,7 @@ class KeyIndex:
                 added.add(k)
             elif was and not is_live:
                 removed.add(k)
-        self._past_changes += len(live_then) - before
-        past.tip = self.rev
+        return len(unsettled) <= budget
 
     def _drop(self, rev: int) -> None:
         past = self._past.pop(rev)

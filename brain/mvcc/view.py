@@ -132,6 +132,10 @@ class ReadView:
             start, stop = K.index_range(key, end or None)
             items = await self.snapshot.scan(start, stop, limit=limit if 0 < limit < count else 0)
             return RawRange(await values_in_slices(items), count)
+        # the corrections for an older revision are gathered a slice per
+        # turn of the loop; the last slice is done by the read itself
+        while not index.advance(rev):
+            await asyncio.sleep(0)
         if count_only:
             n = index.count(rev, key, end)
             if n is not None:
