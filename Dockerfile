@@ -5,6 +5,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY brain ./brain
 COPY engines ./engines
+COPY bench ./bench
 RUN python -m venv /opt/brain && /opt/brain/bin/pip install --no-cache-dir .
 
 FROM python:3.11-slim

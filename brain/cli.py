@@ -16,7 +16,7 @@ class _Commands(click.Group):
     only when called, so `brain serve` starts without loading them."""
 
     LAZY = {
-        "bench": ("brain.bench.command", "bench"),
+        "bench": ("bench.command", "bench"),
         "check": ("brain.check", "check"),
         "engine-check": ("brain.engine_commands", "engine_check"),
         "engine-bench": ("brain.engine_commands", "engine_bench"),

@@ -23,6 +23,6 @@ if [ -z "${ETCD_PROTO_DIR:-}" ] && [ ! -d "/$proto" ] && command -v apt-get >/de
     [ -d .venv/etcd-proto ] && export ETCD_PROTO_DIR="$PWD/.venv/etcd-proto"
 fi
 # the linter and the type checker first: they name the line
-.venv/bin/ruff check brain engines tests proto
+.venv/bin/ruff check brain engines bench tests proto
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from brain.etcdpb import rpc_pb2, rpc_pb2_grpc
-from servers import ROOT
+from servers import ROOT, brain_server
 
 RUN_FIELDS = ("client", "ops", "wall_s", "ops_per_s", "p50_ms", "p99_ms", "max_ms", "errors",
               "client_cpu_pct", "client_busiest_pct", "client_procs", "server_cpu_pct", "server_rss_mb", "round")
@@ -122,3 +122,25 @@ def test_bench_scale_compare(tmp_path):
     assert "paged_list_paced" in doc["results"]["brain"]["probe"]
     assert "brain/etcd" in proc.stdout and "count-only range" in proc.stdout
     assert os.listdir(tmp_path / "work") == []
+
+
+def _started_modules(log: str) -> set[str]:
+    """The modules `python -X importtime` reports loading."""
+    return {line.rsplit("|", 1)[1].strip() for line in log.splitlines() if line.startswith("import time:") and "|" in line}
+
+
+@pytest.mark.timeout(60)
+def test_serve_does_not_import_bench(tmp_path):
+    """The bench is a client tool apart from the server: a started `brain
+    serve` has loaded the server's modules and none of the bench's."""
+    server = brain_server(str(tmp_path))
+    server.argv[1:1] = ["-X", "importtime"]
+    server.start()
+    try:
+        with server.channel() as ch:
+            rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=b"k", value=b"v"), timeout=10)
+    finally:
+        server.stop()
+    loaded = _started_modules(server.log_tail(10_000_000))
+    assert {"brain.serve_command", "brain.server.kv", "brain.watch.hub"} <= loaded
+    assert not {m for m in loaded if m == "bench" or m.startswith("bench.")}

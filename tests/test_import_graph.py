@@ -7,7 +7,7 @@ import ast
 import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PACKAGES = ("brain", "engines")
+PACKAGES = ("brain", "engines", "bench")
 GENERATED = ("brain/etcdpb",)
 
 
@@ -65,3 +65,10 @@ def assert_acyclic(graph: dict[str, set[str]]) -> None:
 
 def test_no_import_cycles():
     assert_acyclic(import_graph())
+
+
+def test_server_does_not_import_bench():
+    """bench is a client of brain, never a part of it."""
+    graph = import_graph()
+    reached = {(name, dep) for name, deps in graph.items() if not name.startswith("bench") for dep in deps if dep.startswith("bench")}
+    assert not reached

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from brain.bench.keys import prefix_end
+from bench.keys import prefix_end
 from brain.etcdpb import rpc_pb2
 from differential import Pair
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from brain.bench.servers import ManagedServer, etcd_binary
+from bench.servers import ManagedServer, etcd_binary
 from brain.etcdpb import rpc_pb2 as pb, rpc_pb2_grpc
 
 _UNLIMITED = [("grpc.max_receive_message_length", -1)]

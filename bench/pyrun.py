@@ -7,11 +7,11 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from brain.bench.harness import Hooks, run_children
-from brain.bench.job import ChildJob
-from brain.bench.latency import summarize_ms
-from brain.bench.settings import Settings
-from brain.bench.watchload import DRAIN_LIMIT_S
+from bench.harness import Hooks, run_children
+from bench.job import ChildJob
+from bench.latency import summarize_ms
+from bench.settings import Settings
+from bench.watchload import DRAIN_LIMIT_S
 
 
 def _split(total: int, parts: int) -> list[int]:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from brain.bench.settings import Settings
+from bench.settings import Settings
 
 DEFAULT_PATH = "/tmp/etcdload/etcdload"
 # the generator refuses longer runs

@@ -23,8 +23,8 @@ from typing import Any, Callable
 
 import grpc
 
-from brain.bench import procstat, scale_day2
-from brain.bench.servers import ManagedServer
+from bench import procstat, scale_day2
+from bench.servers import ManagedServer
 from brain.etcdpb import rpc_pb2 as pb, rpc_pb2_grpc
 
 PREFIX = b"/registry/pods/"

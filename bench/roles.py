@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import grpc
 
-from brain.bench.closedloop import ClosedLoop
-from brain.bench.job import ChildJob
-from brain.bench.watchload import Watcher, Writer
+from bench.closedloop import ClosedLoop
+from bench.job import ChildJob
+from bench.watchload import Watcher, Writer
 
 
 def make_role(job: ChildJob, channels: list[grpc.aio.Channel], counters):

@@ -147,7 +147,7 @@ def brain(root: str | None, extra: tuple[str, ...] = ()) -> ManagedServer:
         "--log-level", "warn",
         *extra,
     ]
-    # the brain package this command runs from, whether or not it is installed
-    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    # the checkout this bench runs from (bench/ beside brain/), whether or not it is installed
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
     return ManagedServer("brain", argv, port, work, env={"PYTHONPATH": path})

@@ -6,11 +6,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from brain.bench import dataset, etcdload, procstat, pyrun
-from brain.bench.harness import Hooks
-from brain.bench.progress import Progress
-from brain.bench.settings import Settings
-from brain.bench.workloads import Workload
+from bench import dataset, etcdload, procstat, pyrun
+from bench.harness import Hooks
+from bench.progress import Progress
+from bench.settings import Settings
+from bench.workloads import Workload
 
 _MB = 1024 * 1024
 

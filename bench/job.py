@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from brain.bench.settings import Settings
+from bench.settings import Settings
 
 # how long a request may take before the client gives up on it; also bounds
 # how far past the window a closed loop can run
@@ -15,7 +15,7 @@ RPC_TIMEOUT_S = 30.0
 
 @dataclass(frozen=True)
 class ChildJob:
-    role: str  # "closed_loop", "watcher" or "writer" (see brain/bench/roles.py)
+    role: str  # "closed_loop", "watcher" or "writer" (see bench/roles.py)
     workload: str
     target: str
     index: int

@@ -13,12 +13,12 @@ from typing import Any
 
 import click
 
-from brain.bench import chart, dataset, etcdload, probe, report, servers
-from brain.bench.loopback import parse_endpoint
-from brain.bench.runner import ClientChoice, Target, choose_client, run_once
-from brain.bench.settings import Settings, default_client_procs
-from brain.bench.summary import latency_metric, median_record, ratios
-from brain.bench.workloads import NAMES, WORKLOADS, Workload, by_name, describe
+from bench import chart, dataset, etcdload, probe, report, servers
+from bench.loopback import parse_endpoint
+from bench.runner import ClientChoice, Target, choose_client, run_once
+from bench.settings import Settings, default_client_procs
+from bench.summary import latency_metric, median_record, ratios
+from bench.workloads import NAMES, WORKLOADS, Workload, by_name, describe
 
 
 def _workloads(text: str) -> list[Workload]:
@@ -89,7 +89,7 @@ def bench(endpoint, server_pid, server_kind, compare, rounds, workload_text, dur
     if scale is not None:
         if endpoint:
             raise click.UsageError("--scale starts its own servers: drop --endpoint")
-        from brain.bench.scale_command import run_scale
+        from bench.scale_command import run_scale
 
         run_scale(scale, ["etcd", "brain"] if compare else [server_kind], value_size, page_size, scale_restarts,
                   scale_unpaged, work_dir, keep, brain_args, etcd_args, out_dir, not no_progress)
@@ -237,4 +237,4 @@ def _write(doc: dict[str, Any], out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    bench(prog_name=f"{os.path.basename(sys.executable)} -m brain.bench.command")
+    bench(prog_name=f"{os.path.basename(sys.executable)} -m bench.command")

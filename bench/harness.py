@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from brain.bench.job import RPC_TIMEOUT_S, ChildJob
+from bench.job import RPC_TIMEOUT_S, ChildJob
 
 # how long a child may take to connect and prepare, and to clean up
 PREPARE_TIMEOUT_S = 180.0
@@ -124,7 +124,7 @@ def child_main(job: ChildJob, conn, counters) -> None:
 async def _child(job: ChildJob, conn, counters) -> None:
     import grpc
 
-    from brain.bench.roles import make_role
+    from bench.roles import make_role
 
     loop = asyncio.get_running_loop()
     channels = [

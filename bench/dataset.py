@@ -8,7 +8,7 @@ import time
 
 import grpc
 
-from brain.bench import keys
+from bench import keys
 from brain.etcdpb import rpc_pb2, rpc_pb2_grpc
 
 SETUP_TIMEOUT_S = 300.0

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import click
 
-from brain.bench import scale, scale_day2, scale_report, servers
+from bench import scale, scale_day2, scale_report, servers
 
 
 def _echo(text: str) -> None:

@@ -12,8 +12,8 @@ from typing import Any
 
 import grpc
 
-from brain.bench.job import ChildJob
-from brain.bench.ops import OPS, CheckFailed
+from bench.job import ChildJob
+from bench.ops import OPS, CheckFailed
 
 
 def cpu_seconds() -> float:

@@ -6,7 +6,7 @@ import asyncio
 
 import grpc
 
-from brain.bench import keys
+from bench import keys
 from brain.etcdpb import rpc_pb2, rpc_pb2_grpc
 
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import grpc
 
-from brain.bench import keys
-from brain.bench.closedloop import cpu_seconds
-from brain.bench.job import RPC_TIMEOUT_S, ChildJob
+from bench import keys
+from bench.closedloop import cpu_seconds
+from bench.job import RPC_TIMEOUT_S, ChildJob
 from brain.etcdpb import rpc_pb2, rpc_pb2_grpc
 
 _STAMP = struct.Struct("<d")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from brain.bench.settings import Settings
+from bench.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ import asyncio
 
 import grpc
 
-from brain.bench import keys
-from brain.bench.job import RPC_TIMEOUT_S, ChildJob
+from bench import keys
+from bench.job import RPC_TIMEOUT_S, ChildJob
 from brain.etcdpb import rpc_pb2, rpc_pb2_grpc
 
 _MOD = rpc_pb2.Compare.CompareTarget.MOD
