@@ -35,7 +35,7 @@ def test_serialized_range_is_protobufs_own_encoding(tmp_path):
         store = await MVCCStore.open(engine)
         try:
             # values of many sizes: one- to three-byte length varints, on both
-            # sides of the precomputed prefixes (brain/wire.py, 16384)
+            # sides of the precomputed prefixes (brain/wire/__init__.py, 16384)
             for i, size in zip(range(40), itertools.cycle([0, 1, 100, 127, 128, 300, 16340, 16360, 20000, 70000])):
                 r = pb.PutRequest(key=b"a/%02d" % i, value=b"v" * size, lease=0)
                 await store.write(lambda txn, r=r: apply_put(txn, r))

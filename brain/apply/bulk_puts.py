@@ -15,7 +15,7 @@ from brain import errors
 from brain.apply.single_key import ResponseHeaders
 from brain.etcdpb import rpc_pb2
 from brain.mvcc.txn_write import WriteTxn
-from brain.wire import HEADER_REVISION, OP_PUT, RESPONSE_HEADER, TXN_HEADER, TXN_RESPONSES, TXN_SUCCEEDED, bytes_field, varint
+from brain.wire.responses import txn_put_op, txn_response
 
 # Below this many ops the general path costs no more.
 MIN_OPS = 4
@@ -48,5 +48,4 @@ async def apply_bulk_puts(txn: WriteTxn, puts: list[rpc_pb2.PutRequest], headers
     rev = 0
     for p in puts:
         rev = await put(p.key, p.value, p.lease)
-    op = bytes_field(TXN_RESPONSES, bytes_field(OP_PUT, bytes_field(RESPONSE_HEADER, HEADER_REVISION + varint(rev))))
-    return b"".join((bytes_field(TXN_HEADER, headers.encode(txn.rev())), TXN_SUCCEEDED, op * len(puts)))
+    return txn_response(headers.encode(txn.rev()), True, txn_put_op(rev) * len(puts))

@@ -9,7 +9,7 @@ from brain import errors
 from brain.apply.single_key import ResponseHeaders
 from brain.etcdpb import rpc_pb2
 from brain.mvcc.txn_write import WriteTxn
-from brain.wire import RESPONSE_HEADER, bytes_field
+from brain.wire.responses import put_response
 
 
 def is_plain(p: rpc_pb2.PutRequest) -> bool:
@@ -20,4 +20,4 @@ async def apply_plain_put(txn: WriteTxn, p: rpc_pb2.PutRequest, headers: Respons
     if p.lease and not txn.lease_exists(p.lease):
         raise errors.ErrLeaseNotFound
     rev = await txn.put(p.key, p.value, p.lease)
-    return bytes_field(RESPONSE_HEADER, headers.encode(rev))
+    return put_response(headers.encode(rev))

@@ -8,6 +8,7 @@ from typing import Protocol
 from brain.etcdpb import kv_pb2, rpc_pb2
 from brain.mvcc.view import RangeEnd, RawRange, drop_in_slices
 from brain.wire import LengthPrefixes, Pieces
+from brain.wire.tags import RANGE_RESPONSE_KVS
 
 KeyValue = kv_pb2.KeyValue
 RangeRequest = rpc_pb2.RangeRequest
@@ -68,7 +69,7 @@ def _in_read_order(r: RangeRequest, filters: bool) -> bool:
     return not filters and r.sort_target == _KEY and r.sort_order != _DESCEND
 
 
-_KVS = LengthPrefixes(b"\x12")  # RangeResponse.kvs = 2
+_KVS = LengthPrefixes(RANGE_RESPONSE_KVS)
 # A range of more KeyValues than this is framed (or parsed) off the event
 # loop, and sent in pieces.
 LARGE_RANGE = 4096

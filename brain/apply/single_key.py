@@ -15,6 +15,7 @@ way so that errors stay etcd's.
 """
 from __future__ import annotations
 
+from enum import Enum
 from typing import Protocol
 
 from brain import errors
@@ -22,28 +23,27 @@ from brain.apply.range import execute_range
 from brain.apply.txn import compare_kv
 from brain.etcdpb import kv_pb2, rpc_pb2
 from brain.mvcc.txn_write import WriteTxn
-from brain.wire import (
-    DELETED,
-    HEADER_REVISION,
-    OP_DELETE,
-    OP_PUT,
-    RESPONSE_HEADER,
-    TXN_HEADER,
-    TXN_RESPONSES,
-    TXN_SUCCEEDED,
-    bytes_field,
-    varint,
-)
+from brain.wire import varint
+from brain.wire.responses import txn_delete_op, txn_put_op, txn_response
+from brain.wire.tags import RANGE_REQUEST_KEY
 
 _parse_kv = kv_pb2.KeyValue.FromString
 _EMPTY_KV = kv_pb2.KeyValue()
 _VALUE = rpc_pb2.Compare.VALUE
 TxnResponse = rpc_pb2.TxnResponse
+_KEY_TAG_SIZE = len(RANGE_REQUEST_KEY)
 
-# what single_key() finds
-NOT_SINGLE = 0
-WRITES = 1  # a branch puts or deletes: goes through the writer
-READS = 2  # only ranges (or nothing): answered from the committed view
+
+class TxnShape(Enum):
+    """What single_key() finds in a Txn."""
+
+    NOT_SINGLE = "not one key"  # any other shape: apply_txn's way
+    WRITES = "one key, writes"  # a branch puts or deletes: goes through the writer
+    READS = "one key, reads"  # only ranges (or nothing): answered from the committed view
+
+
+# module names for the members: a global lookup, not an attribute of the class, per check
+NOT_SINGLE, WRITES, READS = TxnShape.NOT_SINGLE, TxnShape.WRITES, TxnShape.READS
 
 
 class ResponseHeaders(Protocol):
@@ -58,10 +58,10 @@ def _only_key(r: rpc_pb2.RangeRequest) -> bool:
     """Whether a RangeRequest sets its key and nothing else: its encoding is
     then the key field alone (any other field, unknown ones too, adds bytes)."""
     n = len(r.key)
-    return n > 0 and r.ByteSize() == 1 + len(varint(n)) + n
+    return n > 0 and r.ByteSize() == _KEY_TAG_SIZE + len(varint(n)) + n
 
 
-def _op_kind(op: rpc_pb2.RequestOp) -> int:
+def _op_kind(op: rpc_pb2.RequestOp) -> TxnShape:
     """WRITES or READS for an op of the one-key shape, NOT_SINGLE otherwise."""
     which = op.WhichOneof("request")
     if which == "request_put":
@@ -79,8 +79,8 @@ def _op_kind(op: rpc_pb2.RequestOp) -> int:
     return NOT_SINGLE
 
 
-def single_key(t: rpc_pb2.TxnRequest) -> int:
-    """NOT_SINGLE, WRITES or READS (see above)."""
+def single_key(t: rpc_pb2.TxnRequest) -> TxnShape:
+    """The Txn's shape (see TxnShape)."""
     compare = t.compare
     if len(compare) != 1:
         return NOT_SINGLE
@@ -92,9 +92,9 @@ def single_key(t: rpc_pb2.TxnRequest) -> int:
         n = len(ops)
         if n == 1:
             k = _op_kind(ops[0])
-            if k == NOT_SINGLE:
+            if k is NOT_SINGLE:
                 return NOT_SINGLE
-            if k == WRITES:
+            if k is WRITES:
                 kind = WRITES
         elif n:
             return NOT_SINGLE
@@ -125,11 +125,10 @@ async def apply_single_key(txn: WriteTxn, t: rpc_pb2.TxnRequest, headers: Respon
             # the usual op is on the compared key: its version is at hand
             known = (raw, parsed) if p.key == c.key else None
             rev = await txn.put(p.key, p.value, p.lease, known)
-            op_field = bytes_field(TXN_RESPONSES, bytes_field(OP_PUT, bytes_field(RESPONSE_HEADER, HEADER_REVISION + varint(rev))))
+            op_field = txn_put_op(rev)
         elif which == "request_delete_range":
             deleted, rev = await txn.delete_range(op.request_delete_range.key, None)
-            body = bytes_field(RESPONSE_HEADER, HEADER_REVISION + varint(rev)) + (DELETED + varint(deleted) if deleted else b"")
-            op_field = bytes_field(TXN_RESPONSES, bytes_field(OP_DELETE, body))
+            op_field = txn_delete_op(rev, deleted)
         else:
             resp = TxnResponse(succeeded=ok)
             rr = await execute_range(txn, op.request_range, txn.rev())
@@ -137,4 +136,4 @@ async def apply_single_key(txn: WriteTxn, t: rpc_pb2.TxnRequest, headers: Respon
             resp.header.revision = txn.rev()
             headers.fill(resp.header)
             return resp
-    return b"".join((bytes_field(TXN_HEADER, headers.encode(txn.rev())), TXN_SUCCEEDED if ok else b"", op_field))
+    return txn_response(headers.encode(txn.rev()), ok, op_field)

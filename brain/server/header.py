@@ -7,6 +7,7 @@ import os
 from brain.mvcc import keys as K
 from brain.mvcc.store import MVCCStore
 from brain.wire import varint
+from brain.wire.responses import response_header_around_revision
 from engines.base import ConflictError, Engine, WriteBatch
 
 # A single member is always the leader of term 1: there is no election.
@@ -23,10 +24,7 @@ class Header:
         self.cluster_id = cluster_id
         self.member_id = member_id
         self.raft_term = RAFT_TERM
-        # a serialized ResponseHeader is these around the revision (fields
-        # in number order: cluster_id 1, member_id 2, revision 3, raft_term 4)
-        self._before_rev = b"\x08" + varint(cluster_id) + b"\x10" + varint(member_id) + b"\x18"
-        self._after_rev = b"\x20" + varint(self.raft_term)
+        self._before_rev, self._after_rev = response_header_around_revision(cluster_id, member_id, self.raft_term)
 
     def encode(self, revision: int) -> bytes:
         """The serialized ResponseHeader at revision (> 0)."""

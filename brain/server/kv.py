@@ -10,7 +10,7 @@ from brain.apply import validate
 from brain.apply.bulk_puts import apply_bulk_puts, bulk_puts
 from brain.apply.plain_put import apply_plain_put, is_plain
 from brain.apply.range import serialized_range
-from brain.apply.single_key import READS, WRITES, apply_single_key, single_key
+from brain.apply.single_key import NOT_SINGLE, READS, WRITES, apply_single_key, single_key
 from brain.apply.txn import apply_delete, apply_put, apply_txn, is_read_only
 from brain.etcdpb import rpc_pb2
 from brain.mvcc.store import MVCCStore
@@ -88,12 +88,12 @@ class KVService:
         quota = self.quota  # every shape, read-only ones too (see quota.py)
         if quota is not None and not quota.admits_txn(r):
             await quota.refuse_txn(r)
-        shape = single_key(r) if self.max_txn_ops > 0 else 0
-        if shape == WRITES:
+        shape = single_key(r) if self.max_txn_ops > 0 else NOT_SINGLE
+        if shape is WRITES:
             self._check_size(r)
             header = self.header
             return await self.store.write(lambda txn: apply_single_key(txn, r, header))
-        if shape == READS:
+        if shape is READS:
             return await apply_single_key(self._committed(), r, self.header)
         puts = bulk_puts(r, self.max_txn_ops)
         if puts is not None:

@@ -13,20 +13,9 @@ copy of its values, in history or in flight.
 from __future__ import annotations
 
 from brain.wire import varint
+from brain.wire.tags import EVENT_KV, EVENT_PREV_KV, EVENT_TYPE_DELETE, WATCH_RESPONSE_EVENTS
 
-# Wire tags (field number << 3 | wire type) of the messages watch builds.
-TAG_EVENT_TYPE = 0x08  # Event.type = 1, varint
-TAG_EVENT_KV = 0x12  # Event.kv = 2, bytes
-TAG_EVENT_PREV_KV = 0x1A  # Event.prev_kv = 3, bytes
-TAG_RESPONSE_HEADER = 0x0A  # WatchResponse.header = 1
-TAG_RESPONSE_WATCH_ID = 0x10  # WatchResponse.watch_id = 2, varint
-TAG_RESPONSE_FRAGMENT = 0x38  # WatchResponse.fragment = 7, varint
-TAG_RESPONSE_EVENT = 0x5A  # WatchResponse.events = 11, bytes
-
-_DELETE_TYPE = bytes((TAG_EVENT_TYPE, 1))  # mvccpb.DELETE; PUT (0) is left out
-_EVENT_KV = bytes((TAG_EVENT_KV,))
-_EVENT_PREV_KV = bytes((TAG_EVENT_PREV_KV,))
-_RESPONSE_EVENT = bytes((TAG_RESPONSE_EVENT,))
+_DELETE_KV = EVENT_TYPE_DELETE + EVENT_KV
 
 
 class WatchEvent:
@@ -43,17 +32,20 @@ class WatchEvent:
         self.prev = prev
         self.deleted = deleted
         n = len(kv)
-        kv_head = (_DELETE_TYPE + _EVENT_KV if deleted else _EVENT_KV) + varint(n)
+        # the framing stays here, from brain.wire's tags, rather than in a
+        # function of brain/wire: an event is made per changed key, and a
+        # call per key is what this path avoids
+        kv_head = (_DELETE_KV if deleted else EVENT_KV) + varint(n)
         inner = len(kv_head) + n
-        self.head = _RESPONSE_EVENT + varint(inner) + kv_head
+        self.head = WATCH_RESPONSE_EVENTS + varint(inner) + kv_head
         if prev is None:
             self.head_prev = self.head
             self.prev_head = b""
             self.size = len(self.head) + n
         else:
             m = len(prev)
-            self.prev_head = _EVENT_PREV_KV + varint(m)
-            self.head_prev = _RESPONSE_EVENT + varint(inner + len(self.prev_head) + m) + kv_head
+            self.prev_head = EVENT_PREV_KV + varint(m)
+            self.head_prev = WATCH_RESPONSE_EVENTS + varint(inner + len(self.prev_head) + m) + kv_head
             self.size = len(self.head_prev) + n + len(self.prev_head) + m
 
     @property

@@ -12,12 +12,10 @@ from __future__ import annotations
 from typing import Protocol, Sequence
 
 from brain.etcdpb import rpc_pb2
-from brain.watch.event import TAG_RESPONSE_FRAGMENT, TAG_RESPONSE_HEADER, WatchEvent
+from brain.watch.event import WatchEvent
 from brain.watch.watcher import FRAGMENT, NO_DELETE, NO_PUT, PREV_KV
-from brain.wire import varint
-
-_FRAGMENT_FIELD = bytes((TAG_RESPONSE_FRAGMENT, 1))
-_HEADER_TAG = bytes((TAG_RESPONSE_HEADER,))
+from brain.wire import bytes_field
+from brain.wire.tags import WATCH_RESPONSE_FRAGMENT_TRUE, WATCH_RESPONSE_HEADER
 
 
 class HeaderSource(Protocol):
@@ -80,8 +78,7 @@ class ResponseEncoder:
         if rev != self._header_rev:
             h = rpc_pb2.ResponseHeader(revision=rev)
             self.header.fill_without_revision(h)
-            raw = h.SerializeToString()
-            self._header_field = _HEADER_TAG + varint(len(raw)) + raw
+            self._header_field = bytes_field(WATCH_RESPONSE_HEADER, h.SerializeToString())
             self._header_rev = rev
         return self._header_field
 
@@ -97,7 +94,7 @@ class ResponseEncoder:
         limit = self.fragment_limit
         if total < limit or len(frames) < 2:
             return [b"".join([head, *frames])]
-        fhead = head + _FRAGMENT_FIELD
+        fhead = head + WATCH_RESPONSE_FRAGMENT_TRUE
         out: list[bytes] = []
         i = 0
         n = len(frames)

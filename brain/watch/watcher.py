@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
-from brain.watch.event import TAG_RESPONSE_WATCH_ID
 from brain.wire import int_field
+from brain.wire.tags import WATCH_RESPONSE_WATCH_ID
 
 # variant bits
 PREV_KV = 1
@@ -70,7 +70,7 @@ class Watcher:
     id_field: bytes = field(init=False, default=b"")
 
     def __post_init__(self) -> None:
-        self.id_field = int_field(TAG_RESPONSE_WATCH_ID, self.id)
+        self.id_field = int_field(WATCH_RESPONSE_WATCH_ID, self.id)
 
     @property
     def fragment(self) -> bool:

@@ -1,9 +1,17 @@
-"""Protobuf wire pieces for responses assembled by concatenation.
+"""Protobuf wire encoding by hand, for responses assembled by concatenation.
 
 Where a response is mostly serialized KeyValues that the store already holds
-(Range pages, watch events), brain frames those bytes with a tag and a length
-instead of building message objects: protobuf's wire format is a sequence of
-(tag, length, bytes), so concatenation is a valid encoding.
+(Range pages, watch events), or so small that building a message costs more
+than its bytes (the one-key Txns' answers), brain frames bytes with a tag and
+a length instead of building message objects: protobuf's wire format is a
+sequence of (tag, length, bytes), so concatenation is a valid encoding.
+
+Every hand-encoded byte of brain comes from this package: the primitives
+here (no generated code, so the HTTP/2 layer can use varint alone), the
+field tags in tags.py (read from the generated messages' descriptors), and
+the responses put together from them in responses.py. The byte-equality
+tests (tests/test_range_bytes.py, test_single_key.py, test_bulk_puts.py,
+test_watch_hub.py) hold each beside what SerializeToString gives.
 """
 from __future__ import annotations
 
@@ -12,18 +20,9 @@ from dataclasses import dataclass
 _SMALL = [bytes((i,)) for i in range(0x80)]
 
 
-# Tags of the write responses put together from bytes (rpc.proto):
-# TxnResponse header 1, succeeded 2 (true), responses 3; ResponseOp
-# response_put 2, response_delete_range 3; PutResponse / DeleteRangeResponse
-# header 1; ResponseHeader revision 3; DeleteRangeResponse deleted 2.
-TXN_HEADER = b"\x0a"
-TXN_SUCCEEDED = b"\x10\x01"
-TXN_RESPONSES = b"\x1a"
-OP_PUT = b"\x12"
-OP_DELETE = b"\x1a"
-RESPONSE_HEADER = b"\x0a"
-HEADER_REVISION = b"\x18"
-DELETED = b"\x10"
+# wire types: how the bytes after a tag are read
+VARINT = 0
+LEN = 2  # length-delimited: a message, bytes or a string
 
 
 def varint(n: int) -> bytes:
@@ -39,9 +38,14 @@ def varint(n: int) -> bytes:
     return bytes(out)
 
 
-def int_field(tag: int, n: int) -> bytes:
+def tag(number: int, wire_type: int) -> bytes:
+    """A field's key on the wire: its number and wire type, as a varint."""
+    return varint(number << 3 | wire_type)
+
+
+def int_field(tag: bytes, n: int) -> bytes:
     """A varint field, left out when zero as proto3 does."""
-    return bytes((tag,)) + varint(n) if n else b""
+    return tag + varint(n) if n else b""
 
 
 def bytes_field(tag: bytes, body: bytes) -> bytes:
