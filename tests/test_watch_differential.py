@@ -424,3 +424,49 @@ def test_event_kv_decodes_as_mvccpb(pair):
     assert len(seen[0]) == 3
     for s in streams:
         s.close()
+
+
+# -- --max-request-bytes: the Watch service's limits -----------------------------------
+
+@pytest.mark.timeout(120)
+def test_max_request_bytes_reaches_watch(tmp_path):
+    """With --max-request-bytes 4 KiB, a response past 4 KiB + gRPC overhead
+    (516 KiB) is split for a fragmenting watcher, on etcd and brain alike; a
+    create request past that size is refused, one below it is served (the
+    Watch service itself does not check request sizes)."""
+    limit = 4096
+    etcd = etcd_server(str(tmp_path), f"--max-request-bytes={limit}")
+    brain = brain_server(str(tmp_path), f"--max-request-bytes={limit}")
+    _start_both(etcd, brain)
+    p = Pair(etcd, brain)
+    try:
+        streams = p.streams()
+        # 200 events of 3 KB, replayed to watchers created after them: one
+        # catch-up response of about 600 KB, under the default limit (2 MiB)
+        first = p.put(b"/m/000", b"v" * 3000)
+        for i in range(1, 200):
+            p.put(b"/m/%03d" % i, b"v" * 3000)
+        p.send(streams, create(key=b"/m/", range_end=b"/m0", start_revision=first, fragment=True))  # 0
+        p.send(streams, create(key=b"/m/", range_end=b"/m0", start_revision=first))  # 1
+        p.send(streams, create(key=b"/m/" + b"k" * (2 * limit)))  # 2: larger than the limit, served
+        p.sync(streams)
+        p.compare(streams, [0, 1, 2])
+        for s in streams:
+            pieces = [r for r in s.seen if r.watch_id == 0 and r.events]
+            assert len(pieces) > 1 and all(r.fragment for r in pieces[:-1]) and not pieces[-1].fragment, s.srv.kind
+            assert all(r.ByteSize() < limit + 512 * 1024 for r in pieces), s.srv.kind
+            assert len([r for r in s.seen if r.watch_id == 1 and r.events]) == 1, s.srv.kind
+            s.close()
+        refused = []
+        for ch in p.channels:
+            huge = create(key=b"/m/" + b"k" * (limit + 512 * 1024))
+            with pytest.raises(grpc.RpcError) as e:
+                next(iter(rpc_pb2_grpc.WatchStub(ch).Watch(iter([huge]), timeout=10)))
+            refused.append(e.value.code())
+        # the code alike; the message is the gRPC server's own wording
+        # (grpc-go's on etcd, "grpc: received message larger than max ...")
+        assert refused == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 2, refused
+    finally:
+        p.close()
+        etcd.stop()
+        brain.stop()

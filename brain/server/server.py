@@ -168,7 +168,7 @@ class BrainServer:
             )
         else:
             server = grpc.aio.server(options=grpc_options(cfg), interceptors=[MetricsInterceptor(self.grpc_metrics)])
-        self.watch = WatchService(store, header, cfg.progress_notify_interval)
+        self.watch = WatchService(store, header, cfg.progress_notify_interval, cfg.max_request_bytes)
         self.gauge_sources.append(self.watch.hub.gauges)
         kv = KVService(store, header, cfg.max_request_bytes, cfg.max_txn_ops, self.heap, quota)
         leases = LeaseService(lessor, header, quota)  # type: ignore[arg-type]  # None until a cluster member leads

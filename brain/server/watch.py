@@ -16,7 +16,7 @@ import grpc
 
 from brain.etcdpb import rpc_pb2
 from brain.mvcc.store import MVCCStore
-from brain.server.config import DEFAULT_MAX_REQUEST_BYTES, GRPC_OVERHEAD_BYTES
+from brain.server.config import GRPC_OVERHEAD_BYTES
 from brain.server.header import Header
 from brain.server.status import generic
 from brain.watch import WatchHub, WatchStream
@@ -36,13 +36,15 @@ class WatchService:
         store: MVCCStore,
         header: Header,
         progress_notify_interval: float,
-        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        max_request_bytes: int,
         **hub_options,
     ) -> None:
         self.header = header
         self.hub = WatchHub(
             store, header,
             progress_interval=progress_notify_interval,
+            # etcd's watch server: responses split past the request limit
+            # plus the gRPC overhead it allows
             fragment_limit=max_request_bytes + GRPC_OVERHEAD_BYTES,
             **hub_options,
         )
