@@ -62,7 +62,6 @@ class EngineFollower:
         self._lock = asyncio.Lock()
         self._joining: asyncio.Task | None = None
         self._task: asyncio.Task | None = None
-        self.caught_up_revisions = 0  # for metrics and logs
 
     async def catch_up(self) -> int:
         """Bring the store up to the engine's revision; returns it."""
@@ -95,7 +94,6 @@ class EngineFollower:
             log.info("catch-up from revision %d dropped: the store moved to %d meanwhile", start, store.rev)
             return store.rev
         store.follow(changes, target, snap, compact_rev)
-        self.caught_up_revisions += target - start
         return target
 
     async def sync(self) -> None:

@@ -77,7 +77,6 @@ class Forwarder:
         self.wait = wait
         self.credentials = credentials
         self._channels: dict[str, grpc.aio.Channel] = {}
-        self.forwarded = 0  # for metrics and logs
 
     def channel(self, url: str) -> grpc.aio.Channel:
         ch = self._channels.get(url)
@@ -148,7 +147,6 @@ class ForwardingHandler(grpc.GenericRpcHandler):
                         return await serve_local(request, context)
                     call = fwd.channel(url).unary_unary(method)  # bytes in, bytes out
                     try:
-                        fwd.forwarded += 1
                         return await call(request, timeout=context.time_remaining())
                     except grpc.aio.AioRpcError as e:
                         if _unreached(e):
@@ -175,7 +173,6 @@ class ForwardingHandler(grpc.GenericRpcHandler):
                 async for resp in serve_stream(requests, context):
                     yield resp
                 return
-            fwd.forwarded += 1
             call = fwd.channel(url).stream_stream(method, request_serializer=request_serializer,
                                                   response_deserializer=response_parser)(requests)
             try:

@@ -53,9 +53,6 @@ class Attachments:
     def keys_of(self, lease_id: int) -> Sequence[bytes]:
         return sorted(self._keys_of.get(lease_id, ()))
 
-    def lease_of(self, key: bytes) -> int:
-        return self._lease_of.get(key, 0)
-
     def lease_ids(self) -> list[int]:
         return list(self._keys_of)
 

@@ -42,11 +42,6 @@ class Header:
         h.member_id = self.member_id
         h.raft_term = self.raft_term
 
-    def new(self, header_cls):
-        h = header_cls(cluster_id=self.cluster_id, member_id=self.member_id, raft_term=self.raft_term)
-        h.revision = self.store.rev
-        return h
-
 
 async def load_identity(engine: Engine, name: str) -> tuple[int, int]:
     """Stable ids: the cluster id is drawn once and kept in the engine; the

@@ -42,7 +42,6 @@ class HeapTrimmer:
         self._trim = _malloc_trim()
         self._timer: asyncio.TimerHandle | None = None
         self._until = 0.0
-        self.trims = 0
 
     def after_response(self, size: int) -> None:
         """A response of size bytes is on its way out."""
@@ -61,7 +60,6 @@ class HeapTrimmer:
     def _run(self) -> None:
         assert self._trim is not None
         self._trim(0)
-        self.trims += 1
 
     def close(self) -> None:
         if self._timer is not None:

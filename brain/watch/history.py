@@ -31,7 +31,6 @@ class EventHistory:
         # figures for metrics
         self.events = 0
         self.bytes = 0
-        self.evicted = 0
 
     def append(self, events: Sequence[WatchEvent]) -> None:
         """Add one commit's events (ascending revisions, all above last_rev)."""
@@ -56,7 +55,6 @@ class EventHistory:
                 freed += evs[i].memory()
                 count -= 1
                 i += 1
-        self.evicted += self.events - count
         self.events = count
         self.bytes -= freed
         self.start_rev = evs[i].rev if i < n else self.last_rev + 1

@@ -59,7 +59,6 @@ class WatchHub:
         # figures for metrics
         self.watchers = 0  # active (synced + unsynced) watchers
         self.unsynced = 0
-        self.commits = 0
         self.engine_reads = 0  # catch-up chunks read from the engine
         store.add_listener(self.on_commit)
 
@@ -71,7 +70,6 @@ class WatchHub:
     def on_commit(self, changes: Sequence[Change], rev: int) -> None:
         events = [WatchEvent(c.rev, c.key, c.kv, c.prev, c.deleted) for c in changes]
         self.history.append(events)
-        self.commits += 1
         synced = self.synced
         if not synced.size or not events:
             return
