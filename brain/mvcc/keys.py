@@ -78,10 +78,6 @@ pack_rev = _REV.pack
 unpack_rev = _REV.unpack
 
 
-def index_key(key: bytes) -> bytes:
-    return INDEX + key
-
-
 def index_range(key: bytes, end: bytes | None) -> tuple[bytes, bytes]:
     """Engine range for user keys [key, end); end None means no upper bound."""
     return INDEX + key, (INDEX_END if end is None else INDEX + end)

@@ -53,10 +53,6 @@ class WriteFence(Protocol):
 MAX_BATCH = 512
 
 
-class StoreClosedError(Exception):
-    pass
-
-
 class _Inbox:
     """The writer's queue: a deque and one waiter. asyncio.Queue does the
     same with more bookkeeping per item (and looks up the running loop,

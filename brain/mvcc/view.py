@@ -253,6 +253,3 @@ class ReadView:
                 out[i] = raw  # type: ignore[call-overload, assignment]  # the index holds every key of the page
             await asyncio.sleep(0)
         return RawRange(out, count)
-
-    def close(self) -> None:
-        self.snapshot.close()
