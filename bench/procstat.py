@@ -13,11 +13,10 @@ class ProcSample:
     cpu_s: float  # user + system time so far
     rss_bytes: int  # resident set now (VmRSS)
     peak_rss_bytes: int  # high-water resident set over the process's life (VmHWM)
-    # of rss_bytes: the process's own memory, and pages of files it maps
-    # (a database file read through mmap, as LevelDB's tables and etcd's
-    # bbolt are: the kernel's page cache, which it can reclaim)
+    # of rss_bytes, the process's own memory (the rest is pages of files it
+    # maps: a database file read through mmap, as LevelDB's tables and etcd's
+    # bbolt are, the kernel's page cache, which it can reclaim)
     anon_bytes: int = 0
-    file_bytes: int = 0
 
 
 def sample(pid: int) -> ProcSample | None:
@@ -32,7 +31,7 @@ def sample(pid: int) -> ProcSample | None:
     # the command name (field 2) may hold spaces and parentheses: split after the last ')'
     fields = stat[stat.rindex(")") + 2:].split()
     utime, stime = int(fields[11]), int(fields[12])
-    rss = peak = anon = mapped = 0
+    rss = peak = anon = 0
     for line in status.splitlines():
         if line.startswith("VmRSS:"):
             rss = int(line.split()[1]) * 1024
@@ -40,9 +39,7 @@ def sample(pid: int) -> ProcSample | None:
             peak = int(line.split()[1]) * 1024
         elif line.startswith("RssAnon:"):
             anon = int(line.split()[1]) * 1024
-        elif line.startswith("RssFile:"):
-            mapped = int(line.split()[1]) * 1024
-    return ProcSample((utime + stime) / _TICKS, rss, peak, anon, mapped)
+    return ProcSample((utime + stime) / _TICKS, rss, peak, anon)
 
 
 def cpu_pct(before: ProcSample | None, after: ProcSample | None, wall_s: float) -> float | None:

@@ -38,8 +38,5 @@ class Settings:
     # bounded by time alone
     max_ops_per_proc: int = 5_000_000
 
-    def inflight_for(self, setting: str) -> int:
-        return int(getattr(self, setting))
-
     def as_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,29 +19,26 @@ class Workload:
     etcdload: str | None
     # the gRPC service beyond KV that the workload needs ("watch", "lease")
     needs: str | None
-    # how many requests are in flight: the --inflight, --list-inflight or
-    # --watch-put-inflight setting
-    inflight_setting: str
 
 
 WORKLOADS: tuple[Workload, ...] = (
     Workload(
         "create", "txn create", "creates/s", "per Txn",
         # etcdload's put is a plain Put, not kube's compare-and-put Txn
-        etcdload=None, needs=None, inflight_setting="inflight",
+        etcdload=None, needs=None,
     ),
-    Workload("update", "txn update", "updates/s", "per Txn", etcdload=None, needs=None, inflight_setting="inflight"),
-    Workload("get", "single-key get", "gets/s", "per Range", etcdload="range_one", needs=None, inflight_setting="inflight"),
+    Workload("update", "txn update", "updates/s", "per Txn", etcdload=None, needs=None),
+    Workload("get", "single-key get", "gets/s", "per Range", etcdload="range_one", needs=None),
     Workload(
         "list", "paged list", "lists/s", "per whole paged list",
         # etcdload's range_prefix reads the prefix in one unpaged Range
-        etcdload=None, needs=None, inflight_setting="list_inflight",
+        etcdload=None, needs=None,
     ),
     Workload(
         "watch", "watch fan-out", "events/s", "delivery lag (put sent -> event received)",
-        etcdload="watch", needs="watch", inflight_setting="watch_put_inflight",
+        etcdload="watch", needs="watch",
     ),
-    Workload("lease", "lease grant", "grants/s", "per LeaseGrant", etcdload=None, needs="lease", inflight_setting="inflight"),
+    Workload("lease", "lease grant", "grants/s", "per LeaseGrant", etcdload=None, needs="lease"),
 )
 
 NAMES: tuple[str, ...] = tuple(w.name for w in WORKLOADS)
