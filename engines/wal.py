@@ -3,10 +3,8 @@
 Why: LevelDB syncs a write by fdatasync on its own log, a file that only
 grows. On ext4 every such sync must also commit the journal (the file's size
 changed), and once compaction writes files beside it, that commit waits for
-them. Measured on the 2-core machine of the benchmarks, 30 KB per sync:
-0.19-0.23 ms appending, 0.11 ms overwriting a file already written with
-zeros; under a steady create load LevelDB's own syncs grew from 0.28 to
-0.48 ms on average while compaction ran. So the engine writes each batch to
+them: an overwrite of a file already written with zeros syncs faster than
+an append. So the engine writes each batch to
 this log (zero-filled in advance, reused, synced with fdatasync) and applies
 it to LevelDB without LevelDB's sync.
 

@@ -28,8 +28,7 @@ A live version is stored once, in the index: its history record is the
 empty LIVE marker, and the write that replaces or deletes it rewrites that
 record with the full KeyValue (in the same atomic batch). Creates thus put
 one copy of each value into the engine instead of two, which halves what
-LevelDB compacts under a create load (measured: later rounds of 5 s creates
-on one server went from 10.6-14.4k to 14.4-17.0k/s).
+LevelDB compacts under a create load.
 
 User keys are arbitrary bytes. In the history namespace a revision follows
 the key, so the key is escaped (0x00 -> 0x00 0xff, then a 0x00 0x01

@@ -245,10 +245,10 @@ async def serve(config: ServerConfig) -> None:
     # What exists after startup lives as long as the server: move it out of
     # the collector's sight. And collect the older generations far less
     # often: full collections of a large heap (watchers, history, leases)
-    # stalled the event loop for tens of milliseconds, which showed as watch
-    # delivery lag (p99 24-37 ms vs etcd's 18-20 ms at 50 puts/s to 1,000
-    # watchers; 14 ms with these settings). Python's own rule still runs a
-    # full collection when the long-lived objects have grown by 25%.
+    # stalled the event loop, which showed as watch delivery lag (README,
+    # Performance: "Measurements behind the defaults"). Python's own rule
+    # still runs a full collection when the long-lived objects have grown by
+    # a quarter.
     gc.collect()
     gc.freeze()
     gc.set_threshold(5_000, 10, 100)

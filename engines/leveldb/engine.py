@@ -13,9 +13,7 @@ Threading model:
 - Synced writes run inline, on the caller's thread, while syncs are fast:
   an fsync of a fraction of a millisecond blocks the event loop for less
   than a hand-off to a thread and back costs (two wakeups and the GIL passed
-  twice, with the event loop contending for it). Measured on 2 cores with
-  txns at 64 in flight (medians of 3 alternating rounds): creates 10.6k/s
-  through the thread, 11.0k/s inline; updates 9.3k/s and 10.6k/s.
+  twice, with the event loop contending for it).
 - When syncs get slow (their moving average passes `inline_sync_max`, e.g.
   a busy disk), synced writes move to a single thread owned by the engine,
   so the event loop keeps serving reads meanwhile. One thread keeps the
@@ -89,8 +87,7 @@ class LevelDBEngine:
         create: bool = True,
         *,
         # 64 MiB memtables: fewer level-0 files to compact under a steady
-        # write load. Measured (txn creates, 4 runs of 5 s on one server):
-        # 13.9/11.2/12.3/11.2k/s with 32 MiB, 15.8/12.5/13.8/13.0k/s with 64.
+        # write load
         write_buffer_size: int = 64 << 20,
         lru_cache_size: int = 64 << 20,
         block_size: int = 16 << 10,
