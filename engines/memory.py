@@ -268,17 +268,6 @@ class MemoryEngine:
                 del versions[key]
                 self._keys.remove(key)
 
-    def stats(self) -> dict[str, int]:
-        """Sizes of the internal structures (for tests of pruning)."""
-        with self._lock:
-            self._fold_releases()
-            return {
-                "keys": len(self._versions),
-                "versions": sum(len(v) for v in self._versions.values()),
-                "open_snapshots": sum(self._live.values()),
-                "pending_garbage": len(self._garbage),
-            }
-
     async def close(self) -> None:
         """Drop all data; the engine and its snapshots then raise EngineClosedError."""
         with self._lock:
