@@ -56,3 +56,8 @@ ErrCorrupt = _e(grpc.StatusCode.DATA_LOSS, "etcdserver: corrupt cluster")
 ErrAuthNotEnabled = _e(grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: authentication is not enabled")
 ErrMemberNotFound = _e(grpc.StatusCode.NOT_FOUND, "etcdserver: member not found")
 ErrNotCapable = _e(grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: not capable")
+# etcd's answer from a learner, a member still catching up with the leader's
+# log; brain's answer, for the same reason, from a migration's target before
+# its cut-over (brain/server/migration.py). UNAVAILABLE: a client with other
+# endpoints tries them, and retries later.
+ErrNotSupportedForLearner = _e(grpc.StatusCode.UNAVAILABLE, "etcdserver: rpc not supported for learner")

@@ -151,6 +151,10 @@ class MVCCStore:
         # missed to its listeners instead of only jumping over them
         self.fence: WriteFence | None = None
         self.resync: Callable[[], Awaitable[object]] | None = None
+        # set while the store is a migration's target (brain/migrate): its
+        # revisions are the source's, so every other write and compaction is
+        # refused with this error until the cut-over clears it
+        self.writes_refused: errors.EtcdError | None = None
         self.compactor = Compactor(self)
         # the keys live now and at recent revisions (key_index.py)
         self.index = KeyIndex(0)
@@ -265,10 +269,14 @@ class MVCCStore:
         if fence is not None and not fence.admits_writes():
             raise errors.ErrNoLeader
 
-    async def write(self, fn: WriteFn) -> Any:
-        """Apply fn to a WriteTxn in the next group commit; its result once durable."""
+    async def write(self, fn: WriteFn, *, imported: bool = False) -> Any:
+        """Apply fn to a WriteTxn in the next group commit; its result once
+        durable. imported: a migration's revision, taken while other writes
+        are refused (writes_refused)."""
         if self._closed:
             raise errors.ErrStopped
+        if self.writes_refused is not None and not imported:
+            raise self.writes_refused
         self._check_fence()
         fut = self._loop.create_future()
         self._queue.put((fn, fut))
@@ -279,6 +287,8 @@ class MVCCStore:
         """etcd's Compact: returns the store revision at the time it was applied."""
         if self._closed:
             raise errors.ErrStopped
+        if self.writes_refused is not None:
+            raise self.writes_refused
         self._check_fence()
         fut = self._loop.create_future()
         self._queue.put((("compact", rev), fut))
@@ -529,6 +539,22 @@ class MVCCStore:
             log.error("revision %d is not this process's batch, nor is the store still at the one before: another brain process has written to this engine", rev)
             await self._reload()
             return False
+
+    async def adopt_engine_state(self) -> None:
+        """Serve what was written to the engine beside the writer while it
+        took no writes (a migration's copy of another store's keys, brain/
+        migrate): the engine's revision, compact revision and keys. The
+        listeners are told of the new revision with no changes: the
+        revisions skipped have no events (watchers from before them are
+        answered as compacted)."""
+        old = self.view.rev
+        await self._reload()
+        if self.rev != old:
+            for listener in self._listeners:
+                try:
+                    listener([], self.rev)
+                except Exception:
+                    log.exception("commit listener failed")
 
     async def _reload(self) -> None:
         """Take the revision, compaction state and a new view from the engine

@@ -201,3 +201,15 @@ class WriteTxn:
             self.latest[p.key] = None
             self.changes.append(Change(rev, p.key, tomb, raw, True, 0, p.lease, p.mod_revision))
         return len(found.kvs), rev
+
+    def take(self, changes: list[Change]) -> None:
+        """Another store's changes at revision begin_rev + 1, each as that
+        store made it (its own create revision, version, lease): a
+        migration's import (brain/migrate). prev of each change must be
+        what get() returns for its key."""
+        rev = self.begin_rev + 1
+        for c in changes:
+            if c.rev != rev:
+                raise ValueError(f"a change at revision {c.rev} in revision {rev}")
+            self.latest[c.key] = None if c.deleted else c.kv
+        self.changes.extend(changes)

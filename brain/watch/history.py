@@ -43,6 +43,17 @@ class EventHistory:
         if self.events > self.max_events or self.bytes > self.max_bytes:
             self._evict()
 
+    def skip_to(self, rev: int) -> None:
+        """The store is at rev with no events held for the revisions up to
+        it: forget everything, start again after rev."""
+        self._events = []
+        self._head = 0
+        self.evicted += self.events
+        self.events = 0
+        self.bytes = 0
+        self.start_rev = rev + 1
+        self.last_rev = rev
+
     def _evict(self) -> None:
         evs = self._events
         i = self._head

@@ -69,6 +69,9 @@ class WatchHub:
 
     def on_commit(self, changes: Sequence[Change], rev: int) -> None:
         events = [WatchEvent(c.rev, c.key, c.kv, c.prev, c.deleted) for c in changes]
+        if not events and rev > self.history.last_rev:
+            self._skip_to(rev)
+            return
         self.history.append(events)
         synced = self.synced
         if not synced.size or not events:
@@ -82,6 +85,16 @@ class WatchHub:
             first = events[0].rev
             for w in behind:
                 w.stream.fall_behind(w, first)
+
+    def _skip_to(self, rev: int) -> None:
+        """The store moved to rev with no events for the revisions between (a
+        migration's copied keys, store.adopt_engine_state): no synced watcher
+        can be told those revisions. Each is caught up instead, which answers
+        a watcher below the compact revision as compacted, as etcd does."""
+        self.history.skip_to(rev)
+        for w in list(self.synced.watchers()):
+            if w.min_rev <= rev:
+                w.stream.fall_behind(w, w.min_rev)
 
     def gauges(self) -> list[tuple[str, str, float]]:
         h = self.history
