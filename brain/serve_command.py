@@ -27,7 +27,7 @@ log = logging.getLogger("brain.serve")
 
 # brain's own flags, which etcd does not have (no ETCD_ variable)
 BRAIN_ONLY = {"engine", "server-version", "transport", "tikv-pd-endpoints", "tikv-key-prefix",
-              "experimental-auto-compaction-revision-interval"}
+              "experimental-auto-compaction-revision-interval", "migration-target"}
 
 
 def _urls(value: str, flag: str) -> list[ListenURL]:
@@ -160,6 +160,9 @@ def version_text() -> str:
          help="Periodic: a duration (1h, 30m) or a bare number of hours; revision: a number of revisions. 0 disables.")
 @_option("experimental-auto-compaction-revision-interval", "auto_compaction_revision_interval", type=float, default=300.0,
          hidden=True, help="Seconds between the checks of revision mode (etcd's fixed 5 minutes); for tests.")
+@_option("migration-target", is_flag=True, default=False,
+         help="Take a migration (brain migrate --to) into an empty data directory: client writes, compactions and lease "
+              "requests are refused (etcd's learner error) until the migration's cut-over; reads and watches are served.")
 @_ignored_options
 @click.pass_context
 def serve(ctx: click.Context, **flags: Any) -> None:
@@ -255,11 +258,12 @@ def _config(f: dict[str, Any]) -> ServerConfig:
         auto_compaction_mode=f["auto_compaction_mode"],
         auto_compaction_retention=f["auto_compaction_retention"],
         auto_compaction_revision_interval=f["auto_compaction_revision_interval"],
+        migration_target=f["migration_target"],
     )
 
 
 def _run(config: ServerConfig) -> None:
-    from brain.server.server import ListenError
+    from brain.server.server import ListenError, StartRefused
     from brain.server.server import serve as run
     from engines.base import EngineLockedError, EngineUnavailableError
 
@@ -272,7 +276,7 @@ def _run(config: ServerConfig) -> None:
             uvloop.run(run(config))
     # start errors an operator fixes (a port in use, a data dir in use, PD
     # not answering): one line saying so, as etcd does, not a traceback
-    except (ListenError, EngineLockedError, EngineUnavailableError) as e:
+    except (ListenError, StartRefused, EngineLockedError, EngineUnavailableError) as e:
         fatal(str(e))
     except PermissionError as e:
         fatal(f"cannot open the data directory: {e}")

@@ -76,6 +76,9 @@ class ServerConfig:
     auto_compaction_mode: str = "periodic"
     auto_compaction_retention: str = "0"
     auto_compaction_revision_interval: float = 300.0  # etcd's fixed check interval of revision mode
+    # take a migration (brain migrate --to) into an empty store, refusing
+    # client writes until its cut-over (brain/server/migration.py)
+    migration_target: bool = False
 
     def client_urls(self) -> list[str]:
         return self.advertise_client_urls or [str(u) for u in self.listen_client_urls]

@@ -23,8 +23,16 @@ class LeaseService:
         self.lessor = lessor
         self.header = header
         self.quota = quota
+        # set while the server is a migration's target: no lessor runs
+        # before the cut-over, and every lease request gets this error
+        self.refused: errors.EtcdError | None = None
+
+    def _check(self) -> None:
+        if self.refused is not None:
+            raise self.refused
 
     async def grant(self, r: pb.LeaseGrantRequest) -> pb.LeaseGrantResponse:
+        self._check()
         quota = self.quota
         if quota is not None and not quota.admits(LEASE_OVERHEAD):
             await quota.refuse(LEASE_OVERHEAD)
@@ -34,12 +42,14 @@ class LeaseService:
         return resp
 
     async def revoke(self, r: pb.LeaseRevokeRequest) -> pb.LeaseRevokeResponse:
+        self._check()
         resp = pb.LeaseRevokeResponse()
         resp.header.revision = await self.lessor.revoke(r.ID)
         self.header.fill(resp.header)
         return resp
 
     async def time_to_live(self, r: pb.LeaseTimeToLiveRequest) -> pb.LeaseTimeToLiveResponse:
+        self._check()
         lessor = self.lessor
         lease = lessor.lookup(r.ID)
         if lease is None:
@@ -53,6 +63,7 @@ class LeaseService:
         return resp
 
     async def leases(self, r: pb.LeaseLeasesRequest) -> pb.LeaseLeasesResponse:
+        self._check()
         resp = pb.LeaseLeasesResponse()
         add = resp.leases.add
         for lease in self.lessor.leases():
@@ -66,6 +77,8 @@ class LeaseService:
         """One answer per request, in order, as etcd: the granted TTL, or 0
         for a lease that does not exist (or expired)."""
         async for req in requests:
+            if self.refused is not None:
+                await context.abort(self.refused.code, self.refused.message)
             resp = pb.LeaseKeepAliveResponse(ID=req.ID)
             # the header is taken before the renewal, as etcd does, so it never
             # shows a revision above the one the renewal happened at

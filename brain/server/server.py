@@ -11,6 +11,7 @@ import ssl
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from brain import errors
 from brain.cluster import ClusterNode, MemberRecord, channel_credentials
 from brain.lease import Lessor
 from brain.mvcc.store import MVCCStore
@@ -22,6 +23,7 @@ from brain.server.heap import HeapTrimmer
 from brain.server.kv import KVService
 from brain.server.lease import LeaseService
 from brain.server.maintenance import ClusterService, MaintenanceService
+from brain.server.migration import MigrationService, mark_cut_over, target_state
 from brain.server.metrics import MetricsHTTP, MetricsInterceptor, http_endpoint, new_registry
 from brain.server.quota import SpaceQuota, quota_limit
 from brain.server.watch import WatchService
@@ -97,6 +99,10 @@ class ListenError(Exception):
     """A client URL cannot be listened on (in use, not this host's, no permission)."""
 
 
+class StartRefused(Exception):
+    """The server must not start with this configuration and data directory."""
+
+
 class BrainServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -117,6 +123,7 @@ class BrainServer:
         self.quota: SpaceQuota | None = None
         self.auto_compactor: AutoCompactor | None = None
         self.cluster: ClusterNode | None = None
+        self.leases: LeaseService | None = None
 
     def extra_gauges(self) -> list[tuple[str, str, float]]:
         out: list[tuple[str, str, float]] = []
@@ -149,8 +156,13 @@ class BrainServer:
         identity = f"{cfg.name}@{','.join(cfg.client_urls())}" if shared else cfg.name
         cluster_id, member_id = await load_identity(self.engine, identity)
         self.header = header = Header(store, cluster_id, member_id)
+        migrating = await self._migration_mode(shared)
         lessor = None
-        if not shared:  # in a cluster, the leader's lessor (brain/cluster/node.py)
+        if migrating:
+            # no lessor until the cut-over: the source's leases are copied
+            # as records, and expire here only once brain is the store
+            store.writes_refused = errors.ErrNotSupportedForLearner
+        elif not shared:  # in a cluster, the leader's lessor (brain/cluster/node.py)
             self.lessor = lessor = await Lessor.open(store)
             store.lease_exists = lessor.exists
             self.gauge_sources.append(lessor.gauges)
@@ -171,7 +183,9 @@ class BrainServer:
         self.watch = WatchService(store, header, cfg.progress_notify_interval, cfg.max_request_bytes)
         self.gauge_sources.append(self.watch.hub.gauges)
         kv = KVService(store, header, cfg.max_request_bytes, cfg.max_txn_ops, self.heap, quota)
-        leases = LeaseService(lessor, header, quota)  # type: ignore[arg-type]  # None until a cluster member leads
+        self.leases = leases = LeaseService(lessor, header, quota)  # type: ignore[arg-type]  # None until a cluster member leads or a migration cuts over
+        if migrating:
+            leases.refused = errors.ErrNotSupportedForLearner
         if shared:
             me = MemberRecord(member_id, cfg.name, cfg.client_urls())
             self.cluster = ClusterNode(self.engine, store, leases, me, credentials=channel_credentials(cfg.tls))
@@ -182,6 +196,7 @@ class BrainServer:
             leases.handler(),
             MaintenanceService(store, self.engine, header, cfg, alarms, self.cluster).handler(),
             ClusterService(header, cfg, self.cluster).handler(),
+            MigrationService(store, self.engine, migrating, self._cut_over).handler(),
         ]
         server.add_generic_rpc_handlers(self.cluster.forwarder.wrap(handlers) if self.cluster is not None else handlers)
         hs = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
@@ -208,10 +223,51 @@ class BrainServer:
             self.metrics_http = MetricsHTTP(self.registry, self.healthy)
             metrics_tls = _metrics_tls(cfg) if any(u.scheme == "https" for u in cfg.listen_metrics_urls) else None
             self.metrics_ports = await self.metrics_http.start(cfg.listen_metrics_urls, metrics_tls)
+        if not migrating:
+            self._start_auto_compaction()
+
+    def _start_auto_compaction(self) -> None:
+        cfg = self.config
         retention = parse_retention(cfg.auto_compaction_mode, cfg.auto_compaction_retention)
         if retention > 0:  # as etcd: a retention of 0 runs no compactor
-            self.auto_compactor = AutoCompactor(store, cfg.auto_compaction_mode, retention, cfg.auto_compaction_revision_interval)
+            self.auto_compactor = AutoCompactor(self.store, cfg.auto_compaction_mode, retention,  # type: ignore[arg-type]
+                                                cfg.auto_compaction_revision_interval)
             self.auto_compactor.start()
+
+    async def _migration_mode(self, shared: bool) -> bool:
+        """Whether this server starts as a migration's target (see
+        brain/server/migration.py). A migrated store served without
+        --migration-target is cut over: no migration may go on into it."""
+        assert self.engine is not None
+        state = await target_state(self.engine)
+        if not self.config.migration_target:
+            if state == "migrating":
+                log.warning("this store was migrated from etcd and is now served writable: the migration is cut over")
+                await mark_cut_over(self.engine)
+            return False
+        if shared:
+            raise StartRefused("--migration-target needs an engine of its own (not one shared by several brain processes)")
+        if state == "other":
+            raise StartRefused("--migration-target: the data directory holds keys, revisions or leases of its own; "
+                               "a migration needs an empty one")
+        if state == "cut over":
+            log.warning("--migration-target: the migration into this store was cut over; serving it writable")
+            return False
+        log.info("migration target: client writes are refused until the migration's cut-over (%s)",
+                 "carrying on" if state == "migrating" else "empty store")
+        return True
+
+    async def _cut_over(self) -> None:
+        """The migration is complete: take writes, run leases and compaction."""
+        store, leases = self.store, self.leases
+        assert store is not None and leases is not None
+        self.lessor = lessor = await Lessor.open(store)
+        store.lease_exists = lessor.exists
+        self.gauge_sources.append(lessor.gauges)
+        leases.lessor = lessor
+        leases.refused = None
+        store.writes_refused = None
+        self._start_auto_compaction()
 
     async def stop(self, grace: float = 5.0) -> None:
         """Drain in-flight requests, flush queued writes, close the engine."""
