@@ -146,7 +146,9 @@ def test_migrate_under_load_then_cut_over(tmp_path):
                     te = le.LeaseTimeToLive(rpc_pb2.LeaseTimeToLiveRequest(ID=lid, keys=True))
                     tb = lb.LeaseTimeToLive(rpc_pb2.LeaseTimeToLiveRequest(ID=lid, keys=True))
                     assert sorted(te.keys) == sorted(tb.keys)
-                    assert 0 < tb.TTL <= te.TTL + 1
+                    # brain's lease counts down from when brain opened the
+                    # store, a start-up after the copy's last lease sync
+                    assert 0 < tb.TTL <= te.TTL + 3
             # the migrated store carries on from etcd's revision
             with brain.channel() as ch:
                 assert rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=b"/after", value=b"1")).header.revision == final + 1

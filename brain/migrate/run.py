@@ -9,9 +9,8 @@ import time
 from dataclasses import dataclass, field
 from typing import AsyncGenerator, Callable
 
-from brain.migrate.importer import RevisionImporter
 from brain.migrate.source import EtcdSource, WatchBatch
-from engines import open_engine
+from brain.migrate.target import ImportTarget
 
 log = logging.getLogger("brain.migrate")
 
@@ -24,6 +23,7 @@ class Progress:
     source_rev: int = 0
     revisions_applied: int = 0
     leases: int = 0
+    aborted: bool = False
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -40,20 +40,28 @@ class Progress:
 
 @dataclass
 class MigrationOptions:
-    data_dir: str
-    engine: str = "leveldb"
     # stop once caught up with the source's revision as of the end of the copy
     once: bool = False
+    # on stop, first catch up with the source's revision at that moment (a
+    # cut-over follows); otherwise stop at once (a later run resumes)
+    catch_up_on_stop: bool = False
     report_every: float = 1.0
 
 
-async def migrate(source: EtcdSource, options: MigrationOptions, stop: asyncio.Event,
+@dataclass
+class Stop:
+    """The operator's signals: stop asks for the end (after catching up,
+    with catch_up_on_stop), abort for the end now."""
+
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    abort: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def migrate(source: EtcdSource, importer: ImportTarget, options: MigrationOptions, stop: Stop,
                   report: Callable[[Progress], None]) -> Progress:
     progress = Progress()
-    engine = open_engine(options.engine, data_dir=options.data_dir)
-    reporter = asyncio.get_running_loop().create_task(_report(source, progress, options.report_every, report, stop))
+    reporter = asyncio.get_running_loop().create_task(_report(source, progress, options.report_every, report))
     try:
-        importer = RevisionImporter(engine)
         header = await source.header()
         progress.source_rev = header.revision
         resumed = await importer.open(header.cluster_id)
@@ -63,6 +71,9 @@ async def migrate(source: EtcdSource, options: MigrationOptions, stop: asyncio.E
             progress.phase, progress.applied_rev = "copying", compact
             if compact:
                 async for page in source.keys_at(compact):
+                    if stop.abort.is_set():
+                        progress.aborted = True
+                        return progress
                     progress.keys_copied += await importer.base(page)
             await importer.finish_base()
         progress.applied_rev = importer.rev
@@ -70,7 +81,9 @@ async def migrate(source: EtcdSource, options: MigrationOptions, stop: asyncio.E
         target = (await source.header()).revision if options.once else None
         progress.phase = "replaying"
         if not (target is not None and importer.rev >= target):
-            await _follow(source, importer, progress, stop, target)
+            await _follow(source, importer, progress, stop, target, options.catch_up_on_stop)
+        if progress.aborted:
+            return progress
         progress.phase = "stopping"
         await _sync_leases(source, importer, progress)
         await importer.flush()
@@ -78,33 +91,50 @@ async def migrate(source: EtcdSource, options: MigrationOptions, stop: asyncio.E
         return progress
     finally:
         reporter.cancel()
-        await engine.close()
 
 
-async def _sync_leases(source: EtcdSource, importer: RevisionImporter, progress: Progress) -> None:
+async def _sync_leases(source: EtcdSource, importer: ImportTarget, progress: Progress) -> None:
     ttls = await source.leases()
     await importer.leases(ttls)
     progress.leases = len(ttls)
 
 
-async def _follow(source: EtcdSource, importer: RevisionImporter, progress: Progress, stop: asyncio.Event,
-                  target: int | None) -> None:
+async def _follow(source: EtcdSource, importer: ImportTarget, progress: Progress, stop: Stop,
+                  target: int | None, catch_up_on_stop: bool) -> None:
     changes: AsyncGenerator[WatchBatch, None] = source.changes(importer.rev + 1)  # type: ignore[assignment]
-    stopping = asyncio.get_running_loop().create_task(stop.wait())
+    loop = asyncio.get_running_loop()
+    stopping = loop.create_task((stop.abort if catch_up_on_stop else stop.stop).wait())
+    asked = loop.create_task(stop.stop.wait()) if catch_up_on_stop else None
+    nxt: asyncio.Future | None = None
     try:
         while True:
-            nxt = asyncio.ensure_future(changes.__anext__())
-            done, _ = await asyncio.wait({nxt, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if nxt not in done:
+            if nxt is None:
+                nxt = asyncio.ensure_future(changes.__anext__())
+            waits = {nxt, stopping} | ({asked} if asked is not None else set())
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if asked is not None and asked in done:
+                # catch up with the source as it is now, then end
+                asked = None
+                latest = (await source.header()).revision
+                target = latest if target is None else min(target, latest)
+                progress.phase = "catching up"
+            if stopping in done:
                 nxt.cancel()
                 with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                     await nxt  # the generator must be idle before it is closed
+                progress.aborted = catch_up_on_stop
                 return
-            batch = nxt.result()
+            if target is not None and importer.rev >= target:
+                nxt.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await nxt
+                return
+            if nxt not in done:
+                continue
+            batch, nxt = nxt.result(), None
             progress.source_rev = max(progress.source_rev, batch.source_rev)
-            for rev, events in batch.revisions:
-                await importer.revision(rev, events)
-                progress.revisions_applied += 1
+            await importer.revisions(batch.revisions)
+            progress.revisions_applied += len(batch.revisions)
             progress.applied_rev = importer.rev
             if progress.phase == "replaying" and importer.rev >= progress.source_rev:
                 progress.phase = "following"
@@ -112,14 +142,15 @@ async def _follow(source: EtcdSource, importer: RevisionImporter, progress: Prog
                 return
     finally:
         stopping.cancel()
+        if asked is not None:
+            asked.cancel()
         await changes.aclose()
 
 
-async def _report(source: EtcdSource, progress: Progress, every: float, report: Callable[[Progress], None],
-                  stop: asyncio.Event) -> None:
+async def _report(source: EtcdSource, progress: Progress, every: float, report: Callable[[Progress], None]) -> None:
     while True:
         await asyncio.sleep(every)
-        if progress.phase in ("replaying", "following"):
+        if progress.phase in ("replaying", "following", "catching up"):
             try:
                 progress.source_rev = max(progress.source_rev, (await source.header()).revision)
             except Exception as e:  # the report must not end the migration
