@@ -188,3 +188,33 @@ def test_migrate_refuses_foreign_directories(tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+def test_migrate_refuses_a_copy_interrupted_before_its_keys(tmp_path):
+    """A run stopped while copying the keys at the compact revision leaves a
+    directory without the store's revision: a later run must not take it for
+    a complete copy and replay on top of missing keys."""
+    import asyncio
+
+    from brain.migrate.importer import RevisionImporter
+    from engines import open_engine
+
+    etcd = etcd_server(str(tmp_path)).start()
+    try:
+        seed(etcd)
+        with etcd.channel() as ch:
+            cluster_id = rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"k")).header.cluster_id
+            some = list(rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=ALL, range_end=ALL, revision=100, limit=10)).kvs)
+        data = tmp_path / "d"
+
+        async def first_page_only() -> None:  # what a run killed after its first page left
+            importer = RevisionImporter(open_engine("leveldb", data_dir=str(data)))
+            await importer.begin(cluster_id, 100)
+            await importer.base(some)
+            await importer.close()
+
+        asyncio.run(first_page_only())
+        r = subprocess.run(migrate_cmd(etcd, data, "--once"), capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and "before the copy was complete" in r.stderr, r.stderr
+    finally:
+        etcd.stop()
