@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from brain.etcdpb import rpc_pb2, rpc_pb2_grpc
+from certs import make_pki
 from servers import brain_server, etcd_server
 from test_migrate import ALL, Writer, history, kvs_at, revision, seed
 
@@ -227,6 +228,25 @@ def test_large_values_and_revisions_go_in_parts(tmp_path):
         for rev in (compact, compact + 1, compact + 2, final):
             assert kvs_at(target, rev) == kvs_at(etcd, rev), f"at revision {rev}"
         assert history(target, compact + 1, final) == history(etcd, compact + 1, final)
+    finally:
+        target.stop()
+        etcd.stop()
+
+
+def test_migrate_into_a_brain_over_tls(tmp_path):
+    pki = make_pki(str(tmp_path / "pki"))
+    etcd = etcd_server(str(tmp_path)).start()
+    target = brain_server(str(tmp_path), "--migration-target", tls=(pki["ca"], pki["server"], pki["server_key"])).start()
+    try:
+        seed(etcd)
+        to = ["--to", f"https://{target.endpoint}", "--to-cacert", pki["ca"]]
+        cmd = [sys.executable, "-m", "brain", "migrate", "--from", etcd.endpoint, *to, "--once"]
+        # the target requires a client certificate
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and "migration failed" in r.stderr, r.stderr
+        r = subprocess.run(cmd + ["--to-cert", pki["client"], "--to-key", pki["client_key"]], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "cut over" in r.stdout, r.stderr
+        assert kvs_at(target, 0) == kvs_at(etcd, 0) and revision(target) == revision(etcd)
     finally:
         target.stop()
         etcd.stop()
