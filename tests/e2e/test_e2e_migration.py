@@ -127,6 +127,67 @@ def test_migrate_under_running_apiserver(tmp_path):
         etcd.stop()
 
 
+def test_migrate_with_apiserver_restart(tmp_path):
+    """The cut-over of the runbook's plain form: stop the apiserver, let the
+    migration catch up and cut over, start an apiserver on brain. A
+    restarted apiserver starts its watch cache afresh (a client's watch from
+    before gets 410, on etcd as well), so configmaps are served here without
+    the cache (--watch-cache-sizes=configmaps#0): their watches go to brain
+    itself, which holds etcd's revisions, and a watch from a resourceVersion
+    of the etcd days replays what happened since."""
+    tmp = str(tmp_path)
+    binary = env_binaries()[0]
+    etcd = etcd_server(tmp).start()
+    api = KubeAPIServer(binary, os.path.join(tmp, "apiserver"), etcd.url)
+    target = brain_server(tmp, "--migration-target")
+    follow = None
+    api2 = None
+    try:
+        api.start()
+        target.start()
+        create_namespace(api, "moved")
+        base = f"{ns_path('moved')}/configmaps"
+        fill(api, base, "before", 5)
+        rv_old = api.get(base)["metadata"]["resourceVersion"]
+        follow = subprocess.Popen([sys.executable, "-m", "brain", "migrate", "--from", etcd.endpoint, "--to", target.endpoint],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: revision(target) >= revision(etcd) - 5, 120, "the migration to follow etcd")
+        fill(api, base, "during", 3)
+        configmaps = versions(api, "/api/v1/configmaps")
+        api.stop()
+        follow.send_signal(signal.SIGINT)
+        out, err = follow.communicate(timeout=120)
+        assert follow.returncode == 0 and "cut over" in out, err[-2000:]
+        final = revision(etcd)
+        etcd.stop()
+        api2 = KubeAPIServer(binary, os.path.join(tmp, "apiserver2"), target.url, port=api.port,
+                             extra=["--watch-cache-sizes=configmaps#0"]).start()
+        assert versions(api2, "/api/v1/configmaps") == configmaps
+        watch = api2.watch(base, rv_old, timeoutSeconds="60")
+        try:
+            api2.create(base, configmap("after", {"i": "new"}))
+            seen = []
+            while "after" not in seen:
+                ev = watch.next()
+                assert ev is not None and ev["type"] != "ERROR", ev
+                seen.append(ev["object"]["metadata"]["name"])
+                assert int(ev["object"]["metadata"]["resourceVersion"]) > int(rv_old)
+        finally:
+            watch.close()
+        # what happened on etcd after rv_old, then the write on brain
+        assert seen == ["during-0", "during-1", "during-2", "during-0", "during-2", "after"]
+        assert int(api2.get(f"{base}/after")["metadata"]["resourceVersion"]) > final
+    finally:
+        if follow is not None and follow.poll() is None:
+            follow.kill()
+            follow.wait()
+        if api2 is not None:
+            api2.stop()
+        api.stop()
+        target.stop()
+        etcd.stop()
+
+
 def test_restore_under_apiserver(tmp_path):
     """A snapshot of brain taken under a running apiserver, restored into a
     new directory, serves a new apiserver: the objects at their
