@@ -250,3 +250,32 @@ def test_migrate_into_a_brain_over_tls(tmp_path):
     finally:
         target.stop()
         etcd.stop()
+
+
+def test_second_signal_stops_without_cut_over(tmp_path):
+    etcd = etcd_server(str(tmp_path)).start()
+    target = brain_server(str(tmp_path), "--migration-target").start()
+    try:
+        seed(etcd)
+        follow = subprocess.Popen(migrate_to(etcd, target), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: revision(target) == revision(etcd))
+        follow.send_signal(signal.SIGSTOP)  # held while etcd moves on: a lag to catch up at the cut-over
+        with etcd.channel() as ch:
+            kv = rpc_pb2_grpc.KVStub(ch)
+            for i in range(3000):
+                kv.Put(rpc_pb2.PutRequest(key=b"/lag/%d" % (i % 50), value=b"%d" % i))
+        follow.send_signal(signal.SIGCONT)
+        follow.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+        follow.send_signal(signal.SIGINT)
+        out, err = follow.communicate(timeout=60)
+        assert follow.returncode == 1 and "without a cut-over" in out, out + err
+        assert revision(target) < revision(etcd)
+        with target.channel() as ch:
+            refused(lambda: rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=b"/mine", value=b"x")))
+        r = subprocess.run(migrate_to(etcd, target, "--once"), capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and "cut over" in r.stdout, r.stderr
+        assert revision(target) == revision(etcd) and kvs_at(target, 0) == kvs_at(etcd, 0)
+    finally:
+        target.stop()
+        etcd.stop()
