@@ -48,7 +48,6 @@ class EventHistory:
         it: forget everything, start again after rev."""
         self._events = []
         self._head = 0
-        self.evicted += self.events
         self.events = 0
         self.bytes = 0
         self.start_rev = rev + 1

@@ -101,6 +101,12 @@ class WatcherGroup:
         self.size -= 1
         return True
 
+    def watchers(self) -> Iterable[Watcher]:
+        for s in self.keys.values():
+            yield from s.watchers
+        for s in self.ranges.values():
+            yield from s.watchers
+
     def match(self, events: Sequence[WatchEvent]) -> Matches:
         """The events (in their order) that fall in each set's range."""
         out: Matches = {}
