@@ -15,13 +15,14 @@ import grpc
 from brain.transport.calls import streaming_request, unary_request
 from brain.transport.context import RequestStream, ServicerContext
 from brain.transport.h2.core import H2Connection
+from brain.transport.h2.frames import PROTOCOL_ERROR
 from brain.transport.h2.events import (
     ConnectionTerminated, DataReceived, Event, RequestReceived, StreamDrained, StreamEnded, StreamReset,
 )
 from brain.transport.h2.hpack import Header, literal_indexed_name
 from brain.transport.messages import MessageReader
-from brain.transport.status import parse_timeout
 from brain.transport.stream import Stream
+from brain.transport.timeout import grpc_timeout
 
 log = logging.getLogger("brain.transport")
 
@@ -61,7 +62,7 @@ class Request:
     """What a header block says about a call, computed once per distinct
     block (the decoder hands back the same list for a repeated block)."""
 
-    __slots__ = ("path", "method", "timeout", "error", "handler")
+    __slots__ = ("path", "method", "timeout", "error", "malformed", "handler")
 
     def __init__(self, headers: list[Header]) -> None:
         self.handler: grpc.RpcMethodHandler | None = None  # once the server has resolved the path
@@ -69,6 +70,7 @@ class Request:
         self.method: bytes | None = None
         self.timeout: float | None = None
         self.error: int | None = None  # an HTTP status to refuse the request with
+        self.malformed = False  # a grpc-timeout that does not parse: refused with RST_STREAM(PROTOCOL_ERROR)
         content_type = None
         for name, value in headers:
             if name == b":path":
@@ -78,7 +80,10 @@ class Request:
             elif name == b"content-type":
                 content_type = value
             elif name == b"grpc-timeout":
-                self.timeout = parse_timeout(value)
+                try:
+                    self.timeout = grpc_timeout(value)
+                except ValueError:
+                    self.malformed = True
         if self.method != b"POST":
             self.error = 405
         elif content_type is None or not content_type.startswith(b"application/grpc"):
@@ -211,6 +216,11 @@ class GrpcSession:
             self._parsed[id(headers)] = parsed
         request = parsed[1]
         sid = ev.stream_id
+        if request.malformed:
+            self.core.reset_stream(sid, PROTOCOL_ERROR)
+            if ev.data:
+                self.core.consumed(sid, len(ev.data))
+            return
         if request.error is not None:
             if ev.data:
                 self.core.consumed(sid, len(ev.data))
@@ -224,6 +234,11 @@ class GrpcSession:
         self.calls[sid] = st
         deadline = None
         if request.timeout is not None:
+            if request.timeout <= 0:  # a deadline already past: the handler is not run
+                st.finish(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+                if ev.data:
+                    self.core.consumed(sid, len(ev.data))
+                return
             deadline = time.monotonic() + request.timeout
             st.timer = self.loop.call_later(request.timeout, self._deadline, st)
         handler = request.handler

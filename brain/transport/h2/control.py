@@ -63,13 +63,28 @@ class ControlFrames:
             self.reset_stream(sid, frames.FRAME_SIZE_ERROR)
             self._reset_event(sid, frames.FRAME_SIZE_ERROR)
             return
-        if sid <= self.last_stream_id:
-            raise ProtocolError(frames.STREAM_CLOSED, "HEADERS on a closed stream")
-        self.last_stream_id = sid
+        self._new_stream_id(sid)
         end_stream = frames.FLAG_END_HEADERS | frames.FLAG_END_STREAM
         self.emit(frames.frame_header(frames.HEADERS, end_stream, sid, len(_TOO_LARGE)) + _TOO_LARGE)
         if not flags & frames.FLAG_END_STREAM:
             self.emit(frames.rst_stream(sid, frames.NO_ERROR))
+
+    def _malformed(self, sid: int) -> None:
+        """A request's header list is malformed (RFC 9113 8.1.1): a stream
+        error, answered RST_STREAM(PROTOCOL_ERROR) and not reported. It
+        counts as a frame without content: a client sending nothing else is
+        cut off as one sending empty frames."""
+        self._new_stream_id(sid)
+        self.budget.idle_frame()
+        self.budget.control_reply()
+        self.emit(frames.rst_stream(sid, frames.PROTOCOL_ERROR))
+
+    def _new_stream_id(self, sid: int) -> None:
+        """A client's new stream must have a higher id than all before it
+        (RFC 9113 5.1.1): if not, a connection error, as Go's servers make it."""
+        if sid <= self.last_stream_id:
+            raise ProtocolError(frames.PROTOCOL_ERROR, "HEADERS opening a stream id below the last")
+        self.last_stream_id = sid
 
     def _reset_event(self, sid: int, code: int) -> None:
         """Report a stream reset before it finished; it counts against the
@@ -78,6 +93,8 @@ class ControlFrames:
         self._events.append(StreamReset(sid, code))
 
     def _on_priority(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid == 0:
+            raise ProtocolError(frames.PROTOCOL_ERROR, "PRIORITY on stream 0")
         if len(payload) != 5:
             raise ProtocolError(frames.FRAME_SIZE_ERROR, "PRIORITY of bad length")
         self.budget.idle_frame()

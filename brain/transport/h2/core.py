@@ -20,6 +20,7 @@ from brain.transport.h2.control import ControlFrames, ProtocolError
 from brain.transport.h2.events import (
     ConnectionTerminated, DataReceived, Event, RequestReceived, StreamDrained, StreamEnded,
 )
+from brain.transport.h2.fields import MalformedRequest, check_request
 from brain.transport.h2.hpack import Decoder, HeaderListTooLarge, HPACKError
 from brain.transport.h2.keepalive import PingPolicy
 from brain.transport.h2.limits import Budget
@@ -41,7 +42,7 @@ class H2Connection(ControlFrames):
     ) -> None:
         self.local = local
         self.peer = PeerSettings()
-        self.decoder = Decoder(max_header_list=local.max_header_list)
+        self.decoder = Decoder(max_header_list=local.max_header_list, check=check_request)
         self.streams: dict[int, H2Stream] = {}
         self.blocked: dict[int, H2Stream] = {}  # streams waiting for send window
         self.send_window = frames.DEFAULT_WINDOW
@@ -360,15 +361,18 @@ class H2Connection(ControlFrames):
             payload = unpad(flags, payload)
         if flags & _PRIORITY:
             payload = payload[5:]
+        st = self.streams.get(sid)
         try:
-            headers = self.decoder.decode(payload)
+            headers = self.decoder.decode(payload, st is None)
         except HPACKError as e:
             raise ProtocolError(frames.COMPRESSION_ERROR, f"HPACK: {e}") from None
         except HeaderListTooLarge:
             self._header_list_too_large(flags, sid)
             return
+        except MalformedRequest:
+            self._malformed(sid)
+            return
         end_stream = flags & _END_STREAM != 0
-        st = self.streams.get(sid)
         if st is not None:  # trailers from the client: only an end is allowed
             if not end_stream:
                 raise ProtocolError(frames.PROTOCOL_ERROR, "second HEADERS without END_STREAM")
@@ -377,7 +381,7 @@ class H2Connection(ControlFrames):
                 self._events.append(DataReceived(sid, b"", True))
             return
         if sid <= self.last_stream_id:
-            raise ProtocolError(frames.STREAM_CLOSED, "HEADERS on a closed stream")
+            raise ProtocolError(frames.PROTOCOL_ERROR, "HEADERS opening a stream id below the last")
         self.last_stream_id = sid
         if self.going_away or len(self.streams) >= self.local.max_concurrent_streams:
             self.budget.control_reply()

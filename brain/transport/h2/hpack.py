@@ -20,6 +20,8 @@ HeaderListTooLarge raised.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from brain.transport.h2.huffman import HuffmanError, decode as huffman_decode
 from brain.wire import varint
 
@@ -78,7 +80,13 @@ class _Cached:
 class Decoder:
     """One per connection: the dynamic table is connection state."""
 
-    def __init__(self, max_table_size: int = 4096, max_header_list: int = 1 << 20) -> None:
+    def __init__(
+        self, max_table_size: int = 4096, max_header_list: int = 1 << 20,
+        check: Callable[[list[Header]], None] | None = None,
+    ) -> None:
+        """check: run on each request header list decoded from a block not
+        cached (it raises to refuse the request); a refused block is not
+        cached, so cached blocks are ones that passed."""
         # newest first, as HPACK indexes it
         self._table: list[Header] = []
         self._size = 0
@@ -89,18 +97,31 @@ class Decoder:
         self._strings: dict[bytes, bytes] = {}
         self._strings_bytes = 0
         self._max_list = max_header_list
+        self._check = check
+        # the size (as SETTINGS_MAX_HEADER_LIST_SIZE counts it) of the list the
+        # last decode returned, if that list is the caller's alone; 0 if the
+        # block cache shares it, whose memory is bounded on its own
+        self.unshared = 0
 
-    def decode(self, block: bytes) -> list[Header]:
+    def decode(self, block: bytes, request: bool = True) -> list[Header]:
+        """The header list of a block; request: it opens a request, and is
+        checked as one (trailers are not, and are not cached)."""
         hit = self._cache.get(block)
         if hit is not None and (not hit.reads_table or hit.generation == self._generation):
             for name, value in hit.inserts:
                 self._insert(name, value)
+            self.unshared = 0
             return hit.headers
-        headers, inserts, reads_table, sized = self._decode(block)
-        if not sized and len(block) <= _CACHEABLE_BLOCK and not (reads_table and inserts):
-            if len(self._cache) >= _CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[block] = _Cached(headers, inserts, reads_table, self._generation)
+        headers, inserts, reads_table, sized, size = self._decode(block)
+        self.unshared = size
+        if request:
+            if self._check is not None:
+                self._check(headers)
+            if not sized and len(block) <= _CACHEABLE_BLOCK and not (reads_table and inserts):
+                if len(self._cache) >= _CACHE_LIMIT:
+                    self._cache.clear()
+                self._cache[block] = _Cached(headers, inserts, reads_table, self._generation)
+                self.unshared = 0
         return headers
 
     def _insert(self, name: bytes, value: bytes) -> None:
@@ -139,7 +160,7 @@ class Decoder:
         except IndexError:
             raise HPACKError(f"header index {index} out of range") from None
 
-    def _decode(self, block: bytes) -> tuple[list[Header], list[Header], bool, bool]:
+    def _decode(self, block: bytes) -> tuple[list[Header], list[Header], bool, bool, int]:
         headers: list[Header] = []
         inserts: list[Header] = []
         reads_table = False
@@ -198,7 +219,7 @@ class Decoder:
                 inserts.append((name, value))
         if size > max_list:
             raise HeaderListTooLarge(f"header list larger than {max_list} bytes")
-        return headers, inserts, reads_table, sized
+        return headers, inserts, reads_table, sized, size
 
     def _skip(self, block: bytes, pos: int) -> None:
         """Parse the rest of a block whose header list is already too large:

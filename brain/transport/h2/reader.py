@@ -45,6 +45,7 @@ class FrameReader:
         self._continued = 0
         self._buf = b""
         self._preface_seen = False
+        self._settings_seen = False
         self._continuation: tuple[int, int, bytearray] | None = None
 
     def feed(self, data: bytes) -> None:
@@ -62,6 +63,14 @@ class FrameReader:
             self._preface_seen = True
             pos = len(frames.PREFACE)
         end = len(buf)
+        if not self._settings_seen:
+            if end - pos < 9:
+                self._buf = buf[pos:]
+                return
+            # the preface ends with the client's SETTINGS (RFC 9113 3.4)
+            if buf[pos + 3] != frames.SETTINGS or buf[pos + 4] & frames.FLAG_ACK:
+                raise FramingError(frames.PROTOCOL_ERROR, "the client's first frame is not SETTINGS")
+            self._settings_seen = True
         unpack = frames.HEADER.unpack_from
         handlers = self.handlers
         while end - pos >= 9:
