@@ -208,13 +208,16 @@ class GrpcSession:
 
     def _request(self, ev: RequestReceived) -> None:
         headers = ev.headers
-        parsed = self._parsed.get(id(headers))
-        if parsed is None or parsed[0] is not headers:
-            if len(self._parsed) >= _PARSED_LIMIT:
-                self._parsed.clear()
-            parsed = (headers, Request(headers))
-            self._parsed[id(headers)] = parsed
-        request = parsed[1]
+        if ev.header_bytes:  # a header list of this request alone: not worth remembering
+            request = Request(headers)
+        else:
+            parsed = self._parsed.get(id(headers))
+            if parsed is None or parsed[0] is not headers:
+                if len(self._parsed) >= _PARSED_LIMIT:
+                    self._parsed.clear()
+                parsed = (headers, Request(headers))
+                self._parsed[id(headers)] = parsed
+            request = parsed[1]
         sid = ev.stream_id
         if request.malformed:
             self.core.reset_stream(sid, PROTOCOL_ERROR)

@@ -22,6 +22,7 @@ from brain.transport.dispatch import GrpcSession, HandlerSource, HttpHandler
 from brain.transport.h2 import frames
 from brain.transport.h2.core import H2Connection
 from brain.transport.h2.keepalive import PingPolicy
+from brain.transport.h2.limits import HeldHeaders
 from brain.transport.h2.settings import LocalSettings
 
 log = logging.getLogger("brain.transport")
@@ -66,6 +67,7 @@ class Acceptor(HandlerSource, Protocol):
     """What a connection needs of the server that accepted it."""
 
     keepalive: Keepalive | None
+    held_headers: HeldHeaders  # header bytes held by the open streams of all connections
 
     def connection_made(self, conn: ClientConnection) -> None: ...
 
@@ -90,7 +92,7 @@ class ClientConnection(asyncio.Protocol):
         self.peer = ""
         self.paused = False
         self.closed = False
-        self.core = H2Connection(LOCAL_SETTINGS, self._output_queued, FLUSH_BYTES)
+        self.core = H2Connection(LOCAL_SETTINGS, self._output_queued, FLUSH_BYTES, server.held_headers)
         self.session: GrpcSession | None = None  # once the connection is known to be HTTP/2
         self.http1: Http1Exchange | None = None  # once it is known to be HTTP/1.1
         self._first_bytes = b""  # while it is neither
@@ -178,6 +180,7 @@ class ClientConnection(asyncio.Protocol):
             if self.http1.task is not None:
                 self.http1.task.cancel()
         self.core.discard_output()
+        self.core.held_headers.release_all()
         if self.session is not None:
             self.session.connection_lost()
         self.server.connection_gone(self)

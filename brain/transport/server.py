@@ -11,6 +11,7 @@ from typing import Any, Awaitable, Callable, Iterable, Sequence
 import grpc
 
 from brain.transport.dispatch import HttpHandler
+from brain.transport.h2.limits import MAX_SERVER_HELD_HEADERS, HeldHeaders
 from brain.transport.protocol import ClientConnection, Keepalive
 
 DEFAULT_MAX_RECEIVE = 4 * 1024 * 1024  # grpcio's default
@@ -64,6 +65,7 @@ class Server:
         receive = opts.get("grpc.max_receive_message_length", DEFAULT_MAX_RECEIVE)
         self.max_receive = receive if receive >= 0 else 2**31 - 1
         self.connections: set[ClientConnection] = set()
+        self.held_headers = HeldHeaders(MAX_SERVER_HELD_HEADERS)
         self._interceptors = list(interceptors)
         self._generic: list[grpc.GenericRpcHandler] = []
         self._registered: dict[str, grpc.RpcMethodHandler] = {}

@@ -166,6 +166,9 @@ class Stream:
             return
         self.closed = True
         self.cancelled = True
+        # a handler still running would answer no one: its header list, which
+        # the core no longer counts, is let go at once
+        self.headers = []
         self.owner.call_ended(self)
         if self.requests is not None:
             self.requests.end(asyncio.CancelledError())

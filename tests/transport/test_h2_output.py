@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import asyncio
 
+from brain.transport.h2.limits import MAX_SERVER_HELD_HEADERS, HeldHeaders
 from brain.transport.protocol import FLUSH_BYTES, ClientConnection
+
+
+class _FakeServer:
+    """The one part of a server a connection reads when it is made."""
+
+    held_headers = HeldHeaders(MAX_SERVER_HELD_HEADERS)
 
 
 class _Recording:
@@ -18,7 +25,7 @@ class _Recording:
 
 def test_small_output_shares_a_write_and_a_burst_leaves_early():
     async def main():
-        conn = ClientConnection(server=None)  # type: ignore[arg-type]
+        conn = ClientConnection(server=_FakeServer())  # type: ignore[arg-type]
         sink = _Recording()
         conn.transport = sink  # type: ignore[assignment]
 

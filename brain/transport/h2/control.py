@@ -1,6 +1,6 @@
 """The core's handlers of connection-level frames (PRIORITY, SETTINGS,
-PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE), which no request's path runs
-through; H2Connection inherits them."""
+PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE) and of RST_STREAM, which no
+request's path runs through; H2Connection inherits them."""
 from __future__ import annotations
 
 from typing import Callable
@@ -9,7 +9,7 @@ from brain.transport.h2 import frames
 from brain.transport.h2.events import Event, StreamReset
 from brain.transport.h2.hpack import literal_indexed_name
 from brain.transport.h2.keepalive import PingPolicy
-from brain.transport.h2.limits import Budget, calm
+from brain.transport.h2.limits import Budget, HeaderAccount, calm
 from brain.transport.h2.settings import PeerSettings, SettingsError
 from brain.transport.h2.streams import Chunk, H2Stream
 from brain.transport.h2.windows import WindowError, grown, increment_of
@@ -35,6 +35,7 @@ class ControlFrames:
     send_window: int
     last_stream_id: int
     budget: Budget
+    held_headers: HeaderAccount
     _events: list[Event]
     # keepalive enforcement (None: pings at any rate), its clock, and whether
     # headers or data went out since the client's last ping
@@ -91,6 +92,16 @@ class ControlFrames:
         client until the layer above calls reset_handled."""
         self.budget.early_reset()
         self._events.append(StreamReset(sid, code))
+
+    def _on_rst_stream(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid == 0 or len(payload) != 4:
+            raise ProtocolError(frames.PROTOCOL_ERROR, "bad RST_STREAM")
+        st = self.streams.pop(sid, None)
+        if st is not None:
+            self.blocked.pop(sid, None)
+            if st.header_bytes:
+                self.held_headers.release(st.header_bytes)
+            self._reset_event(sid, frames.u32(payload))
 
     def _on_priority(self, flags: int, sid: int, payload: bytes) -> None:
         if sid == 0:

@@ -23,7 +23,7 @@ from brain.transport.h2.events import (
 from brain.transport.h2.fields import MalformedRequest, check_request
 from brain.transport.h2.hpack import Decoder, HeaderListTooLarge, HPACKError
 from brain.transport.h2.keepalive import PingPolicy
-from brain.transport.h2.limits import Budget
+from brain.transport.h2.limits import Budget, HeaderAccount, HeldHeaders
 from brain.transport.h2.reader import FrameReader, FramingError, unpad
 from brain.transport.h2.settings import LocalSettings, PeerSettings
 from brain.transport.h2.streams import Chunk, H2Stream
@@ -39,7 +39,10 @@ _PREFIX_CACHE_LIMIT = 64
 class H2Connection(ControlFrames):
     def __init__(
         self, local: LocalSettings, on_output: Callable[[int], None] | None = None, output_limit: int = 1 << 16,
+        server_headers: HeldHeaders | None = None,
     ) -> None:
+        """server_headers: the header bytes held by all of a server's
+        connections, shared by their cores."""
         self.local = local
         self.peer = PeerSettings()
         self.decoder = Decoder(max_header_list=local.max_header_list, check=check_request)
@@ -60,6 +63,7 @@ class H2Connection(ControlFrames):
         self._headers_prefix: dict[bytes, bytes] = {}
         self._trailers_prefix: dict[bytes, bytes] = {}
         self.budget = Budget()
+        self.held_headers = HeaderAccount(server_headers)
         self.ping_policy: PingPolicy | None = None
         self.clock: Callable[[], float] = time.monotonic
         self.wrote_since_ping = False
@@ -171,6 +175,8 @@ class H2Connection(ControlFrames):
         self.emit(b"".join((head, sidb, headers, n.to_bytes(3, "big"), b"\x00\x00", sidb, body_head, body, tail, sidb, trailers)))
         if st.recv_ended:
             del self.streams[stream_id]  # never blocked: nothing was pending
+            if st.header_bytes:
+                self.held_headers.release(st.header_bytes)
         else:
             self._close(st)
         return True
@@ -179,6 +185,8 @@ class H2Connection(ControlFrames):
         st = self.streams.pop(stream_id, None)
         if st is not None:
             self.blocked.pop(stream_id, None)
+            if st.header_bytes:
+                self.held_headers.release(st.header_bytes)
             self.emit(frames.rst_stream(stream_id, code))
 
     def is_open(self, stream_id: int) -> bool:
@@ -210,6 +218,7 @@ class H2Connection(ControlFrames):
             self.emit(frames.goaway(self.last_stream_id, code, message.encode()[:256]))
             self.streams.clear()
             self.blocked.clear()
+            self.held_headers.release_all()
         return ConnectionTerminated(code, message)
 
     @staticmethod
@@ -262,7 +271,8 @@ class H2Connection(ControlFrames):
         sid = st.stream_id
         if not st.recv_ended:
             self.emit(frames.rst_stream(sid, frames.NO_ERROR))
-        self.streams.pop(sid, None)
+        if self.streams.pop(sid, None) is not None and st.header_bytes:
+            self.held_headers.release(st.header_bytes)
         self.blocked.pop(sid, None)
 
     def _pump_from_input(self, st: H2Stream) -> None:
@@ -383,18 +393,12 @@ class H2Connection(ControlFrames):
         if sid <= self.last_stream_id:
             raise ProtocolError(frames.PROTOCOL_ERROR, "HEADERS opening a stream id below the last")
         self.last_stream_id = sid
-        if self.going_away or len(self.streams) >= self.local.max_concurrent_streams:
+        size = self.decoder.unshared  # the header bytes this stream holds alone
+        if self.going_away or len(self.streams) >= self.local.max_concurrent_streams or (size and not self.held_headers.hold(size)):
             self.budget.control_reply()
             self.emit(frames.rst_stream(sid, frames.REFUSED_STREAM))
             return
         self.budget.idle_frames = 0  # frames without content count between requests
-        self.streams[sid] = H2Stream(sid, self.peer.initial_window, self.local.initial_window, end_stream)
-        self._last_request = request = RequestReceived(sid, headers, end_stream, None)
+        self.streams[sid] = H2Stream(sid, self.peer.initial_window, self.local.initial_window, end_stream, size)
+        self._last_request = request = RequestReceived(sid, headers, end_stream, None, size)
         self._events.append(request)
-
-    def _on_rst_stream(self, flags: int, sid: int, payload: bytes) -> None:
-        if sid == 0 or len(payload) != 4:
-            raise ProtocolError(frames.PROTOCOL_ERROR, "bad RST_STREAM")
-        if self.streams.pop(sid, None) is not None:
-            self.blocked.pop(sid, None)
-            self._reset_event(sid, frames.u32(payload))

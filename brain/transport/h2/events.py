@@ -13,12 +13,16 @@ from brain.transport.h2.hpack import Header
 class RequestReceived:
     """A client opened a stream with this header block. When the first
     DATA frame came in the same read, its bytes are here (and end_stream is
-    that frame's): a short request is then one event, not two."""
+    that frame's): a short request is then one event, not two.
+    header_bytes: the size of the header list if it is this request's own,
+    0 if the decoder's cache shares it (it may then be remembered by its
+    identity)."""
 
     stream_id: int
     headers: list[Header]
     end_stream: bool
     data: bytes | None = None
+    header_bytes: int = 0
 
 
 @dataclass(slots=True)

@@ -8,6 +8,8 @@ nothing here; the counters are reset by what a normal client does instead.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from brain.transport.h2 import frames
 from brain.transport.h2.reader import FramingError
 
@@ -25,6 +27,58 @@ MAX_EARLY_RESETS = 1000
 # PRIORITY, unknown types) since the client last opened a stream or sent
 # body bytes: each costs the server a parse and sometimes a reply.
 MAX_IDLE_FRAMES = 10_000
+
+
+# Decoded header bytes that open streams may hold, on one connection and on
+# all of a server's connections, past which new streams are refused with
+# RST_STREAM(REFUSED_STREAM). Only header lists that are a stream's own count:
+# the blocks a client repeats (every normal gRPC call) are decoded once and
+# shared through the decoder's cache, bounded on its own. Go's servers bound
+# only each list (SETTINGS_MAX_HEADER_LIST_SIZE, 1 MB by default in net/http2)
+# and the streams (250 by default), so a connection may hold their product;
+# brain's connection allows 1000 streams, so it bounds the sum: 8 requests
+# with headers at the list limit, or 1000 with 8 KB each, more than any
+# normal client's, whose are well under 1 KB and shared.
+MAX_HELD_HEADERS = 8 * 1024 * 1024
+MAX_SERVER_HELD_HEADERS = 256 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class HeldHeaders:
+    """Decoded header bytes held by open streams, against a limit: one per
+    connection, and one shared by a server's connections."""
+
+    limit: int
+    held: int = 0
+
+
+class HeaderAccount:
+    """The header bytes of one connection's open streams, counted on the
+    connection and on the server."""
+
+    __slots__ = ("connection", "server")
+
+    def __init__(self, server: HeldHeaders | None = None) -> None:
+        self.connection = HeldHeaders(MAX_HELD_HEADERS)
+        self.server = server if server is not None else HeldHeaders(MAX_SERVER_HELD_HEADERS)
+
+    def hold(self, size: int) -> bool:
+        """Count a new stream's header list; False if it does not fit."""
+        conn, server = self.connection, self.server
+        if conn.held + size > conn.limit or server.held + size > server.limit:
+            return False
+        conn.held += size
+        server.held += size
+        return True
+
+    def release(self, size: int) -> None:
+        self.connection.held -= size
+        self.server.held -= size
+
+    def release_all(self) -> None:
+        """The connection has ended: nothing of it is held."""
+        self.server.held -= self.connection.held
+        self.connection.held = 0
 
 
 def calm(message: str) -> FramingError:
