@@ -122,6 +122,18 @@ class RequestStream:
         self._error: BaseException | None = None
         self._credit = credit
 
+    def resolved(self, deserializer: Callable[[bytes], Any] | None) -> None:
+        """The messages held while the method was looked up are for a
+        handler that reads them with this deserializer."""
+        self._deserializer = deserializer
+
+    def take_all(self) -> list[tuple[bytes, int]]:
+        """The messages held while the method was looked up, for a unary
+        handler: each with the bytes to credit once it has it."""
+        items = list(self._items)
+        self._items.clear()
+        return items
+
     def push(self, raw: bytes, credit: int) -> None:
         self._items.append((raw, credit))
         self._wake()

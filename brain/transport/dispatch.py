@@ -318,15 +318,25 @@ class GrpcSession:
     def _dispatch(self, st: Stream, handler: grpc.RpcMethodHandler, deadline: float | None) -> None:
         st.handler = handler
         st.ctx = ServicerContext(st, deadline, handler.response_serializer)
+        early = st.requests  # messages that arrived while the method was looked up
         if handler.request_streaming:
-            st.requests = RequestStream(handler.request_deserializer, functools.partial(self.core.consumed, st.sid))
+            if early is None:
+                early = st.requests = RequestStream(handler.request_deserializer, functools.partial(self.core.consumed, st.sid))
+            else:
+                early.resolved(handler.request_deserializer)
             st.task = self.loop.create_task(streaming_request(st, handler))
-            if st.message is not None:  # arrived while resolving, and credited then
-                st.requests.push(st.message, 0)
-                st.message = None
             if st.recv_ended:
-                st.requests.end()
-        elif st.recv_ended:
+                early.end()
+            return
+        if early is not None:
+            st.requests = None
+            held = early.take_all()
+            self.core.consumed(st.sid, sum(credit for _, credit in held))
+            if len(held) > 1:
+                st.abort(grpc.StatusCode.UNIMPLEMENTED, "received more than one request message for a unary call")
+                return
+            st.message = held[0][0]
+        if st.recv_ended:
             self._start_unary(st)
 
     def _deadline(self, st: Stream) -> None:

@@ -10,8 +10,11 @@ RESOURCE_EXHAUSTED. So one connection holds at most its window and that
 bound of request bytes, however many streams it opens."""
 from __future__ import annotations
 
+import functools
+
 import grpc
 
+from brain.transport.context import RequestStream
 from brain.transport.h2.core import H2Connection
 from brain.transport.stream import Stream
 
@@ -91,6 +94,12 @@ class MessageReader:
         """Hand a message on; its `credit` bytes are credited once a handler
         has it."""
         if st.requests is not None:
+            st.requests.push(message, credit)
+            return
+        if st.handler is None:
+            # the method is still being looked up: its messages wait, not
+            # credited, until it is known whether a handler streams them
+            st.requests = RequestStream(None, functools.partial(self.core.consumed, st.sid))
             st.requests.push(message, credit)
             return
         if credit:

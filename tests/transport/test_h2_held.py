@@ -8,6 +8,7 @@ import socket
 import time
 
 import grpc
+import pytest
 from test_h2_core import REQUEST_BLOCK, parse
 from test_h2_limits import BIG_HEADERS, _headers_frames
 
@@ -16,6 +17,8 @@ from brain.transport.h2.core import H2Connection
 from brain.transport.h2.events import RequestReceived
 from brain.transport.h2.hpack import literal
 from brain.transport.h2.limits import MAX_HELD_HEADERS, HeldHeaders
+from brain.transport.protocol import LOCAL_SETTINGS
+from servers import brain_server, etcd_server
 
 VALUE = 200 * 1024  # a header value of one stream alone: its block is too big for the decoder's cache
 
@@ -109,3 +112,92 @@ def test_big_headers_on_many_streams_against_the_server(echo_server):
     while server.held_headers.held and time.monotonic() < end:
         time.sleep(0.05)
     assert server.held_headers.held == 0
+
+
+def _peak_rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+KEEPALIVE_BLOCK = b"".join(literal(n, v) for n, v in (
+    (b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/etcdserverpb.Lease/LeaseKeepAlive"),
+    (b":authority", b"localhost"), (b"content-type", b"application/grpc"), (b"te", b"trailers"),
+))
+
+
+def _flood_keepalives(port: int, lease: int, limit: int) -> tuple[int, tuple[int, int] | None]:
+    """A LeaseKeepAlive stream from a client with a send window of 0 for the
+    server (its answers cannot leave, so the handler stops taking requests),
+    pushing requests without regard to flow control until the server resets
+    the stream or ends the connection, or `limit` bytes are sent: (bytes
+    sent, (frame type, error code) of the server's refusal)."""
+    from brain.etcdpb import rpc_pb2
+
+    message = rpc_pb2.LeaseKeepAliveRequest(ID=lease).SerializeToString()
+    framed = len(message).to_bytes(5, "big") + message
+    payload = framed * (16384 // len(framed))
+    data = frames.frame(frames.DATA, 0, 1, payload) * 16
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(frames.PREFACE + frames.settings([(frames.SETTINGS_INITIAL_WINDOW_SIZE, 0)]) + frames.SETTINGS_ACK
+                  + frames.frame(frames.HEADERS, frames.FLAG_END_HEADERS, 1, KEEPALIVE_BLOCK))
+        s.setblocking(False)
+        buf = b""
+        out = memoryview(data)
+        while sent < limit:
+            try:
+                n = s.send(out)
+                sent += n
+                out = out[n:] if n < len(out) else memoryview(data)
+            except BlockingIOError:
+                time.sleep(0.01)
+            except OSError:
+                break
+            try:
+                buf += s.recv(1 << 20)
+            except BlockingIOError:
+                pass
+            except OSError:
+                break
+            while len(buf) >= 9:
+                lt, _, sid = frames.HEADER.unpack_from(buf, 0)
+                n = lt >> 8
+                if len(buf) < 9 + n:
+                    break
+                ftype, payload_in, buf = lt & 0xFF, buf[9:9 + n], buf[9 + n:]
+                if ftype == frames.RST_STREAM and sid == 1:
+                    return sent, (ftype, frames.u32(payload_in))
+                if ftype == frames.GOAWAY:
+                    return sent, (ftype, frames.u32(payload_in, 4))
+    return sent, None
+
+
+@pytest.mark.parametrize("kind", ["etcd", "brain"])
+def test_streaming_requests_are_read_only_as_fast_as_the_handler_takes_them(tmp_path, kind):
+    """etcd resets such a stream FLOW_CONTROL_ERROR once the client passes its
+    window; so does brain, whose stream window (4 MiB) is what the stream may
+    make it hold, and a normal client is answered meanwhile."""
+    from brain.etcdpb import rpc_pb2, rpc_pb2_grpc
+
+    srv = (etcd_server if kind == "etcd" else brain_server)(str(tmp_path)).start()
+    try:
+        with srv.channel() as ch:
+            lease = rpc_pb2_grpc.LeaseStub(ch).LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=60), timeout=10).ID
+        before = _peak_rss(srv.proc.pid)
+        limit = 16 * LOCAL_SETTINGS.initial_window
+        sent, refusal = _flood_keepalives(srv.port, lease, limit)
+        grown = _peak_rss(srv.proc.pid) - before
+        assert refusal == (frames.RST_STREAM, frames.FLOW_CONTROL_ERROR), (sent, refusal)
+        if kind == "brain":
+            # the window, and what was in flight in the socket buffers
+            assert sent < limit // 2
+            # the window's worth of requests, each a Python object of its own
+            assert grown < 96 * 1024 * 1024, grown
+        with srv.channel() as ch:
+            rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"a"), timeout=10)
+        print(f"\n{kind}: reset after {sent} bytes sent, peak RSS +{grown // 1024} KB")
+    finally:
+        srv.stop()
