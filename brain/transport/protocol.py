@@ -3,7 +3,9 @@ core, the core's events to the gRPC layer, the core's output to the socket.
 
 A connection speaks HTTP/2 or, for probes and scrapes of /health, /version
 and /metrics as etcd serves them, HTTP/1.1: TLS's ALPN says which, and
-without it the first bytes do (the HTTP/2 preface, or a request line).
+without it the first bytes do (the HTTP/2 preface, or a request line). TLS
+is run here over the plain socket (brain/transport/tls.py), so that a
+client refused at the handshake gets its alert.
 
 Everything the bytes of one data_received call produce (acks, window
 updates, responses of handlers that finish at once) leaves in one
@@ -14,16 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from brain.transport import http1
 from brain.transport.dispatch import GrpcSession, HandlerSource, HttpHandler
 from brain.transport.h2 import frames
 from brain.transport.h2.core import H2Connection
-from brain.transport.h2.keepalive import PingPolicy
+from brain.transport.h2.keepalive import Keepalive, PingPolicy
 from brain.transport.h2.limits import HeldHeaders
 from brain.transport.h2.settings import LocalSettings
+from brain.transport.tls import ServerTLS, TLSError
 
 log = logging.getLogger("brain.transport")
 
@@ -46,18 +50,9 @@ FLUSH_BYTES = 64 * 1024
 # after its GOAWAY was written, as Go's server does: closing waits for the
 # buffered output to leave, which it never may.
 GOAWAY_GRACE = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class Keepalive:
-    """gRPC's server keepalive (etcd's --grpc-keepalive-*), in seconds: after
-    `interval` without a byte from the client the server pings, and closes the
-    connection if nothing arrives within `timeout`; a client pinging more
-    often than `min_time` is cut off (brain/transport/h2/keepalive.py)."""
-
-    interval: float = 2 * 60 * 60.0
-    timeout: float = 20.0
-    min_time: float = 5.0
+# A TLS client that has not finished its handshake by then is dropped (the
+# default of asyncio's TLS transports)
+TLS_HANDSHAKE_TIMEOUT = 60.0
 
 
 KEEPALIVE_PING = b"brainka\x00"  # the payload of the server's keepalive pings
@@ -85,8 +80,10 @@ class Http1Exchange:
 
 
 class ClientConnection(asyncio.Protocol):
-    def __init__(self, server: Acceptor) -> None:
+    def __init__(self, server: Acceptor, tls_context: ssl.SSLContext | None = None) -> None:
+        """tls_context: the connection runs TLS (itself, over the plain socket)."""
         self.server = server
+        self.tls = ServerTLS(tls_context) if tls_context is not None else None
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.peer = ""
@@ -102,6 +99,7 @@ class ClientConnection(asyncio.Protocol):
         # keepalive: whether the client sent anything since the last check
         self._read_since = True
         self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._handshake_timer: asyncio.TimerHandle | None = None
 
     # Link
 
@@ -110,16 +108,17 @@ class ClientConnection(asyncio.Protocol):
 
     def peer_identities(self) -> list[bytes] | None:
         """The client certificate's common names, as grpcio reports them."""
-        ssl_object = self.transport.get_extra_info("ssl_object") if self.transport is not None else None
-        cert = ssl_object.getpeercert() if ssl_object is not None else None
+        cert = self.tls.ssl.getpeercert() if self.tls is not None else None
         if not cert:
             return None
-        names = [v.encode() for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
+        subject: Any = cert.get("subject", ())  # tuples of (name, value) pairs, one per RDN
+        names = [v.encode() for rdn in subject for k, v in rdn if k == "commonName"]
         return names or None
 
     def close(self) -> None:
         if self.transport is not None:
             self._write_out()  # output held back while the client was not reading
+            self._close_tls()
             self.transport.close()
 
     # asyncio.Protocol
@@ -131,13 +130,41 @@ class ClientConnection(asyncio.Protocol):
             host, port = addr[0], addr[1]
             self.peer = f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
         self.server.connection_made(self)
-        ssl_object = transport.get_extra_info("ssl_object")
-        alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
-        if alpn == "h2":
-            self._start_h2()
-        elif alpn == "http/1.1":
-            self._start_http1(b"")
-        # else the client's first bytes tell
+        if self.tls is not None:
+            self._handshake_timer = self.loop.call_later(TLS_HANDSHAKE_TIMEOUT, self._handshake_expired)
+        # else the client's first bytes tell which protocol it speaks
+
+    def _tls_received(self, data: bytes) -> bytes:
+        """The plaintext of the client's bytes. When the handshake completes,
+        ALPN says which protocol the client speaks; when it fails, the client
+        gets the alert and the connection closes."""
+        tls = self.tls
+        assert tls is not None and self.transport is not None
+        established = tls.established
+        try:
+            data, out = tls.receive(data)
+        except TLSError as e:
+            log.info("TLS from %s refused: %s", self.peer, e)
+            self.transport.write(e.alert)
+            self.closed = True
+            self.transport.close()
+            return b""
+        if out:
+            self.transport.write(out)
+        if tls.established and not established:
+            if self._handshake_timer is not None:
+                self._handshake_timer.cancel()
+            alpn = tls.ssl.selected_alpn_protocol()
+            if alpn == "h2":
+                self._start_h2()
+            elif alpn == "http/1.1":
+                self._start_http1(b"")
+        return data
+
+    def _handshake_expired(self) -> None:
+        if self.tls is not None and not self.tls.established and self.transport is not None:
+            self.closed = True
+            self.transport.abort()
 
     def _start_h2(self) -> None:
         self.session = GrpcSession(self.core, self, self.server)
@@ -175,6 +202,8 @@ class ClientConnection(asyncio.Protocol):
         self.transport = None
         if self._keepalive_timer is not None:
             self._keepalive_timer.cancel()
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
         if self.http1 is not None:
             self.http1.timer.cancel()
             if self.http1.task is not None:
@@ -198,6 +227,10 @@ class ClientConnection(asyncio.Protocol):
         if self.closed:
             return
         self._read_since = True
+        if self.tls is not None:
+            data = self._tls_received(data)
+            if not data:
+                return
         if self.session is None:
             data = self._before_h2(data)
             if not data:
@@ -287,8 +320,9 @@ class ClientConnection(asyncio.Protocol):
         assert exchange is not None
         exchange.answered = True
         exchange.timer.cancel()
+        self._send(data)
         if self.transport is not None:
-            self.transport.write(data)
+            self._close_tls()
             self.transport.close()
 
     # output
@@ -314,8 +348,17 @@ class ClientConnection(asyncio.Protocol):
         if self._eof_sent:
             return
         data = self.core.data_to_send()
-        if data and self.transport is not None:
-            self.transport.write(data)
+        if data:
+            self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(self.tls.send(data) if self.tls is not None else data)
+
+    def _close_tls(self) -> None:
+        """End the TLS session (close_notify) before the socket closes."""
+        if self.tls is not None and self.tls.established and self.transport is not None:
+            self.transport.write(self.tls.close_notify())
 
     # ending
 
@@ -339,6 +382,7 @@ class ClientConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
+        self._close_tls()
         if transport.can_write_eof():
             # half-close, reading on and ignoring what arrives: closing a socket
             # with unread input resets it, and the reset would destroy the

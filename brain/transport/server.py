@@ -4,6 +4,7 @@ need not know which transport serves it."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import ssl
 from typing import Any, Awaitable, Callable, Iterable, Sequence
@@ -12,7 +13,8 @@ import grpc
 
 from brain.transport.dispatch import HttpHandler
 from brain.transport.h2.limits import MAX_SERVER_HELD_HEADERS, HeldHeaders
-from brain.transport.protocol import ClientConnection, Keepalive
+from brain.transport.h2.keepalive import Keepalive
+from brain.transport.protocol import ClientConnection
 
 DEFAULT_MAX_RECEIVE = 4 * 1024 * 1024  # grpcio's default
 
@@ -95,7 +97,8 @@ class Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         for sock, context in self._sockets:
-            server = await loop.create_server(lambda: ClientConnection(self), sock=sock, ssl=context)
+            # TLS is run by each connection itself (brain/transport/tls.py)
+            server = await loop.create_server(functools.partial(ClientConnection, self, context), sock=sock)
             self._servers.append(server)
 
     def cached_handler(self, method: str) -> grpc.RpcMethodHandler | None:

@@ -27,3 +27,15 @@ class PingPolicy:
         if last is not None and now - last < self.min_interval:
             self.strikes += 1
         return self.strikes > MAX_PING_STRIKES
+
+
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    """gRPC's server keepalive (etcd's --grpc-keepalive-*), in seconds: after
+    `interval` without a byte from the client the server pings, and closes the
+    connection if nothing arrives within `timeout`; a client pinging more
+    often than `min_time` is cut off (PingPolicy)."""
+
+    interval: float = 2 * 60 * 60.0
+    timeout: float = 20.0
+    min_time: float = 5.0
