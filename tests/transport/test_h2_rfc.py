@@ -188,6 +188,10 @@ CONNECTION_CASES: dict[str, tuple[bytes, bool, tuple[str, str, str]]] = {
     "PRIORITY on stream 0": (frames.frame(frames.PRIORITY, 0, 0, b"\x00\x00\x00\x00\x10"), True, ("closed", CLOSE, CLOSE)),
     "stream id going down": (request(5, *GOOD) + request(3, *GOOD), True, ("closed", CLOSE, CLOSE)),
     "even stream id": (request(2, *GOOD), True, ("closed", CLOSE, CLOSE)),
+    # not in the RFC: Go's net/http2 hangs up on these, and so does brain (grpc-go takes them)
+    "SETTINGS of 101 entries": (frames.settings([(0x10 + i, 0) for i in range(101)]), True, ("nothing", CLOSE, CLOSE)),
+    "SETTINGS with duplicates": (
+        frames.settings([(frames.SETTINGS_INITIAL_WINDOW_SIZE, 1000)] * 2), True, ("nothing", CLOSE, CLOSE)),
 }
 
 

@@ -1,10 +1,22 @@
 """What one client may make a connection hold or do before the connection
 is cut off with GOAWAY(ENHANCE_YOUR_CALM), following the rules of Go's
-net/http2 server where it has one.
+net/http2 server (golang.org/x/net/http2, server.go and frame.go) where it
+has one; each constant below names the rule it mirrors, or says it is
+brain's own.
 
 Each rule is a counter the core bumps on a frame that is rare for a normal
 client (a ping, a reset, an empty frame), so a normal client's requests cost
 nothing here; the counters are reset by what a normal client does instead.
+
+Go's rules kept elsewhere: a SETTINGS frame of more than 100 entries or
+with duplicates is a connection PROTOCOL_ERROR (settings.py); a header list
+decoding past SETTINGS_MAX_HEADER_LIST_SIZE is answered 431 (control.py).
+Go's fix for CONTINUATION floods ends the connection once a header block's
+encoded bytes pass twice what the list may still decode to, or on any
+CONTINUATION after the list is over its limit or holds an invalid field;
+brain's reader bounds the encoded block by the list limit and the number of
+CONTINUATION frames by the block's size instead (reader.py), and answers
+past them with ENHANCE_YOUR_CALM, as for the other floods here.
 """
 from __future__ import annotations
 
@@ -15,17 +27,25 @@ from brain.transport.h2.reader import FramingError
 
 # Control replies (PING and SETTINGS acks, RST_STREAM) queued and not yet
 # taken by the adapter, which stops taking output while the client does not
-# read: a client flooding pings without reading their acks is cut off here,
-# as Go's server cuts off one with this many control frames queued.
+# read: a client flooding pings without reading their acks is cut off here.
+# Go's maxQueuedControlFrames: past 10,000 SETTINGS, PING and RST_STREAM
+# frames queued for writing its server closes the connection (brain sends
+# the GOAWAY first). Go answers all SETTINGS read before it writes with one
+# ack; brain acks each, as RFC 9113 6.5.3 asks, and counts each.
 MAX_QUEUED_CONTROL = 10_000
 # Streams the client reset before the server had finished them, less those
 # the server did finish: a rapid-reset client opens and cancels streams
-# whose handlers still start, and never lets one finish. Go's server allows
-# four times its default stream limit of handlers waiting to start.
+# whose handlers still start, and never lets one finish. Go's rule (its
+# rapid-reset fix): handlers past SETTINGS_MAX_CONCURRENT_STREAMS wait to
+# start, and more than four times that many waiting is ENHANCE_YOUR_CALM,
+# "too_many_early_resets"; brain starts every handler at once, so it counts
+# the reset ones not yet stopped instead, against four times Go's default
+# stream limit (250).
 MAX_EARLY_RESETS = 1000
 # Frames that carry nothing (empty DATA or CONTINUATION frames, SETTINGS,
-# PRIORITY, unknown types) since the client last opened a stream or sent
-# body bytes: each costs the server a parse and sometimes a reply.
+# PRIORITY, unknown types, malformed requests) since the client last opened
+# a stream or sent body bytes: each costs the server a parse and sometimes a
+# reply. brain's own rule: Go's server has no such count.
 MAX_IDLE_FRAMES = 10_000
 
 

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from brain.transport.h2 import frames
 
 
+MAX_SETTINGS = 100  # entries in one SETTINGS frame (Go's net/http2 server's bound)
+
+
 class SettingsError(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
@@ -17,7 +20,9 @@ class SettingsError(Exception):
 class LocalSettings:
     """What this server lets a client send ahead, per stream and in all,
     and how many streams it may have open at once (more are refused with
-    RST_STREAM(REFUSED_STREAM), which gRPC clients retry)."""
+    RST_STREAM(REFUSED_STREAM), which gRPC clients retry; Go's net/http2
+    server, 250 streams by default, resets them PROTOCOL_ERROR unless its
+    own SETTINGS may not have arrived yet, and etcd's grpc-go sets no limit)."""
 
     initial_window: int
     connection_window: int
@@ -49,8 +54,13 @@ class PeerSettings:
         window changes (the initial window's delta, RFC 7540 6.9.2)."""
         if len(payload) % 6:
             raise SettingsError(frames.FRAME_SIZE_ERROR, "SETTINGS of bad length")
+        pairs = frames.parse_settings(payload)
+        # Go's net/http2 server hangs up on these (not in the RFC): a client
+        # has a handful of settings to send, and each frame has work in reply
+        if len(pairs) > MAX_SETTINGS or len({key for key, _ in pairs}) != len(pairs):
+            raise SettingsError(frames.PROTOCOL_ERROR, "SETTINGS with more than 100 entries or duplicates")
         delta = 0
-        for key, value in frames.parse_settings(payload):
+        for key, value in pairs:
             if key == frames.SETTINGS_INITIAL_WINDOW_SIZE:
                 if value > frames.MAX_WINDOW:
                     raise SettingsError(frames.FLOW_CONTROL_ERROR, "initial window too large")
