@@ -108,14 +108,19 @@ class EndOfRequests(Exception):
 
 class RequestStream:
     """The client's messages of a streaming call, as an async iterator.
-    Messages are buffered as they arrive; each message's bytes are credited
-    back to the client (`credit`) only as the handler takes it, so the HTTP/2
-    window bounds how much a client may send ahead of its handler."""
+    Messages are held as they arrived, in runs of whole messages with their
+    5-byte prefixes (a DATA frame's worth, checked by the reader), and split
+    only as the handler reads them: a client sending many small messages
+    ahead makes the call hold their bytes, not an object per message. Each
+    run's bytes are credited back to the client (`credit`) once the handler
+    has taken its last message, so the HTTP/2 window bounds how much a client
+    may send ahead of its handler."""
 
-    __slots__ = ("_items", "_ended", "_waiter", "_deserializer", "_error", "_credit")
+    __slots__ = ("_items", "_offset", "_ended", "_waiter", "_deserializer", "_error", "_credit")
 
     def __init__(self, deserializer: Callable[[bytes], Any] | None, credit: Callable[[int], None]) -> None:
-        self._items: deque[tuple[bytes, int]] = deque()  # message, bytes to credit when it is taken
+        self._items: deque[tuple[bytes, int]] = deque()  # a run of messages, bytes to credit when it is taken
+        self._offset = 0  # where the first run's next message starts
         self._ended = False
         self._waiter: asyncio.Future[None] | None = None
         self._deserializer = deserializer
@@ -127,22 +132,40 @@ class RequestStream:
         handler that reads them with this deserializer."""
         self._deserializer = deserializer
 
-    def take_all(self) -> list[tuple[bytes, int]]:
+    def take_all(self) -> list[bytes]:
         """The messages held while the method was looked up, for a unary
-        handler: each with the bytes to credit once it has it."""
-        items = list(self._items)
-        self._items.clear()
-        return items
+        handler (their bytes are credited)."""
+        messages = []
+        while self._items:
+            messages.append(self._next())
+        return messages
 
-    def push(self, raw: bytes, credit: int) -> None:
-        self._items.append((raw, credit))
+    def push(self, framed: bytes, credit: int) -> None:
+        """One or more whole messages, each with its prefix."""
+        self._items.append((framed, credit))
         self._wake()
 
     def drop(self) -> int:
         """Forget the messages not taken; the bytes they would have credited."""
         n = sum(credit for _, credit in self._items)
         self._items.clear()
+        self._offset = 0
         return n
+
+    def _next(self) -> bytes:
+        """The first message held (there is one); its run's bytes are
+        credited when it is the run's last."""
+        framed, credit = self._items[0]
+        pos = self._offset
+        end = pos + 5 + int.from_bytes(framed[pos + 1:pos + 5], "big")
+        if end < len(framed):
+            self._offset = end
+            return framed[pos + 5:end]
+        self._items.popleft()
+        self._offset = 0
+        if credit:
+            self._credit(credit)
+        return framed[pos + 5:]
 
     def end(self, error: BaseException | None = None) -> None:
         self._ended = True
@@ -165,9 +188,7 @@ class RequestStream:
                 await self._waiter
             finally:
                 self._waiter = None
-        raw, credit = self._items.popleft()
-        if credit:
-            self._credit(credit)
+        raw = self._next()
         return self._deserializer(raw) if self._deserializer is not None else raw
 
     def __aiter__(self) -> RequestStream:

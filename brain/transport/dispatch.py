@@ -331,11 +331,10 @@ class GrpcSession:
         if early is not None:
             st.requests = None
             held = early.take_all()
-            self.core.consumed(st.sid, sum(credit for _, credit in held))
             if len(held) > 1:
                 st.abort(grpc.StatusCode.UNIMPLEMENTED, "received more than one request message for a unary call")
                 return
-            st.message = held[0][0]
+            st.message = held[0]
         if st.recv_ended:
             self._start_unary(st)
 

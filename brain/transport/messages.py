@@ -42,7 +42,7 @@ class MessageReader:
         if not buf and len(payload) >= 5 and payload[0] == 0:
             n = int.from_bytes(payload[1:5], "big")
             if n + 5 == len(payload) and n <= limit:
-                self.deliver(st, payload[5:], n + 5)
+                self.deliver(st, payload, 1, n + 5)
                 return
         if buf is None:
             buf = st.recv = bytearray()
@@ -58,25 +58,32 @@ class MessageReader:
                 return
         else:
             self.partial += k
-        while len(buf) >= 5 and not st.closed:
-            n = int.from_bytes(buf[1:5], "big")
+        # the whole messages now in buf are checked, then handed on as one run
+        pos = count = 0
+        size = len(buf)
+        while size - pos >= 5:
+            n = int.from_bytes(buf[pos + 1:pos + 5], "big")
             if n > limit:
                 self.core.consumed(st.sid, self.drop_partial(st))
                 st.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"Received message larger than max ({n} vs. {limit})")
                 return
-            if buf[0] != 0:
+            if buf[pos] != 0:
                 self.core.consumed(st.sid, self.drop_partial(st))
                 st.abort(grpc.StatusCode.INTERNAL, "Compressed message but no grpc-encoding was negotiated")
                 return
-            if len(buf) < n + 5:
-                return
-            message = bytes(buf[5:n + 5])
-            del buf[:n + 5]
-            credited = min(st.recv_credited, n + 5)
-            st.recv_credited -= credited
-            self.credited -= credited
-            self.partial -= n + 5 - credited
-            self.deliver(st, message, n + 5 - credited)
+            if size - pos < n + 5:
+                break
+            pos += n + 5
+            count += 1
+        if not count:
+            return
+        run = bytes(buf[:pos])
+        del buf[:pos]
+        credited = min(st.recv_credited, pos)
+        st.recv_credited -= credited
+        self.credited -= credited
+        self.partial -= pos - credited
+        self.deliver(st, run, count, pos - credited)
 
     def drop_partial(self, st: Stream) -> int:
         """Forget the stream's unfinished message; the bytes of it still to
@@ -90,21 +97,21 @@ class MessageReader:
         buf.clear()
         return owed
 
-    def deliver(self, st: Stream, message: bytes, credit: int) -> None:
-        """Hand a message on; its `credit` bytes are credited once a handler
-        has it."""
+    def deliver(self, st: Stream, framed: bytes, count: int, credit: int) -> None:
+        """Hand on `count` whole messages, with their prefixes; their `credit`
+        bytes are credited once a handler has them."""
         if st.requests is not None:
-            st.requests.push(message, credit)
+            st.requests.push(framed, credit)
             return
         if st.handler is None:
             # the method is still being looked up: its messages wait, not
             # credited, until it is known whether a handler streams them
             st.requests = RequestStream(None, functools.partial(self.core.consumed, st.sid))
-            st.requests.push(message, credit)
+            st.requests.push(framed, credit)
             return
         if credit:
             self.core.consumed(st.sid, credit)
-        if st.message is None:
-            st.message = message
+        if st.message is None and count == 1:
+            st.message = framed[5:]
         else:
             st.abort(grpc.StatusCode.UNIMPLEMENTED, "received more than one request message for a unary call")

@@ -231,16 +231,26 @@ def test_unfinished_messages_on_many_streams_stay_within_the_windows():
     assert sent == 400 * 1024 * 1024
 
 
+def _framed(*messages: bytes) -> bytes:
+    return b"".join(len(m).to_bytes(5, "big") + m for m in messages)
+
+
 def test_streaming_request_messages_are_credited_as_the_handler_takes_them():
     credits: list[int] = []
 
     async def run() -> None:
         requests = RequestStream(None, credits.append)
-        requests.push(b"abc", 8)
-        requests.push(b"d", 6)
+        requests.push(_framed(b"abc"), 8)
+        requests.push(_framed(b"d", b"", b"ef"), 17)  # a run of messages, as a DATA frame brings them
+        requests.push(_framed(b"g"), 6)
         assert credits == []
         assert await requests.read() == b"abc"
         assert credits == [8]
+        # a run is held as its bytes, and credited once its last message is taken
+        assert [await requests.read() for _ in range(2)] == [b"d", b""]
+        assert credits == [8]
+        assert await requests.read() == b"ef"
+        assert credits == [8, 17]
         assert requests.drop() == 6
 
     asyncio.run(run())
