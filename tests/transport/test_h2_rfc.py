@@ -39,6 +39,12 @@ def request(sid: int, *headers: tuple[bytes, bytes]) -> bytes:
             + frames.frame(frames.DATA, frames.FLAG_END_STREAM, sid, BODY))
 
 
+def _open_request(sid: int) -> bytes:
+    """A request whose body has not ended."""
+    return (frames.frame(frames.HEADERS, frames.FLAG_END_HEADERS, sid, block(*GOOD))
+            + frames.frame(frames.DATA, 0, sid, BODY))
+
+
 @pytest.fixture(scope="module", params=["etcd", "etcd-tls", "brain"])
 def server(request, tmp_path_factory):
     """etcd, etcd serving TLS without client certificates (its gRPC then
@@ -188,6 +194,10 @@ CONNECTION_CASES: dict[str, tuple[bytes, bool, tuple[str, str, str]]] = {
     "PRIORITY on stream 0": (frames.frame(frames.PRIORITY, 0, 0, b"\x00\x00\x00\x00\x10"), True, ("closed", CLOSE, CLOSE)),
     "stream id going down": (request(5, *GOOD) + request(3, *GOOD), True, ("closed", CLOSE, CLOSE)),
     "even stream id": (request(2, *GOOD), True, ("closed", CLOSE, CLOSE)),
+    "trailers without END_STREAM": (_open_request(1) + frames.frame(
+        frames.HEADERS, frames.FLAG_END_HEADERS, 1, block((b"x-trailer", b"1"))), True, (PROTOCOL, PROTOCOL, PROTOCOL)),
+    "trailers with a pseudo-header": (_open_request(1) + frames.frame(
+        frames.HEADERS, frames.FLAG_END_HEADERS | frames.FLAG_END_STREAM, 1, block(PATH)), True, (PROTOCOL, PROTOCOL, PROTOCOL)),
     # not in the RFC: Go's net/http2 hangs up on these, and so does brain (grpc-go takes them)
     "SETTINGS of 101 entries": (frames.settings([(0x10 + i, 0) for i in range(101)]), True, ("nothing", CLOSE, CLOSE)),
     "SETTINGS with duplicates": (

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Callable
 
 from brain.transport.h2 import frames
-from brain.transport.h2.events import Event, StreamReset
-from brain.transport.h2.hpack import literal_indexed_name
+from brain.transport.h2.events import DataReceived, Event, StreamReset
+from brain.transport.h2.hpack import Header, literal_indexed_name
 from brain.transport.h2.keepalive import PingPolicy
 from brain.transport.h2.limits import Budget, HeaderAccount, calm
 from brain.transport.h2.settings import PeerSettings, SettingsError
@@ -69,6 +69,25 @@ class ControlFrames:
         self.emit(frames.frame_header(frames.HEADERS, end_stream, sid, len(_TOO_LARGE)) + _TOO_LARGE)
         if not flags & frames.FLAG_END_STREAM:
             self.emit(frames.rst_stream(sid, frames.NO_ERROR))
+
+    def _trailers(self, st: H2Stream, end_stream: bool, headers: list[Header]) -> None:
+        """A client's second header block on a stream: trailers, which must
+        end the stream and hold no pseudo-header, else a stream error
+        PROTOCOL_ERROR; after the stream's end, a stream error STREAM_CLOSED
+        (RFC 9113 8.1, 5.1), as Go's servers make them. A gRPC server has no
+        use for their content: they end the request."""
+        sid = st.stream_id
+        if st.recv_ended:
+            code = frames.STREAM_CLOSED
+        elif not end_stream or any(name[:1] == b":" for name, _ in headers):
+            code = frames.PROTOCOL_ERROR
+        else:
+            st.recv_ended = True
+            self._events.append(DataReceived(sid, b"", True))
+            return
+        self.budget.control_reply()
+        self.reset_stream(sid, code)
+        self._reset_event(sid, code)
 
     def _malformed(self, sid: int) -> None:
         """A request's header list is malformed (RFC 9113 8.1.1): a stream

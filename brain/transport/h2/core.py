@@ -383,12 +383,8 @@ class H2Connection(ControlFrames):
             self._malformed(sid)
             return
         end_stream = flags & _END_STREAM != 0
-        if st is not None:  # trailers from the client: only an end is allowed
-            if not end_stream:
-                raise ProtocolError(frames.PROTOCOL_ERROR, "second HEADERS without END_STREAM")
-            if not st.recv_ended:
-                st.recv_ended = True
-                self._events.append(DataReceived(sid, b"", True))
+        if st is not None:
+            self._trailers(st, end_stream, headers)
             return
         if sid <= self.last_stream_id:
             raise ProtocolError(frames.PROTOCOL_ERROR, "HEADERS opening a stream id below the last")
