@@ -217,3 +217,19 @@ def _alive(server) -> None:
     """A normal client on another connection is answered."""
     with server.channel() as ch:
         rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"a"), timeout=10)
+
+
+def test_grpc_timeout_values():
+    """1 to 8 digits and a unit; grpc-go's reading of a sign is kept."""
+    from brain.transport.timeout import grpc_timeout
+
+    assert grpc_timeout(b"1H") == 3600.0
+    assert grpc_timeout(b"2M") == 120.0
+    assert grpc_timeout(b"99999999S") == 99999999.0
+    assert grpc_timeout(b"5m") == pytest.approx(0.005)
+    assert grpc_timeout(b"7u") == pytest.approx(7e-6)
+    assert grpc_timeout(b"8n") == pytest.approx(8e-9)
+    assert grpc_timeout(b"-1S") == -1.0 and grpc_timeout(b"+2S") == 2.0
+    for bad in (b"", b"S", b"1", b"abc", b"123456789S", b"1s", b"1.5S", b"-S", b" 1S", b"1 S"):
+        with pytest.raises(ValueError):
+            grpc_timeout(bad)
