@@ -205,3 +205,21 @@ def test_a_body_ended_by_data_waits_for_window():
     # the rest of the body, then an empty END_STREAM DATA frame
     assert parse(core.data_to_send()) == [(frames.DATA, 0, 1, b"efgh"), (frames.DATA, frames.FLAG_END_STREAM, 1, b"")]
     assert not core.is_open(1)
+
+
+def test_priority_fields_of_a_block_continued_and_a_stream_depending_on_itself():
+    core = started()
+    block = REQUEST_BLOCK
+    priority = (0).to_bytes(4, "big") + b"\x10"  # depends on stream 0, weight 17
+    events = core.receive(
+        frames.frame(frames.HEADERS, frames.FLAG_END_STREAM | frames.FLAG_PRIORITY, 1, priority + block[:4])
+        + frames.frame(frames.CONTINUATION, frames.FLAG_END_HEADERS, 1, block[4:])
+    )
+    assert [type(e) for e in events] == [RequestReceived] and (b":path", b"/test.Echo/Unary") in events[0].headers
+    itself = (3).to_bytes(4, "big") + b"\x10"
+    events = core.receive(
+        frames.frame(frames.HEADERS, frames.FLAG_END_STREAM | frames.FLAG_PRIORITY, 3, itself + block[:4])
+        + frames.frame(frames.CONTINUATION, frames.FLAG_END_HEADERS, 3, block[4:])
+    )
+    assert events == [] and not core.terminated
+    assert parse(core.data_to_send())[-1] == (frames.RST_STREAM, 0, 3, frames.PROTOCOL_ERROR.to_bytes(4, "big"))

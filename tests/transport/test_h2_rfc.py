@@ -198,6 +198,13 @@ CONNECTION_CASES: dict[str, tuple[bytes, bool, tuple[str, str, str]]] = {
         frames.HEADERS, frames.FLAG_END_HEADERS, 1, block((b"x-trailer", b"1"))), True, (PROTOCOL, PROTOCOL, PROTOCOL)),
     "trailers with a pseudo-header": (_open_request(1) + frames.frame(
         frames.HEADERS, frames.FLAG_END_HEADERS | frames.FLAG_END_STREAM, 1, block(PATH)), True, (PROTOCOL, PROTOCOL, PROTOCOL)),
+    # RFC 9113 5.3.1: a stream depending on itself is a stream error, which
+    # grpc-go overlooks
+    "PRIORITY depending on itself": (
+        frames.frame(frames.PRIORITY, 0, 1, b"\x00\x00\x00\x01\x10"), True, ("nothing", PROTOCOL, PROTOCOL)),
+    "HEADERS depending on itself": (frames.frame(
+        frames.HEADERS, frames.FLAG_END_HEADERS | frames.FLAG_PRIORITY, 1, b"\x00\x00\x00\x01\x10" + block(*GOOD))
+        + frames.frame(frames.DATA, frames.FLAG_END_STREAM, 1, BODY), True, (SERVED, PROTOCOL, PROTOCOL)),
     # not in the RFC: Go's net/http2 hangs up on these, and so does brain (grpc-go takes them)
     "SETTINGS of 101 entries": (frames.settings([(0x10 + i, 0) for i in range(101)]), True, ("nothing", CLOSE, CLOSE)),
     "SETTINGS with duplicates": (

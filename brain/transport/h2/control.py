@@ -128,6 +128,13 @@ class ControlFrames:
         if len(payload) != 5:
             raise ProtocolError(frames.FRAME_SIZE_ERROR, "PRIORITY of bad length")
         self.budget.idle_frame()
+        if frames.u32(payload) & 0x7FFFFFFF == sid:  # depends on itself: a stream error (RFC 9113 5.3.1)
+            self.budget.control_reply()
+            if sid in self.streams:
+                self.reset_stream(sid, frames.PROTOCOL_ERROR)
+                self._reset_event(sid, frames.PROTOCOL_ERROR)
+            else:
+                self.emit(frames.rst_stream(sid, frames.PROTOCOL_ERROR))
 
     def _on_settings(self, flags: int, sid: int, payload: bytes) -> None:
         if sid != 0:

@@ -369,7 +369,11 @@ class H2Connection(ControlFrames):
             raise ProtocolError(frames.PROTOCOL_ERROR, "HEADERS on a server or zero stream id")
         if flags & _PADDED:
             payload = unpad(flags, payload)
+        depends_on_itself = False
         if flags & _PRIORITY:
+            if len(payload) < 5:
+                raise ProtocolError(frames.FRAME_SIZE_ERROR, "HEADERS too short for its priority")
+            depends_on_itself = frames.u32(payload) & 0x7FFFFFFF == sid
             payload = payload[5:]
         st = self.streams.get(sid)
         try:
@@ -380,6 +384,9 @@ class H2Connection(ControlFrames):
             self._header_list_too_large(flags, sid)
             return
         except MalformedRequest:
+            self._malformed(sid)
+            return
+        if depends_on_itself and st is None:  # RFC 9113 5.3.1: a stream error
             self._malformed(sid)
             return
         end_stream = flags & _END_STREAM != 0

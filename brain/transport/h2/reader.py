@@ -89,11 +89,10 @@ class FrameReader:
                 self._continue(ftype, flags, sid, payload)
                 continue
             if ftype == _HEADERS and not flags & _END_HEADERS:
-                # padding and priority belong to this frame, not to the block
+                # padding belongs to this frame, not to the block; the priority
+                # fields stay at the block's head, for the HEADERS handler
                 payload = unpad(flags, payload)
-                if flags & frames.FLAG_PRIORITY:
-                    payload = payload[5:]
-                flags &= ~(frames.FLAG_PADDED | frames.FLAG_PRIORITY)
+                flags &= ~frames.FLAG_PADDED
                 self._continuation = (sid, flags, bytearray(payload))
                 self._continued = 0
                 continue
