@@ -263,3 +263,37 @@ def test_latency_histogram_only_with_extensive(tmp_path):
         finally:
             srv.stop()
     assert found == {"etcd": False, "brain": False, "brain-extensive": True}
+
+
+def test_unknown_paths_are_not_remembered():
+    """grpcio's interceptor builds a wrapped handler once per known method;
+    a path no service has must leave nothing behind, or a client sending
+    endless new paths grows the server's memory without bound."""
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from brain.server.metrics import GrpcMetrics, MetricsInterceptor
+
+    interceptor = MetricsInterceptor(GrpcMetrics(CollectorRegistry()))
+
+    @dataclass
+    class Details:
+        method: str
+
+    async def unknown(details):
+        return None
+
+    known_handler = grpc.unary_unary_rpc_method_handler(lambda req, ctx: req)
+
+    async def known(details):
+        return known_handler
+
+    async def main() -> None:
+        for i in range(1000):
+            assert await interceptor.intercept_service(unknown, Details(f"/x.Y/Z{i}")) is None
+        first = await interceptor.intercept_service(known, Details("/etcdserverpb.KV/Range"))
+        assert first is not None
+        assert await interceptor.intercept_service(unknown, Details("/etcdserverpb.KV/Range")) is first
+    asyncio.run(main())
+    assert len(interceptor._cache) == 1

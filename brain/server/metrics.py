@@ -318,7 +318,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, metrics: GrpcMetrics) -> None:
         self.metrics = metrics
-        self._cache: dict[str, grpc.RpcMethodHandler | None] = {}
+        self._cache: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(self, continuation, details):
         method = details.method
@@ -327,8 +327,11 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         except KeyError:
             pass
         handler = await continuation(details)
-        wrapped = self._wrap(method, handler) if handler is not None else None
-        self._cache[method] = wrapped
+        if handler is None:
+            # an unknown path is not remembered: a client could send
+            # endless new ones
+            return None
+        wrapped = self._cache[method] = self._wrap(method, handler)
         return wrapped
 
     def _wrap(self, method: str, h: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
