@@ -1,63 +1,89 @@
-"""etcd's errors, as exceptions.
+"""The errors brain's layers raise for a request they refuse, and the ones
+several layers share.
 
-Clients (kube-apiserver's etcd client above all) recognise errors by their
-exact gRPC code and message text, so every error brain returns is one of
-these, raised anywhere below the gRPC layer and turned into a status in one
-place (brain/server/status.py).
+Each layer owns its errors (brain/mvcc/errors.py, brain/lease/errors.py,
+brain/apply/errors.py, brain/server/quota.py); the ones here are the
+server's as a whole, raised for the same reason by several layers (the
+store, the lessor, the cluster), as etcd keeps them in its etcdserver
+package. The cluster's are here too: brain/cluster's package imports its
+request forwarding, which needs the server's table of statuses. None
+carries a gRPC status: the server layer turns them into etcd's statuses in
+one table (brain/server/errors_grpc.py).
+
+Every raise makes a new instance: an exception's traceback and context are
+set when it is raised, so one instance raised from two tasks would show
+each task the other's.
 """
 from __future__ import annotations
 
-import grpc
+
+class DomainError(Exception):
+    """An error brain answers a request with, with a status of etcd's.
+
+    `text` is the default message, in etcd's words where etcd has the error."""
+
+    text = ""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.text)
 
 
-class EtcdError(Exception):
-    """An error with etcd's gRPC status code and message."""
+class StoppedError(DomainError):
+    """The store or the lessor is closing: nothing more is written."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    def __reduce__(self):  # keep picklable for the benchmark's worker processes
-        return (EtcdError, (self.code, self.message))
+    text = "server stopped"
 
 
-def _e(code: grpc.StatusCode, message: str) -> EtcdError:
-    return EtcdError(code, message)
+class RequestTimeoutError(DomainError):
+    """A write that did not commit: the engine failed or refused it, or could
+    not tell whether it applied. (etcd's ErrTimeout: a proposal it could not
+    see applied in time.)"""
+
+    text = "request timed out"
 
 
-_IA = grpc.StatusCode.INVALID_ARGUMENT
+class NoLeaderError(DomainError):
+    """This process may not write now: it does not hold the leadership of the
+    engine it shares, or no leader is known to forward to."""
 
-ErrEmptyKey = _e(_IA, "etcdserver: key is not provided")
-ErrKeyNotFound = _e(_IA, "etcdserver: key not found")
-ErrValueProvided = _e(_IA, "etcdserver: value is provided")
-ErrLeaseProvided = _e(_IA, "etcdserver: lease is provided")
-ErrTooManyOps = _e(_IA, "etcdserver: too many operations in txn request")
-ErrDuplicateKey = _e(_IA, "etcdserver: duplicate key given in txn request")
-ErrInvalidSortOption = _e(_IA, "etcdserver: invalid sort option")
-ErrRequestTooLarge = _e(_IA, "etcdserver: request is too large")
-ErrCompacted = _e(grpc.StatusCode.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted")
-ErrFutureRev = _e(grpc.StatusCode.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision")
-ErrNoSpace = _e(grpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded")
-# brain's own: etcd stops when its disk fills, brain refuses the write and
-# goes on (the write can be retried once space is freed)
-ErrDiskFull = _e(grpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: no space left on device")
-ErrTooManyRequests = _e(grpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: too many requests")
-ErrLeaseNotFound = _e(grpc.StatusCode.NOT_FOUND, "etcdserver: requested lease not found")
-ErrLeaseExist = _e(grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: lease already exists")
-ErrLeaseTTLTooLarge = _e(grpc.StatusCode.OUT_OF_RANGE, "etcdserver: too large lease TTL")
-ErrNoLeader = _e(grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
-ErrNotLeader = _e(grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: not leader")
-ErrBadLeaderTransferee = _e(grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: bad leader transferee")
-ErrTimeoutLeaderTransfer = _e(grpc.StatusCode.UNAVAILABLE, "etcdserver: request timed out, leader transfer took too long")
-ErrStopped = _e(grpc.StatusCode.UNAVAILABLE, "etcdserver: server stopped")
-ErrTimeout = _e(grpc.StatusCode.UNAVAILABLE, "etcdserver: request timed out")
-ErrCorrupt = _e(grpc.StatusCode.DATA_LOSS, "etcdserver: corrupt cluster")
-ErrAuthNotEnabled = _e(grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: authentication is not enabled")
-ErrMemberNotFound = _e(grpc.StatusCode.NOT_FOUND, "etcdserver: member not found")
-ErrNotCapable = _e(grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: not capable")
-# etcd's answer from a learner, a member still catching up with the leader's
-# log; brain's answer, for the same reason, from a migration's target before
-# its cut-over (brain/server/migration.py). UNAVAILABLE: a client with other
-# endpoints tries them, and retries later.
-ErrNotSupportedForLearner = _e(grpc.StatusCode.UNAVAILABLE, "etcdserver: rpc not supported for learner")
+    text = "no leader"
+
+
+class DiskFullError(DomainError):
+    """The engine's disk is full. etcd stops when its disk fills; brain
+    refuses the write and goes on (the write can be retried once space is
+    freed)."""
+
+    text = "no space left on device"
+
+
+class NotLeaderError(DomainError):
+    """Asked of the leader only, on a member that does not lead."""
+
+    text = "not leader"
+
+
+class BadLeaderTransfereeError(DomainError):
+    """MoveLeader to a member that is not live."""
+
+    text = "bad leader transferee"
+
+
+class LeaderTransferTimeoutError(DomainError):
+    text = "request timed out, leader transfer took too long"
+
+
+class MembershipFixedError(DomainError):
+    """Members come and go with their processes (brain scales through its
+    engine, not raft membership): MemberAdd and its kin are refused."""
+
+    text = "membership changes are not supported by brain"
+
+
+class NotSupportedForLearnerError(DomainError):
+    """etcd's answer from a learner, a member still catching up with the
+    leader's log; brain's, for the same reason, from a migration's target
+    before its cut-over (brain/server/migration.py): every client write,
+    compaction and lease request is refused until then."""
+
+    text = "rpc not supported for learner"

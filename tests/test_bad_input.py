@@ -95,6 +95,67 @@ def test_garbage_bytes_do_not_hurt(brain, etcd):
         assert rpc_pb2_grpc.KVStub(ch).Put(pb.PutRequest(key=b"ok", value=b"1")).header.revision == 2
 
 
+# (call shape, method) of every shape brain serves; bytes that are no
+# protobuf message of any request type (field 1 with the invalid wire type 7)
+UNPARSABLE_CALLS = [
+    ("unary", "/etcdserverpb.KV/Put"),
+    ("unary", "/etcdserverpb.Lease/LeaseGrant"),
+    ("server_stream", "/etcdserverpb.Maintenance/Snapshot"),
+    ("bidi", "/etcdserverpb.Watch/Watch"),
+    ("bidi", "/etcdserverpb.Lease/LeaseKeepAlive"),
+]
+NOT_PROTOBUF = b"\x0f\x01garbage"
+# grpc-go's words before the protobuf library's reason, which differs
+GRPC_UNMARSHAL_PREFIXES = ("grpc: error unmarshalling request: ", "grpc: failed to unmarshal the received message ")
+
+
+def _unparsable_status(ch: grpc.Channel, shape: str, method: str, first_ok: bytes | None = None) -> tuple[grpc.StatusCode, str]:
+    """The status a call ends with when its request does not parse; for a
+    bidi call, after first_ok (a valid request) when given."""
+    try:
+        if shape == "unary":
+            ch.unary_unary(method)(NOT_PROTOBUF, timeout=10)
+        elif shape == "server_stream":
+            list(ch.unary_stream(method)(NOT_PROTOBUF, timeout=10))
+        else:
+            list(ch.stream_stream(method)(iter([m for m in (first_ok, NOT_PROTOBUF) if m is not None]), timeout=10))
+    except grpc.RpcError as e:
+        return e.code(), e.details() or ""
+    raise AssertionError(f"{method}: a request that does not parse was answered with OK")
+
+
+def _prefix(details: str) -> str:
+    return next((p for p in GRPC_UNMARSHAL_PREFIXES if details.startswith(p)), details)
+
+
+def test_unparsable_requests_get_etcds_status_on_every_call_shape(brain, etcd):
+    """A request message that does not parse, on a unary, a server-streaming
+    and a bidirectional call (Watch and LeaseKeepAlive, also after a valid
+    first request): INTERNAL with grpc-go's words, as etcd answers; brain
+    logs no error for it however many arrive, and serves on."""
+    lease = pb.LeaseGrantRequest(TTL=60, ID=7).SerializeToString()
+    firsts = {"/etcdserverpb.Watch/Watch": pb.WatchRequest(create_request=pb.WatchCreateRequest(key=b"a")).SerializeToString(),
+              "/etcdserverpb.Lease/LeaseKeepAlive": pb.LeaseKeepAliveRequest(ID=7).SerializeToString()}
+    with etcd.channel() as ce, brain.channel() as cb:
+        for ch in (ce, cb):
+            ch.unary_unary("/etcdserverpb.Lease/LeaseGrant")(lease, timeout=10)
+        for shape, method in UNPARSABLE_CALLS:
+            for first in (None, firsts.get(method)) if shape == "bidi" else (None,):
+                want_code, want = _unparsable_status(ce, shape, method, first)
+                got_code, got = _unparsable_status(cb, shape, method, first)
+                assert want_code == got_code == grpc.StatusCode.INTERNAL, (method, want, got)
+                assert _prefix(want) in GRPC_UNMARSHAL_PREFIXES, want
+                assert _prefix(got) == _prefix(want), (method, want, got)
+        for _ in range(20):
+            for shape, method in UNPARSABLE_CALLS:
+                _unparsable_status(cb, shape, method)
+        from brain.etcdpb import rpc_pb2_grpc
+
+        assert rpc_pb2_grpc.KVStub(cb).Put(pb.PutRequest(key=b"ok", value=b"1")).header.revision == 2
+    log = brain.log_tail(1 << 20)
+    assert '"level":"error"' not in log and "Traceback" not in log, log[-3000:]
+
+
 def test_invalid_sort_option(brain):
     """etcd 3.5.1 (the reference here) predates the sort option check that
     etcd added in 3.5.2: it ignores an unknown order and panics on an unknown

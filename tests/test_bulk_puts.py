@@ -11,7 +11,7 @@ import asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from brain import errors
+from brain.errors import DomainError
 from brain.apply.bulk_puts import MIN_OPS, apply_bulk_puts, bulk_puts
 from brain.apply.txn import apply_txn
 from brain.etcdpb import rpc_pb2 as pb
@@ -64,8 +64,8 @@ async def _pair(general_apply):
 async def _apply(store: MVCCStore, fn) -> bytes:
     try:
         resp = await store.write(fn)
-    except errors.EtcdError as e:
-        return b"error: " + e.message.encode()
+    except DomainError as e:
+        return b"error: " + type(e).__name__.encode()
     return resp if isinstance(resp, bytes) else resp.SerializeToString()
 
 

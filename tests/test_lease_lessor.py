@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from brain import errors
+from brain.errors import DomainError, RequestTimeoutError
+from brain.lease.errors import LeaseExistsError, LeaseNotFoundError, LeaseTTLTooLargeError
 from brain.apply.txn import apply_delete, apply_put, apply_txn
 from brain.etcdpb import kv_pb2
 from brain.etcdpb import rpc_pb2 as pb
@@ -84,10 +85,10 @@ def test_grant_rules(node):
         assert (b.id, b.ttl) == (77, 1)  # raised to the minimum
         c = await lessor.grant(-5, -10)
         assert (c.id, c.ttl) == (-5, 1)  # negative ids are ids like any other
-        for lease_id, ttl, err in [(77, 10, errors.ErrLeaseExist), (78, MAX_TTL + 1, errors.ErrLeaseTTLTooLarge)]:
-            with pytest.raises(errors.EtcdError) as e:
+        for lease_id, ttl, err in [(77, 10, LeaseExistsError), (78, MAX_TTL + 1, LeaseTTLTooLargeError)]:
+            with pytest.raises(DomainError) as e:
                 await lessor.grant(lease_id, ttl)
-            assert e.value is err
+            assert isinstance(e.value, err)
         assert lessor.lookup(78) is None
         assert {x.id for x in lessor.leases()} == {a.id, 77, -5}
         # soonest expiry first
@@ -98,7 +99,7 @@ def test_grant_rules(node):
         # concurrent grants of one id: exactly one wins
         results = await asyncio.gather(*(lessor.grant(500, 30) for _ in range(5)), return_exceptions=True)
         assert sum(1 for r in results if not isinstance(r, BaseException)) == 1
-        assert all(r is errors.ErrLeaseExist for r in results if isinstance(r, BaseException))
+        assert all(isinstance(r, LeaseExistsError) for r in results if isinstance(r, BaseException))
         assert n.store.rev == 1  # leases consume no revision
         await n.close()
 
@@ -130,12 +131,12 @@ def test_attach_detach_and_revoke_in_one_revision(node):
         assert sorted(await n.live()) == [b"k2", b"k3"]
         assert lessor.lookup(a.id) is None and lessor.keys(a.id) == []
         assert not n.store.lease_exists(a.id)
-        with pytest.raises(errors.EtcdError) as e:
+        with pytest.raises(DomainError) as e:
             await lessor.revoke(a.id)
-        assert e.value is errors.ErrLeaseNotFound
-        with pytest.raises(errors.EtcdError) as e:
+        assert isinstance(e.value, LeaseNotFoundError)
+        with pytest.raises(DomainError) as e:
             await n.put(b"k9", a.id)
-        assert e.value is errors.ErrLeaseNotFound
+        assert isinstance(e.value, LeaseNotFoundError)
         # a lease without keys is revoked without a new revision
         c = await lessor.grant(3, 60)
         assert await lessor.revoke(c.id) == n.store.rev == before + 1
@@ -160,8 +161,8 @@ def test_revoke_racing_puts_leaves_no_key_on_a_dead_lease(node):
             async def put(i: int):
                 try:
                     await n.put(b"r%d/%03d" % (round_, i), lease.id)
-                except errors.EtcdError as e:
-                    assert e is errors.ErrLeaseNotFound
+                except DomainError as e:
+                    assert isinstance(e, LeaseNotFoundError)
 
             tasks = [asyncio.ensure_future(put(i)) for i in range(100)]
             await asyncio.sleep(0)
@@ -197,7 +198,7 @@ def test_expiry_deletes_keys_in_one_revision_per_lease(node):
         assert n.store.rev == before + 3  # one per lease with keys, none for the empty one
         assert sorted(await n.live()) == [b"kept"]
         assert lessor.lookup(empty.id) is None and lessor.expired == 4
-        with pytest.raises(errors.EtcdError):
+        with pytest.raises(DomainError):
             await lessor.renew(10)
         await n.close()
 
@@ -221,9 +222,9 @@ def test_keepalive_defers_expiry_and_waits_for_a_pending_revoke(node):
         assert len(lessor._queue) < 200
         # expire it for real; a renewal after the deadline reports it gone
         await asyncio.sleep(1.05)
-        with pytest.raises(errors.EtcdError) as e:
+        with pytest.raises(DomainError) as e:
             await lessor.renew(1)
-        assert e.value is errors.ErrLeaseNotFound
+        assert isinstance(e.value, LeaseNotFoundError)
         assert await n.get(b"k") is None
         await n.close()
 
@@ -299,18 +300,18 @@ def test_revoke_cut_short_is_finished_later(tmp_path):
         async def failing(txn, lease_id):
             if not failures:
                 failures.append(lease_id)
-                raise errors.ErrTimeout
+                raise RequestTimeoutError()
             await real(txn, lease_id)
 
         n.lessor._delete_attached = failing
-        with pytest.raises(errors.EtcdError):
+        with pytest.raises(DomainError):
             await n.lessor.revoke(5)
         assert failures == [5]
         assert n.lessor.lookup(5) is None and not n.store.lease_exists(5)
         assert await n.engine.get(K.lease_key(5)) is None
-        with pytest.raises(errors.EtcdError) as e:
+        with pytest.raises(DomainError) as e:
             await n.lessor.grant(5, 60)  # its revoke is not finished
-        assert e.value is errors.ErrLeaseExist
+        assert isinstance(e.value, LeaseExistsError)
         rev = n.store.rev
         start = time.monotonic()
         while (await n.get(b"k")) is not None:

@@ -6,7 +6,9 @@ import asyncio
 
 import pytest
 
-from brain import errors
+from brain.errors import DomainError, RequestTimeoutError
+from brain.lease.errors import LeaseNotFoundError
+from brain.mvcc.errors import CompactedError
 from brain.apply.txn import apply_put, apply_txn
 from brain.etcdpb import rpc_pb2 as pb
 from brain.mvcc import keys as K
@@ -70,7 +72,7 @@ def test_failed_compare_and_failed_request_consume_no_revision(engine_factory):
             return_exceptions=True,
         )
         assert r1.succeeded is False and r1.header.revision == 2
-        assert r2 is errors.ErrLeaseNotFound
+        assert isinstance(r2, LeaseNotFoundError)
         assert r3.header.revision == 3
         await store.close()
         await engine.close()
@@ -91,9 +93,9 @@ def test_compaction_prunes_history_and_keeps_what_reads_need(engine_factory):
         # versions 2..59 pruned; 60 stays (visible at 60), 61..101 stay
         assert await history_count(engine, b"k") == 42
         assert await history_count(engine, b"gone") == 2  # newer than 60: kept
-        with pytest.raises(errors.EtcdError) as e:
+        with pytest.raises(DomainError) as e:
             await store.view.range(b"k", None, rev=59)
-        assert e.value is errors.ErrCompacted
+        assert isinstance(e.value, CompactedError)
         rr = await store.view.range(b"k", None, rev=60)
         assert len(rr.kvs) == 1
         await store.compact(103, physical=True)
@@ -101,9 +103,9 @@ def test_compaction_prunes_history_and_keeps_what_reads_need(engine_factory):
         assert await history_count(engine, b"k") == 1
         log = await engine.scan(K.EVENTS, K.EVENTS_END, keys_only=True)
         assert [K.unpack_rev(k[1:])[0] for k, _ in log] == [103]
-        with pytest.raises(errors.EtcdError) as e:
+        with pytest.raises(DomainError) as e:
             await store.compact(103, physical=False)
-        assert e.value is errors.ErrCompacted
+        assert isinstance(e.value, CompactedError)
         await store.close()
         await engine.close()
 
@@ -151,9 +153,9 @@ def test_failed_engine_write_fails_the_batch_and_the_writer_goes_on():
             return await real_write(wb, sync=sync)
 
         engine.write = failing_write
-        with pytest.raises(errors.EtcdError) as e:
+        with pytest.raises(DomainError) as e:
             await put(store, b"a", b"1")
-        assert e.value is errors.ErrTimeout
+        assert isinstance(e.value, RequestTimeoutError)
         assert store.rev == 1  # nothing consumed
         r = await put(store, b"a", b"2")  # the writer still serves
         assert r.header.revision == 2
@@ -213,7 +215,7 @@ def test_a_batch_queued_behind_a_failed_write_fails_too(tmp_path):
         await asyncio.sleep(0.1)  # the first batch is being written
         second = asyncio.ensure_future(put(store, b"b", b"2"))
         got = await asyncio.gather(first, second, return_exceptions=True)
-        assert got[0] is errors.ErrTimeout and got[1] is errors.ErrTimeout, got
+        assert isinstance(got[0], RequestTimeoutError) and isinstance(got[1], RequestTimeoutError), got
         assert calls == [False, True]  # the second went to the engine queued, conditional
         third = await put(store, b"c", b"3")
         assert third.header.revision == 2

@@ -9,7 +9,7 @@ import asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from brain import errors
+from brain.errors import DomainError
 from brain.apply.single_key import NOT_SINGLE, READS, WRITES, apply_single_key, single_key
 from brain.apply.txn import apply_txn
 from brain.etcdpb import rpc_pb2 as pb
@@ -88,8 +88,8 @@ async def _apply(store: MVCCStore, t: pb.TxnRequest, fn) -> bytes:
             resp = await fn(WriteTxn(Batch.on(store.view), store.lease_exists), t)
         else:
             resp = await store.write(lambda txn: fn(txn, t))
-    except errors.EtcdError as e:
-        return b"error: " + e.message.encode()
+    except DomainError as e:
+        return b"error: " + type(e).__name__.encode()
     return resp if isinstance(resp, bytes) else resp.SerializeToString()
 
 

@@ -23,7 +23,7 @@ import grpc
 import pytest
 from tikv_fake.process import FakeTikvProcess
 
-from brain import errors
+from brain.errors import DomainError
 from brain.cluster.election import Election
 from brain.etcdpb import rpc_pb2, rpc_pb2_grpc
 from brain.mvcc import keys as K
@@ -389,7 +389,7 @@ def test_the_term_fences_a_deposed_leader_at_the_engine(fake_tikv: FakeTikvProce
             new.start()
             await _until(lambda: new.is_leader)
             assert new.term == old.term + 1
-            with pytest.raises(errors.EtcdError):
+            with pytest.raises(DomainError):
                 await store.write(lambda txn: txn.put(b"a", b"2", 0))
             raw = await new_engine.get(K.META_REVISION)
             assert K.unpack_rev(raw)[0] == rev, "the deposed leader's revision must not land"

@@ -11,7 +11,7 @@ the general way, so errors stay etcd's.
 """
 from __future__ import annotations
 
-from brain import errors
+from brain.lease.errors import LeaseNotFoundError
 from brain.apply.single_key import ResponseHeaders
 from brain.etcdpb import rpc_pb2
 from brain.mvcc.txn_write import WriteTxn
@@ -43,7 +43,7 @@ async def apply_bulk_puts(txn: WriteTxn, puts: list[rpc_pb2.PutRequest], headers
     """apply_txn for a txn bulk_puts() accepted, serialized, header included."""
     for lease in {p.lease for p in puts if p.lease}:
         if not txn.lease_exists(lease):
-            raise errors.ErrLeaseNotFound
+            raise LeaseNotFoundError()
     put = txn.put
     rev = 0
     for p in puts:

@@ -5,7 +5,7 @@ being built and filled as a message. The answer apply_put gives, byte for
 byte (tests/test_bulk_puts.py holds the two side by side)."""
 from __future__ import annotations
 
-from brain import errors
+from brain.lease.errors import LeaseNotFoundError
 from brain.apply.single_key import ResponseHeaders
 from brain.etcdpb import rpc_pb2
 from brain.mvcc.txn_write import WriteTxn
@@ -18,6 +18,6 @@ def is_plain(p: rpc_pb2.PutRequest) -> bool:
 
 async def apply_plain_put(txn: WriteTxn, p: rpc_pb2.PutRequest, headers: ResponseHeaders) -> bytes:
     if p.lease and not txn.lease_exists(p.lease):
-        raise errors.ErrLeaseNotFound
+        raise LeaseNotFoundError()
     rev = await txn.put(p.key, p.value, p.lease)
     return put_response(headers.encode(rev))

@@ -18,7 +18,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Protocol
 
-from brain import errors
+from brain.lease.errors import LeaseNotFoundError
 from brain.apply.range import execute_range
 from brain.apply.txn import compare_kv
 from brain.etcdpb import kv_pb2, rpc_pb2
@@ -121,7 +121,7 @@ async def apply_single_key(txn: WriteTxn, t: rpc_pb2.TxnRequest, headers: Respon
         if which == "request_put":
             p = op.request_put
             if p.lease and not txn.lease_exists(p.lease):
-                raise errors.ErrLeaseNotFound
+                raise LeaseNotFoundError()
             # the usual op is on the compared key: its version is at hand
             known = (raw, parsed) if p.key == c.key else None
             rev = await txn.put(p.key, p.value, p.lease, known)

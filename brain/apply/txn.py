@@ -8,7 +8,9 @@ order, each seeing the writes of the ones before.
 """
 from __future__ import annotations
 
-from brain import errors
+from brain.apply.errors import KeyNotFoundError
+from brain.lease.errors import LeaseNotFoundError
+from brain.mvcc.errors import CompactedError, FutureRevisionError
 from brain.apply.range import execute_range, range_end
 from brain.etcdpb import kv_pb2, rpc_pb2
 from brain.mvcc.txn_write import WriteTxn
@@ -25,12 +27,12 @@ _EMPTY_KV = KeyValue()
 
 async def _check_put(txn: WriteTxn, p: rpc_pb2.PutRequest) -> bytes | None:
     if p.lease and not txn.lease_exists(p.lease):
-        raise errors.ErrLeaseNotFound
+        raise LeaseNotFoundError()
     prev = None
     if p.ignore_value or p.ignore_lease or p.prev_kv:
         prev = await txn.get(p.key)
         if (p.ignore_value or p.ignore_lease) and prev is None:
-            raise errors.ErrKeyNotFound
+            raise KeyNotFoundError()
     return prev
 
 
@@ -142,9 +144,9 @@ async def _check_branch(txn: WriteTxn, t: rpc_pb2.TxnRequest, path: list[bool], 
             rev = op.request_range.revision
             if rev != 0:
                 if rev > txn.rev():
-                    raise errors.ErrFutureRev
+                    raise FutureRevisionError()
                 if rev < txn.compact_rev:
-                    raise errors.ErrCompacted
+                    raise CompactedError()
         else:
             await _check_put(txn, op.request_put)
     return i
@@ -166,7 +168,7 @@ async def _execute(txn: WriteTxn, t: rpc_pb2.TxnRequest, path: list[bool], i: in
             if p.prev_kv or p.ignore_value or p.ignore_lease:
                 prev = await txn.get(p.key)
                 if prev is None and (p.ignore_value or p.ignore_lease):
-                    raise errors.ErrKeyNotFound
+                    raise KeyNotFoundError()
             out.response_put.CopyFrom(await _put(txn, p, prev))
         elif which == "request_delete_range":
             out.response_delete_range.CopyFrom(await apply_delete(txn, op.request_delete_range))

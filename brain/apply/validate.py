@@ -2,7 +2,7 @@
 layer does them (same order, same errors)."""
 from __future__ import annotations
 
-from brain import errors
+from brain.apply.errors import DuplicateKeyError, EmptyKeyError, InvalidSortOptionError, KeyNotFoundError, LeaseProvidedError, TooManyOpsError, ValueProvidedError
 from brain.etcdpb import rpc_pb2
 
 _SORT_ORDERS = frozenset(rpc_pb2.RangeRequest.SortOrder.values())
@@ -11,32 +11,32 @@ _SORT_TARGETS = frozenset(rpc_pb2.RangeRequest.SortTarget.values())
 
 def check_range(r: rpc_pb2.RangeRequest) -> None:
     if not r.key:
-        raise errors.ErrEmptyKey
+        raise EmptyKeyError()
     if r.sort_order not in _SORT_ORDERS or r.sort_target not in _SORT_TARGETS:
-        raise errors.ErrInvalidSortOption
+        raise InvalidSortOptionError()
 
 
 def check_put(r: rpc_pb2.PutRequest) -> None:
     if not r.key:
-        raise errors.ErrEmptyKey
+        raise EmptyKeyError()
     if r.ignore_value and r.value:
-        raise errors.ErrValueProvided
+        raise ValueProvidedError()
     if r.ignore_lease and r.lease != 0:
-        raise errors.ErrLeaseProvided
+        raise LeaseProvidedError()
 
 
 def check_delete(r: rpc_pb2.DeleteRangeRequest) -> None:
     if not r.key:
-        raise errors.ErrEmptyKey
+        raise EmptyKeyError()
 
 
 def check_txn(r: rpc_pb2.TxnRequest, max_txn_ops: int) -> None:
     opc = max(len(r.compare), len(r.success), len(r.failure))
     if opc > max_txn_ops:
-        raise errors.ErrTooManyOps
+        raise TooManyOpsError()
     for c in r.compare:
         if not c.key:
-            raise errors.ErrEmptyKey
+            raise EmptyKeyError()
     for op in r.success:
         _check_op(op, max_txn_ops - opc)
     for op in r.failure:
@@ -54,7 +54,7 @@ def _check_op(op: rpc_pb2.RequestOp, max_txn_ops: int) -> None:
     elif which == "request_txn":
         check_txn(op.request_txn, max_txn_ops)
     else:
-        raise errors.ErrKeyNotFound
+        raise KeyNotFoundError()
 
 
 # -- etcd's duplicate-key rule ------------------------------------------------
@@ -107,13 +107,13 @@ def check_intervals(reqs) -> tuple[set[bytes], _Intervals]:
         puts_else, dels_else = check_intervals(t.failure)
         for k in puts_then:
             if k in puts or dels.contains(k):
-                raise errors.ErrDuplicateKey
+                raise DuplicateKeyError()
             puts.add(k)
         for k in puts_else:
             if k in puts and k not in puts_then:
-                raise errors.ErrDuplicateKey
+                raise DuplicateKeyError()
             if dels.contains(k):
-                raise errors.ErrDuplicateKey
+                raise DuplicateKeyError()
             puts.add(k)
         dels.union(dels_then)
         dels.union(dels_else)
@@ -122,6 +122,6 @@ def check_intervals(reqs) -> tuple[set[bytes], _Intervals]:
             continue
         k = req.request_put.key
         if k in puts or dels.contains(k):
-            raise errors.ErrDuplicateKey
+            raise DuplicateKeyError()
         puts.add(k)
     return puts, dels

@@ -4,8 +4,8 @@ A ForwardingHandler wraps the server's generic handlers. For the methods
 that write (and the lease methods, whose state lives on the leader), it asks
 the router where the call is served: here, when this member leads; else at
 the leader's client URL, over one grpc.aio channel per leader, and the
-leader's answer (or error status) is the answer. Unary calls are proxied as
-bytes, never parsed here.
+leader's answer (or error status) is the answer. Calls are proxied as bytes,
+requests and responses alike, never parsed here.
 
 A call made while no leader is known waits for one (up to `wait`). A call
 the leader never received (its connection failed) is sent again to the next
@@ -21,8 +21,8 @@ from typing import Any, AsyncIterator, Protocol, Sequence
 
 import grpc
 
-from brain import errors
-from brain.etcdpb import rpc_pb2
+from brain.errors import NoLeaderError
+from brain.server.errors_grpc import abort
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,6 @@ LEADER_METHODS = frozenset({
     "/etcdserverpb.Lease/LeaseLeases",
     "/etcdserverpb.Maintenance/MoveLeader",
 })
-
-# The streaming ones among them, proxied as messages: (request, response).
-STREAMED = {
-    "/etcdserverpb.Lease/LeaseKeepAlive": (rpc_pb2.LeaseKeepAliveRequest, rpc_pb2.LeaseKeepAliveResponse),
-}
 
 
 class Router(Protocol):
@@ -103,7 +98,7 @@ class Forwarder:
                 return url
             left = deadline - loop.time()
             if left <= 0:
-                raise errors.ErrNoLeader
+                raise NoLeaderError()
             await router.leader_changed(min(left, 0.1))
 
     async def close(self) -> None:
@@ -141,8 +136,8 @@ class ForwardingHandler(grpc.GenericRpcHandler):
                 while True:
                     try:
                         url = await fwd.route(avoid)
-                    except errors.EtcdError as e:
-                        await context.abort(e.code, e.message)
+                    except NoLeaderError as e:
+                        await abort(context, e, method)
                     if url is None:
                         return await serve_local(request, context)
                     call = fwd.channel(url).unary_unary(method)  # bytes in, bytes out
@@ -160,21 +155,17 @@ class ForwardingHandler(grpc.GenericRpcHandler):
             )
         assert local.stream_stream is not None, method
         serve_stream = local.stream_stream
-        request_cls, response_cls = STREAMED[method]
-        request_serializer = request_cls.SerializeToString
-        response_parser = response_cls.FromString
 
         async def streams(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
             try:
                 url = await fwd.route()
-            except errors.EtcdError as e:
-                await context.abort(e.code, e.message)
+            except NoLeaderError as e:
+                await abort(context, e, method)
             if url is None:
                 async for resp in serve_stream(requests, context):
                     yield resp
                 return
-            call = fwd.channel(url).stream_stream(method, request_serializer=request_serializer,
-                                                  response_deserializer=response_parser)(requests)
+            call = fwd.channel(url).stream_stream(method)(requests)  # bytes in, bytes out
             try:
                 async for resp in call:
                     yield resp

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from brain.tasks import cancel_and_wait
-from brain import errors
+from brain.errors import BadLeaderTransfereeError, LeaderTransferTimeoutError, NoLeaderError, NotLeaderError, RequestTimeoutError
 from brain.cluster.election import DEFAULT_LEASE_SECONDS, DEFAULT_RENEW_INTERVAL, Election
 from brain.cluster.follower import DEFAULT_POLL_INTERVAL, EngineFollower
 from brain.cluster.forward import Forwarder
@@ -153,11 +153,11 @@ class ClusterNode:
         """etcd's MoveLeader, on the leader: hand the lease to target and
         return once it leads."""
         if not self._serving:
-            raise errors.ErrNotLeader
+            raise NotLeaderError()
         if target == self.me.id:
             return
         if target not in {m.id for m in await self.members.live()}:
-            raise errors.ErrBadLeaderTransferee
+            raise BadLeaderTransfereeError()
         for _ in range(3):  # a renewal may change the record first
             try:
                 await self.election.hand_over(target)
@@ -165,13 +165,13 @@ class ClusterNode:
             except ConflictError:
                 await asyncio.sleep(0.05)
         else:
-            raise errors.ErrTimeoutLeaderTransfer
+            raise LeaderTransferTimeoutError()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.forward_wait
         while self.election.leader_id != target:
             left = deadline - loop.time()
             if left <= 0:
-                raise errors.ErrTimeoutLeaderTransfer
+                raise LeaderTransferTimeoutError()
             await self.leader_changed(min(left, 0.1))
 
     # -- reads -----------------------------------------------------------------
@@ -182,12 +182,12 @@ class ClusterNode:
         if self._serving:
             if self.election.lease_valid():
                 return
-            raise errors.ErrNoLeader  # maybe deposed without knowing it yet
+            raise NoLeaderError()  # maybe deposed without knowing it yet
         try:
             await self.follower.sync()
         except EngineError as e:
             log.warning("linearizable read refused: cannot read the revision from the engine (%s)", e)
-            raise errors.ErrTimeout from None
+            raise RequestTimeoutError() from None
 
     # -- life ------------------------------------------------------------------
 

@@ -26,7 +26,8 @@ import time
 from typing import Callable, Sequence
 
 from brain.tasks import cancel_and_wait
-from brain import errors
+from brain.errors import DiskFullError, NoLeaderError, RequestTimeoutError, StoppedError
+from brain.lease.errors import LeaseExistsError, LeaseNotFoundError, LeaseTTLTooLargeError
 from brain.etcdpb import kv_pb2
 from brain.lease import record
 from brain.lease.attachments import Attachments
@@ -179,13 +180,13 @@ class Lessor:
         are refused; a short TTL is raised to the minimum. The lease counts
         down from the moment its record is durable."""
         if self._closed:
-            raise errors.ErrStopped
+            raise StoppedError()
         if lease_id == 0:
             lease_id = self._new_id()
         if ttl > MAX_TTL:
-            raise errors.ErrLeaseTTLTooLarge
+            raise LeaseTTLTooLargeError()
         if self._taken(lease_id):
-            raise errors.ErrLeaseExist
+            raise LeaseExistsError()
         ttl = max(ttl, self.min_ttl)
         self._busy.add(lease_id)
         # shielded: a client giving up must not leave a stored record that
@@ -211,13 +212,13 @@ class Lessor:
         is being revoked: wait for that and report it gone."""
         lease = self._leases.get(lease_id)
         if lease is None:
-            raise errors.ErrLeaseNotFound
+            raise LeaseNotFoundError()
         now = self.clock()
         if lease.expired(now):
             await lease.revoked.wait()
             if self._closed and lease_id in self._leases:
-                raise errors.ErrStopped
-            raise errors.ErrLeaseNotFound
+                raise StoppedError()
+            raise LeaseNotFoundError()
         lease.expiry = now + lease.ttl
         self._schedule(lease_id, lease.expiry)
         return lease.ttl
@@ -228,9 +229,9 @@ class Lessor:
         """etcd's LeaseRevoke; returns the store revision after it (a new one
         when keys were attached, the current one otherwise)."""
         if self._closed:
-            raise errors.ErrStopped
+            raise StoppedError()
         if lease_id not in self._leases:
-            raise errors.ErrLeaseNotFound
+            raise LeaseNotFoundError()
         # shielded: once queued, the revoke happens whether or not the client
         # still waits, and its bookkeeping must follow it
         rev = await asyncio.shield(self._revoke(lease_id))
@@ -246,7 +247,7 @@ class Lessor:
             # with every Put's lease check (see the module docstring)
             lease = self._leases.pop(lease_id, None)
             if lease is None:
-                raise errors.ErrLeaseNotFound
+                raise LeaseNotFoundError()
             self._busy.add(lease_id)
             try:
                 await self._write_record(lease_id, None)
@@ -316,14 +317,14 @@ class Lessor:
                 # a leader among several processes (brain/cluster): a
                 # deposed one must not grant or revoke either
                 if not fence.admits_writes():
-                    raise errors.ErrNoLeader
+                    raise NoLeaderError()
                 await self.engine.commit_if(fence.expectations(), wb, sync=self.store.sync)
         except ConflictError:
             log.error("lease record write refused: this process no longer leads")
-            raise errors.ErrNoLeader from None
+            raise NoLeaderError() from None
         except EngineError as e:
             log.error("lease record write failed: %s", e)
-            raise (errors.ErrDiskFull if isinstance(e, EngineFullError) else errors.ErrTimeout) from None
+            raise (DiskFullError() if isinstance(e, EngineFullError) else RequestTimeoutError()) from None
 
     def _on_commit(self, changes: Sequence[Change], rev: int) -> None:
         if self._loading is not None:
@@ -382,7 +383,7 @@ class Lessor:
             return_exceptions=True,
         )
         for lease_id, result in zip(expired + sweeps, results):
-            if isinstance(result, BaseException) and result is not errors.ErrLeaseNotFound:
+            if isinstance(result, BaseException) and not isinstance(result, LeaseNotFoundError):
                 # an expired lease already has its retry entry; a sweep gets one
                 log.warning("revoking lease %x failed (%s); retrying in %.0f s", lease_id, result, self.retry_interval)
                 if lease_id in sweeps:

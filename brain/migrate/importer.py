@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from brain.errors import DomainError
 from brain.etcdpb import kv_pb2
 from brain.lease import record as lease_record
 from brain.mvcc import keys as K
@@ -31,6 +32,11 @@ META_CUT_OVER = b"mmigrate-cut-over"
 
 class MigrationError(Exception):
     """The source's history cannot be written here (out of order, mixed sources)."""
+
+
+class MigrationRefusedError(DomainError):
+    """A migration's call the target refuses (not a target, not opened, out
+    of order, too large), with why."""
 
 
 @dataclass

@@ -48,7 +48,7 @@ import zlib
 from dataclasses import dataclass
 from typing import AsyncIterator
 
-from brain import errors
+from brain.mvcc.errors import CompactedError, CorruptError, FutureRevisionError
 from brain.etcdpb import kv_pb2
 from brain.mvcc import keys as K
 from brain.mvcc.view import ReadView
@@ -94,9 +94,9 @@ def hash_revision(view: ReadView, rev: int) -> int:
     range, which may read at the compact revision itself); above the view's
     revision is a future revision."""
     if rev > 0 and rev <= view.compact_rev:
-        raise errors.ErrCompacted
+        raise CompactedError()
     if rev > view.rev:
-        raise errors.ErrFutureRev
+        raise FutureRevisionError()
     return rev if rev > 0 else view.rev
 
 
@@ -161,7 +161,7 @@ async def _hash_versions(snap: Snapshot, counted: list[tuple[bytes, bytes]], crc
         found = await snap.batch_get([K.INDEX + K.unescape(counted[i][0][1:-8]) for i in live])
         for i, raw in zip(live, found):
             if raw is None:  # a LIVE marker always has its index record in the same snapshot
-                raise errors.ErrCorrupt
+                raise CorruptError()
             counted[i] = (counted[i][0], raw)
     chunk = b"".join(kv_record(_parse_kv(raw)) for _, raw in counted)
     return zlib.crc32(chunk, crc)

@@ -15,7 +15,8 @@ import logging
 from collections import deque
 from typing import Any, Awaitable, Callable, Protocol, Sequence
 
-from brain import errors
+from brain.errors import DiskFullError, NoLeaderError, RequestTimeoutError, StoppedError
+from brain.mvcc.errors import CompactedError, FutureRevisionError
 from brain.etcdpb import kv_pb2
 from brain.mvcc import keys as K
 from brain.mvcc.compactor import Compactor
@@ -80,18 +81,18 @@ class _Inbox:
         return self.items.popleft()
 
 
-def _fail(items: list, exc: BaseException) -> None:
-    """Fail queued (fn, future) items."""
+def _fail(items: list, error: Callable[[], Exception]) -> None:
+    """Fail queued (fn, future) items, each with its own error."""
     for _, fut in items:
         if not fut.done():
-            fut.set_exception(exc)
+            fut.set_exception(error())
 
 
-def _fail_futures(pairs: list, exc: BaseException) -> None:
-    """Fail applied (future, result) pairs."""
+def _fail_futures(pairs: list, error: Callable[[], Exception]) -> None:
+    """Fail applied (future, result) pairs, each with its own error."""
     for fut, _ in pairs:
         if not fut.done():
-            fut.set_exception(exc)
+            fut.set_exception(error())
 
 
 def encode_batch(changes: Sequence[Change], rev: int, events: bool = True) -> WriteBatch:
@@ -143,7 +144,7 @@ class MVCCStore:
         self._fenced = False
         # what the requests of a batch whose commit failed are told: set by
         # the failing commit, read by it and by the batches chained on it
-        self._commit_failure: errors.EtcdError = errors.ErrTimeout
+        self._commit_failure: Callable[[], Exception] = RequestTimeoutError
         self.lease_exists: Callable[[int], bool] = lambda _id: False
         # set on a store that shares its engine with other brain processes
         # under an elected leader (brain/cluster): the fence gates commits,
@@ -153,8 +154,9 @@ class MVCCStore:
         self.resync: Callable[[], Awaitable[object]] | None = None
         # set while the store is a migration's target (brain/migrate): its
         # revisions are the source's, so every other write and compaction is
-        # refused with this error until the cut-over clears it
-        self.writes_refused: errors.EtcdError | None = None
+        # refused with this error (a new one each time) until the cut-over
+        # clears it
+        self.writes_refused: Callable[[], Exception] | None = None
         self.compactor = Compactor(self)
         # the keys live now and at recent revisions (key_index.py)
         self.index = KeyIndex(0)
@@ -267,16 +269,16 @@ class MVCCStore:
     def _check_fence(self) -> None:
         fence = self.fence
         if fence is not None and not fence.admits_writes():
-            raise errors.ErrNoLeader
+            raise NoLeaderError()
 
     async def write(self, fn: WriteFn, *, imported: bool = False) -> Any:
         """Apply fn to a WriteTxn in the next group commit; its result once
         durable. imported: a migration's revision, taken while other writes
         are refused (writes_refused)."""
         if self._closed:
-            raise errors.ErrStopped
+            raise StoppedError()
         if self.writes_refused is not None and not imported:
-            raise self.writes_refused
+            raise self.writes_refused()
         self._check_fence()
         fut = self._loop.create_future()
         self._queue.put((fn, fut))
@@ -286,9 +288,9 @@ class MVCCStore:
     async def compact(self, rev: int, physical: bool) -> int:
         """etcd's Compact: returns the store revision at the time it was applied."""
         if self._closed:
-            raise errors.ErrStopped
+            raise StoppedError()
         if self.writes_refused is not None:
-            raise self.writes_refused
+            raise self.writes_refused()
         self._check_fence()
         fut = self._loop.create_future()
         self._queue.put((("compact", rev), fut))
@@ -337,7 +339,7 @@ class MVCCStore:
                 except Exception:  # never let the writer die: fail the batch instead
                     log.exception("applying a write batch failed")
                     self.proposals_failed += sum(1 for _, f in items if not f.done())
-                    _fail(items, errors.ErrTimeout)
+                    _fail(items, RequestTimeoutError)
                     applied = None
                 # at most `depth` commits in flight: group commit needs the
                 # requests that arrive meanwhile to gather into one batch
@@ -350,7 +352,7 @@ class MVCCStore:
                     elif last.result():
                         after = None
                     else:
-                        _fail(items, errors.ErrTimeout)  # built on a batch that did not land
+                        _fail(items, RequestTimeoutError)  # built on a batch that did not land
                         applied = None
                 else:
                     after = None
@@ -439,8 +441,8 @@ class MVCCStore:
             unanswered = sum(1 for f, _ in done + compactions if not f.done())
             self.proposals_failed += unanswered
             self.proposals_committed += len(done) + len(compactions) - unanswered
-            _fail_futures(done, errors.ErrTimeout)
-            _fail_futures(compactions, errors.ErrTimeout)
+            _fail_futures(done, RequestTimeoutError)
+            _fail_futures(compactions, RequestTimeoutError)
             return False
         return ok
 
@@ -455,10 +457,10 @@ class MVCCStore:
         commit applied (CommitUnknownError), the revision key tells: rev if
         it did, prev if it did not. So no revision is skipped or used twice,
         and with one brain process per engine, a request that fails with
-        ErrTimeout was not written."""
+        RequestTimeoutError was not written."""
         if self._fenced:
             log.error("not committing revision %d: the outcome of an earlier commit is unknown", rev)
-            self._commit_failure = errors.ErrTimeout
+            self._commit_failure = RequestTimeoutError
             return False
         before = K.pack_rev(prev) if prev > 1 else None  # a fresh store has no revision key
         shared = self.engine.features.shared
@@ -467,7 +469,7 @@ class MVCCStore:
         if fence is not None:
             if not fence.admits_writes():
                 log.error("not committing revision %d: this process is not the leader", rev)
-                self._commit_failure = errors.ErrNoLeader
+                self._commit_failure = NoLeaderError
                 return False
             expect += fence.expectations()
         try:
@@ -482,22 +484,22 @@ class MVCCStore:
                 log.error("engine commit of revision %d refused: the write before it did not land", rev)
                 return False
             log.error("engine commit of revision %d refused: another brain process has written to this engine (%s)", rev, e)
-            self._commit_failure = errors.ErrTimeout
+            self._commit_failure = RequestTimeoutError
             await self._reload()
             return False
         except CommitUnknownError as e:
             log.warning("engine commit of revision %d: outcome unknown (%s); reading the revision back", rev, e)
-            self._commit_failure = errors.ErrTimeout
+            self._commit_failure = RequestTimeoutError
             return await self._settle(before, rev, changes)
         except EngineFullError as e:
             # nothing of the batch was written: the store stays at prev and
             # takes writes again once space is freed
             log.error("engine commit of revision %d failed, the disk is full: %s", rev, e)
-            self._commit_failure = errors.ErrDiskFull
+            self._commit_failure = DiskFullError
             return False
         except EngineError as e:
             log.error("engine commit failed: %s", e)
-            self._commit_failure = errors.ErrTimeout
+            self._commit_failure = RequestTimeoutError
             return False
 
     async def _settle(self, before: bytes | None, rev: int, changes: list[Change]) -> bool:
@@ -610,9 +612,9 @@ class MVCCStore:
         view = self._view
         assert view is not None
         if rev <= view.compact_rev:
-            raise errors.ErrCompacted
+            raise CompactedError()
         if rev > view.rev:
-            raise errors.ErrFutureRev
+            raise FutureRevisionError()
         wb = WriteBatch()
         wb.put(K.META_COMPACT_SCHEDULED, K.pack_rev(rev))
         fence = self.fence
@@ -624,9 +626,9 @@ class MVCCStore:
                 self._check_fence()
                 await self.engine.commit_if(fence.expectations(), wb, sync=self.sync)
         except ConflictError:
-            raise errors.ErrNoLeader from None
+            raise NoLeaderError() from None
         except EngineFullError:
-            raise errors.ErrDiskFull from None
+            raise DiskFullError() from None
         self._view = ReadView(view.snapshot, view.rev, rev, self.index)
         self.index.forget_below(rev)
         self.compactor.start(rev)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from brain import errors
+from brain.mvcc.errors import CompactedError, FutureRevisionError
 from brain.etcdpb import kv_pb2
 from brain.mvcc.view import RangeEnd, RawRange, ReadView
 
@@ -105,11 +105,11 @@ class WriteTxn:
     def check_rev(self, rev: int) -> int:
         cur = self.rev()
         if rev > cur:
-            raise errors.ErrFutureRev
+            raise FutureRevisionError()
         if rev <= 0:
             return cur
         if rev < self.batch.view.compact_rev:
-            raise errors.ErrCompacted
+            raise CompactedError()
         return rev
 
     async def get(self, key: bytes) -> bytes | None:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from brain import errors
+from brain.mvcc.errors import CompactedError, CorruptError, FutureRevisionError
 from brain.etcdpb import kv_pb2
 from brain.mvcc import keys as K
 from brain.mvcc.key_index import KeyIndex, Page
@@ -90,11 +90,11 @@ class ReadView:
         """etcd's rules for a requested revision: 0 means current; above the
         current is a future revision; below the compact revision is gone."""
         if rev > self.rev:
-            raise errors.ErrFutureRev
+            raise FutureRevisionError()
         if rev <= 0:
             return self.rev
         if rev < self.compact_rev:
-            raise errors.ErrCompacted
+            raise CompactedError()
         return rev
 
     async def get_latest(self, key: bytes) -> bytes | None:
@@ -214,7 +214,7 @@ class ReadView:
             raw = await self._get_at(k, rev) if k in changed else now.get(k)
             if raw is None:  # cannot happen while revisions are immutable
                 log.error("key %r is in the key index at revision %d but not in the engine", k, rev)
-                raise errors.ErrCorrupt
+                raise CorruptError()
             out.append(raw)
         return out
 

@@ -20,7 +20,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from brain.tasks import cancel_and_wait
-from brain import errors
+from brain.errors import DomainError
+from brain.mvcc.errors import CompactedError
 from brain.mvcc.store import MVCCStore
 
 log = logging.getLogger(__name__)
@@ -102,10 +103,10 @@ class AutoCompactor:
         """Compact at rev; whether the store is compacted at rev or beyond."""
         try:
             await self.store.compact(rev, False)
-        except errors.EtcdError as e:
-            if e is errors.ErrCompacted:
-                return True
-            log.warning("auto-compaction at revision %d failed: %s", rev, e.message)
+        except CompactedError:
+            return True
+        except DomainError as e:
+            log.warning("auto-compaction at revision %d failed: %s", rev, e)
             return False
         log.info("auto-compaction: compacted at revision %d", rev)
         return True

@@ -5,7 +5,7 @@ from typing import Awaitable, Callable
 
 import grpc
 
-from brain import errors
+from brain.apply.errors import RequestTooLargeError
 from brain.apply import validate
 from brain.apply.bulk_puts import apply_bulk_puts, bulk_puts
 from brain.apply.plain_put import apply_plain_put, is_plain
@@ -48,7 +48,7 @@ class KVService:
 
     def _check_size(self, r) -> None:
         if r.ByteSize() + _RAFT_FRAMING_BYTES > self.max_request_bytes:
-            raise errors.ErrRequestTooLarge
+            raise RequestTooLargeError()
 
     async def range(self, r: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse | bytes | Pieces:
         validate.check_range(r)

@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import logging
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import grpc
 
-from brain import errors
+from brain.lease.errors import LeaseNotFoundError
 from brain.etcdpb import rpc_pb2
 from brain.lease import Lessor
 from brain.server.header import Header
 from brain.server.quota import LEASE_OVERHEAD, SpaceQuota
-from brain.server.status import generic, unary
+from brain.server.status import bidi_stream, generic, unary
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +25,11 @@ class LeaseService:
         self.quota = quota
         # set while the server is a migration's target: no lessor runs
         # before the cut-over, and every lease request gets this error
-        self.refused: errors.EtcdError | None = None
+        self.refused: Callable[[], Exception] | None = None
 
     def _check(self) -> None:
         if self.refused is not None:
-            raise self.refused
+            raise self.refused()
 
     async def grant(self, r: pb.LeaseGrantRequest) -> pb.LeaseGrantResponse:
         self._check()
@@ -77,17 +77,14 @@ class LeaseService:
         """One answer per request, in order, as etcd: the granted TTL, or 0
         for a lease that does not exist (or expired)."""
         async for req in requests:
-            if self.refused is not None:
-                await context.abort(self.refused.code, self.refused.message)
+            self._check()
             resp = pb.LeaseKeepAliveResponse(ID=req.ID)
             # the header is taken before the renewal, as etcd does, so it never
             # shows a revision above the one the renewal happened at
             self.header.fill(resp.header)
             try:
                 resp.TTL = await self.lessor.renew(req.ID)
-            except errors.EtcdError as e:
-                if e is not errors.ErrLeaseNotFound:
-                    await context.abort(e.code, e.message)
+            except LeaseNotFoundError:
                 resp.TTL = 0
             yield resp
 
@@ -97,11 +94,7 @@ class LeaseService:
             {
                 "LeaseGrant": unary(self.grant, pb.LeaseGrantRequest, pb.LeaseGrantResponse),
                 "LeaseRevoke": unary(self.revoke, pb.LeaseRevokeRequest, pb.LeaseRevokeResponse),
-                "LeaseKeepAlive": grpc.stream_stream_rpc_method_handler(
-                    self.keep_alive,
-                    request_deserializer=pb.LeaseKeepAliveRequest.FromString,
-                    response_serializer=pb.LeaseKeepAliveResponse.SerializeToString,
-                ),
+                "LeaseKeepAlive": bidi_stream(self.keep_alive, pb.LeaseKeepAliveRequest, pb.LeaseKeepAliveResponse),
                 "LeaseTimeToLive": unary(self.time_to_live, pb.LeaseTimeToLiveRequest, pb.LeaseTimeToLiveResponse),
                 "LeaseLeases": unary(self.leases, pb.LeaseLeasesRequest, pb.LeaseLeasesResponse),
             },

@@ -5,7 +5,7 @@ from typing import AsyncIterator, Protocol, Sequence
 
 import grpc
 
-from brain import errors
+from brain.errors import MembershipFixedError
 from brain.etcdpb import rpc_pb2
 from brain.mvcc.hash import hash_all, hash_kv
 from brain.mvcc.store import MVCCStore
@@ -180,7 +180,7 @@ class ClusterService:
 
     async def _refuse(self, r):
         # membership is fixed: brain scales through its engine, not raft members
-        raise errors.EtcdError(grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: membership changes are not supported by brain")
+        raise MembershipFixedError()
 
     def handler(self) -> grpc.GenericRpcHandler:
         pb = rpc_pb2

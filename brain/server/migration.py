@@ -19,9 +19,10 @@ from typing import Awaitable, Callable
 
 import grpc
 
-from brain import errors
 from brain.etcdpb import kv_pb2, migration_pb2 as mpb
-from brain.migrate.importer import META_CUT_OVER, META_SOURCE, Event, MigrationError, RevisionImporter, revision_changes
+from brain.migrate.importer import (
+    META_CUT_OVER, META_SOURCE, Event, MigrationError, MigrationRefusedError, RevisionImporter, revision_changes,
+)
 from brain.mvcc.store import MVCCStore
 from brain.mvcc.txn_write import WriteTxn
 from brain.server.status import generic, unary
@@ -34,8 +35,8 @@ log = logging.getLogger(__name__)
 MAX_PENDING_REVISION_BYTES = 256 * 1024 * 1024
 
 
-def _refused(message: str) -> errors.EtcdError:
-    return errors.EtcdError(grpc.StatusCode.FAILED_PRECONDITION, message)
+def _refused(message: str) -> MigrationRefusedError:
+    return MigrationRefusedError(message)
 
 
 async def target_state(engine: Engine) -> str:

@@ -28,10 +28,18 @@ import sys
 from dataclasses import dataclass, field
 
 from brain.tasks import cancel_and_wait
-from brain import errors
+from brain.errors import DomainError
 from brain.etcdpb import rpc_pb2
 from brain.server.alarms import NOSPACE, AlarmStore
 from engines.features import SizedEngine
+
+
+class NoSpaceError(DomainError):
+    """The space quota is used up, or the NOSPACE alarm is raised (etcd's
+    ErrNoSpace)."""
+
+    text = "mvcc: database space exceeded"
+
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +138,7 @@ class SpaceQuota:
         when it was the quota (not an alarm already raised) that refused."""
         if self.size() + cost >= self.limit:
             await self.alarms.activate(self.member_id, NOSPACE)
-        raise errors.ErrNoSpace
+        raise NoSpaceError()
 
     async def refuse_put(self, p: rpc_pb2.PutRequest) -> None:
         await self.refuse(put_cost(p))

@@ -11,7 +11,7 @@ import ssl
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from brain import errors
+from brain.errors import NotSupportedForLearnerError
 from brain.cluster import ClusterNode, MemberRecord, channel_credentials
 from brain.lease import Lessor
 from brain.mvcc.store import MVCCStore
@@ -161,7 +161,7 @@ class BrainServer:
         if migrating:
             # no lessor until the cut-over: the source's leases are copied
             # as records, and expire here only once brain is the store
-            store.writes_refused = errors.ErrNotSupportedForLearner
+            store.writes_refused = NotSupportedForLearnerError
         elif not shared:  # in a cluster, the leader's lessor (brain/cluster/node.py)
             self.lessor = lessor = await Lessor.open(store)
             store.lease_exists = lessor.exists
@@ -185,7 +185,7 @@ class BrainServer:
         kv = KVService(store, header, cfg.max_request_bytes, cfg.max_txn_ops, self.heap, quota)
         self.leases = leases = LeaseService(lessor, header, quota)  # type: ignore[arg-type]  # None until a cluster member leads or a migration cuts over
         if migrating:
-            leases.refused = errors.ErrNotSupportedForLearner
+            leases.refused = NotSupportedForLearnerError
         if shared:
             me = MemberRecord(member_id, cfg.name, cfg.client_urls())
             self.cluster = ClusterNode(self.engine, store, leases, me, credentials=channel_credentials(cfg.tls))

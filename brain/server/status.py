@@ -1,71 +1,95 @@
-"""The one place where exceptions become gRPC statuses."""
+"""Handlers for the three call shapes brain serves, on either transport:
+each parses its requests itself and ends its call with the status
+brain/server/errors_grpc.py gives for what it raised.
+
+Requests are parsed here rather than by the transport so that bytes which
+are no protobuf message get grpc-go's answer (INTERNAL, "error unmarshalling
+request" or "failed to unmarshal the received message"), as from etcd,
+whichever transport serves the call.
+"""
 from __future__ import annotations
 
-import logging
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from brain.errors import EtcdError
+from brain.server.errors_grpc import UNPARSABLE_REQUEST, UNPARSABLE_STREAM_MESSAGE, UnparsableRequest, abort
 from brain.wire import Pieces
 
-log = logging.getLogger(__name__)
+BidiFn = Callable[[AsyncIterator[Any], Any], AsyncIterator[Any]]
 
 
-async def _unparsable(context, e: DecodeError) -> None:
-    # requests are parsed by the handlers rather than by grpc, so that bytes
-    # which are no protobuf get gRPC's INTERNAL "error unmarshalling
-    # request", as from etcd
-    await context.abort(grpc.StatusCode.INTERNAL, f"grpc: error unmarshalling request: {e}")
-
-
-async def _abort(fn: Callable, context, e: Exception) -> None:
-    """The status of a handler's exception: etcd's for an EtcdError; a bug
-    costs one request, not the server."""
-    if isinstance(e, EtcdError):
-        await context.abort(e.code, e.message)
-    log.exception("unexpected error in %s", getattr(fn, "__qualname__", fn))
-    await context.abort(grpc.StatusCode.UNKNOWN, f"brain: internal error: {e.__class__.__name__}")
+def _name(fn: Callable) -> str:
+    return getattr(fn, "__qualname__", repr(fn))
 
 
 def unary(fn: Callable[[Any], Awaitable[Any]], req_cls, resp_cls) -> grpc.RpcMethodHandler:
     parse = req_cls.FromString
+    where = _name(fn)
 
     async def handler(raw: bytes, context):
         try:
             request = parse(raw)
         except DecodeError as e:
-            await _unparsable(context, e)
+            await context.abort(grpc.StatusCode.INTERNAL, UNPARSABLE_REQUEST + str(e))
         try:
             return await fn(request)
         except grpc.aio.AbortError:
             raise
         except Exception as e:
-            await _abort(fn, context, e)
+            await abort(context, e, where)
 
     return grpc.unary_unary_rpc_method_handler(handler, response_serializer=_serializer(resp_cls))
 
 
 def server_stream(fn: Callable[[Any], AsyncIterator[Any]], req_cls, resp_cls) -> grpc.RpcMethodHandler:
-    """A unary-stream method: fn(request) yields the responses; errors map to
-    statuses as in unary()."""
+    """A unary-stream method: fn(request) yields the responses."""
     parse = req_cls.FromString
+    where = _name(fn)
 
     async def handler(raw: bytes, context):
         try:
             request = parse(raw)
         except DecodeError as e:
-            await _unparsable(context, e)
+            # grpc-go reads a server-streaming call's request as a stream message
+            await context.abort(grpc.StatusCode.INTERNAL, UNPARSABLE_STREAM_MESSAGE + str(e))
         try:
             async for resp in fn(request):
                 yield resp
         except grpc.aio.AbortError:
             raise
         except Exception as e:
-            await _abort(fn, context, e)
+            await abort(context, e, where)
 
     return grpc.unary_stream_rpc_method_handler(handler, response_serializer=_serializer(resp_cls))
+
+
+def bidi_stream(fn: BidiFn, req_cls, resp_cls) -> grpc.RpcMethodHandler:
+    """A stream-stream method: fn(requests, context) yields the responses.
+    A request that does not parse raises UnparsableRequest where fn reads it;
+    whatever fn raises ends the call with its status."""
+    parse = req_cls.FromString
+    where = _name(fn)
+
+    async def parsed(raw_requests: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+        async for raw in raw_requests:
+            try:
+                request = parse(raw)
+            except DecodeError as e:
+                raise UnparsableRequest(str(e)) from None
+            yield request
+
+    async def handler(raw_requests: AsyncIterator[bytes], context):
+        try:
+            async for resp in fn(parsed(raw_requests), context):
+                yield resp
+        except grpc.aio.AbortError:
+            raise
+        except Exception as e:
+            await abort(context, e, where)
+
+    return grpc.stream_stream_rpc_method_handler(handler, response_serializer=_serializer(resp_cls))
 
 
 def _serializer(resp_cls) -> Callable[[Any], bytes]:

@@ -9,7 +9,6 @@ passes bytes through and serializes only message objects.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import AsyncIterator
 
 import grpc
@@ -18,16 +17,10 @@ from brain.etcdpb import rpc_pb2
 from brain.mvcc.store import MVCCStore
 from brain.server.config import GRPC_OVERHEAD_BYTES
 from brain.server.header import Header
-from brain.server.status import generic
+from brain.server.status import bidi_stream, generic
 from brain.watch import WatchHub, WatchStream
 
-log = logging.getLogger(__name__)
-
 pb = rpc_pb2
-
-
-def _serialize(response: bytes | pb.WatchResponse) -> bytes:
-    return response if type(response) is bytes else pb.WatchResponse.SerializeToString(response)
 
 
 class WatchService:
@@ -58,7 +51,7 @@ class WatchService:
                 out = box.pop()
                 if out is None:
                     if box.closed:
-                        return
+                        break
                     await box.wait()
                 elif isinstance(out, bytes):
                     yield out
@@ -68,17 +61,19 @@ class WatchService:
         finally:
             reader.cancel()
             stream.close()
+            failure = reader.exception() if reader.done() and not reader.cancelled() else None
+        if failure is not None:
+            # what ended the reading ends the call with its status (a
+            # request that did not parse: INTERNAL, as from etcd)
+            raise failure
 
     async def _read(self, requests: AsyncIterator[pb.WatchRequest], stream: WatchStream) -> None:
         try:
             async for req in requests:
                 stream.handle(req)
-        except asyncio.CancelledError:
+        except BaseException:
+            stream.close()  # wakes the sender, which raises what ended the reading
             raise
-        except Exception as e:
-            # the client went away or sent garbage: end the stream
-            log.debug("watch stream %d: reading requests failed: %r", stream.id, e)
-            stream.close()
         # the client closing its side ends nothing: like etcd, the stream
         # goes on sending until the call ends
 
@@ -86,10 +81,6 @@ class WatchService:
         return generic(
             "etcdserverpb.Watch",
             {
-                "Watch": grpc.stream_stream_rpc_method_handler(
-                    self.watch,
-                    request_deserializer=pb.WatchRequest.FromString,
-                    response_serializer=_serialize,
-                ),
+                "Watch": bidi_stream(self.watch, pb.WatchRequest, pb.WatchResponse),
             },
         )

@@ -18,7 +18,6 @@ import logging
 import random
 from typing import Protocol
 
-from brain import errors
 from brain.etcdpb import rpc_pb2
 from brain.mvcc.store import MVCCStore
 from brain.watch.fanout import fan_out
@@ -33,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # etcd's messages for a create it refuses (mvcc/watcher.go)
 ERR_EMPTY_RANGE = "mvcc: watcher range is empty"
+# the reason etcd gives a watch created at a negative revision
+CANCEL_COMPACTED = "etcdserver: mvcc: required revision has been compacted"
 ERR_DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
 # the id of responses that belong to no one watcher (clientv3.InvalidWatchID)
 INVALID_WATCH_ID = -1
@@ -109,7 +110,7 @@ class WatchStream:
         key = req.key or b"\x00"  # "\x00" is the smallest key
         if req.start_revision < 0:
             box.put_control(enc.control(INVALID_WATCH_ID, rev=store.rev, created=True, canceled=True,
-                                        cancel_reason=errors.ErrCompacted.message))
+                                        cancel_reason=CANCEL_COMPACTED))
             return
         end: bytes | None = req.range_end or None
         if end == b"\x00":

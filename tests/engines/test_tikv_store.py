@@ -10,7 +10,7 @@ import asyncio
 import pytest
 from tikv_double import FakeTikv
 
-from brain import errors
+from brain.errors import DomainError, RequestTimeoutError
 from brain.apply.txn import apply_put
 from brain.etcdpb import kv_pb2
 from brain.etcdpb import rpc_pb2 as pb
@@ -95,9 +95,9 @@ def test_an_unknown_commit_that_did_not_land_fails_and_consumes_no_revision(faul
         engine, store = await open_store(cluster)
         await put(store, b"a", b"1")
         cluster.inject_commit(fault)
-        with pytest.raises(errors.EtcdError) as e:
+        with pytest.raises(DomainError) as e:
             await put(store, b"b", b"2")
-        assert e.value is errors.ErrTimeout
+        assert isinstance(e.value, RequestTimeoutError)
         assert store.rev == 2 and await value_of(store, b"b") is None
         # the next write takes the revision the failed one did not
         assert (await put(store, b"b", b"again")).header.revision == 3
@@ -128,7 +128,7 @@ def test_settling_waits_out_an_unreachable_cluster(landed):
         if landed:
             assert (await attempt).header.revision == 3
         else:
-            with pytest.raises(errors.EtcdError):
+            with pytest.raises(DomainError):
                 await attempt
         assert cluster.calls["timestamp"] > 3  # it kept asking while the cluster was down
         assert (await put(store, b"c", b"3")).header.revision == (4 if landed else 3)
@@ -146,7 +146,7 @@ def test_batches_pipelined_behind_an_unknown_commit_follow_its_fate():
         results = await asyncio.gather(*(put(store, b"k%d" % i, b"v") for i in range(50)), return_exceptions=True)
         ok = [r for r in results if not isinstance(r, BaseException)]
         failed = [r for r in results if isinstance(r, BaseException)]
-        assert failed and all(f is errors.ErrTimeout for f in failed)
+        assert failed and all(isinstance(f, RequestTimeoutError) for f in failed)
         # what succeeded has gap-free revisions right after the last good one
         assert sorted(r.header.revision for r in ok) == list(range(3, 3 + len(ok)))
         assert await revisions_logged(engine) == list(range(2, 3 + len(ok)))
@@ -162,12 +162,12 @@ def test_another_brain_writing_the_same_keyspace_is_caught_and_reloaded():
         engine_b, b = await open_store(cluster)
         assert (await put(a, b"x", b"from a")).header.revision == 2
         # b's state is stale: its commit is refused, nothing written, and it reloads
-        with pytest.raises(errors.EtcdError) as e:
+        with pytest.raises(DomainError) as e:
             await put(b, b"x", b"from b")
-        assert e.value is errors.ErrTimeout
+        assert isinstance(e.value, RequestTimeoutError)
         assert b.rev == 2 and await value_of(b, b"x") == b"from a"
         assert (await put(b, b"y", b"from b")).header.revision == 3
-        with pytest.raises(errors.EtcdError):
+        with pytest.raises(DomainError):
             await put(a, b"z", b"from a")
         assert a.rev == 3
         assert (await put(a, b"z", b"from a")).header.revision == 4
@@ -192,7 +192,7 @@ def test_an_unknown_commit_racing_another_brain_for_the_same_revision():
             cluster.inject_commit("hang-before")  # for a's commit, which goes on after this
 
         cluster.before_commit = b_writes_first
-        with pytest.raises(errors.EtcdError):
+        with pytest.raises(DomainError):
             await put(a, b"x", b"from a")  # a's revision 2 never lands
         assert a.rev == 2 and await value_of(a, b"x") == b"from b"
         assert (await put(a, b"x", b"a again")).header.revision == 3
@@ -216,7 +216,7 @@ def test_closing_while_the_outcome_is_unknown_fences_the_store():
         attempt = asyncio.ensure_future(put(store, b"b", b"2"))
         await asyncio.sleep(0.3)  # the writer is asking for the revision, in vain
         await asyncio.wait_for(store.close(), 10)  # closing does not hang on the dead cluster
-        with pytest.raises(errors.EtcdError):
+        with pytest.raises(DomainError):
             await attempt
         assert store._fenced
         cluster.down = False
