@@ -8,7 +8,7 @@ import pytest
 
 from brain.errors import DomainError, RequestTimeoutError
 from brain.lease.errors import LeaseNotFoundError
-from brain.mvcc.errors import CompactedError
+from brain.mvcc.errors import CompactedError, WriteFailedError
 from brain.apply.txn import apply_put, apply_txn
 from brain.etcdpb import rpc_pb2 as pb
 from brain.mvcc import keys as K
@@ -163,6 +163,39 @@ def test_failed_engine_write_fails_the_batch_and_the_writer_goes_on():
         await engine.close()
 
     run(main())
+
+
+def test_a_bug_under_the_writer_is_no_timeout_and_is_logged_once(caplog):
+    """Each request of a batch a bug failed gets its own WriteFailedError
+    with the bug's text (answered UNKNOWN, as etcd answers an error it has
+    no status for), not "request timed out", which would send clients
+    retrying into the bug; the bug is logged once, with its traceback."""
+    async def main():
+        engine = open_engine("memory")
+        store = await MVCCStore.open(engine)
+        real_write = engine.write
+        calls = {"n": 0}
+
+        async def buggy_write(wb, sync=True):
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise RuntimeError("injected bug")
+            return await real_write(wb, sync=sync)
+
+        engine.write = buggy_write
+        got = await asyncio.gather(put(store, b"a", b"1"), put(store, b"b", b"1"), return_exceptions=True)
+        assert all(isinstance(g, WriteFailedError) and str(g) == "RuntimeError: injected bug" for g in got), got
+        assert got[0] is not got[1]
+        assert store.rev == 1  # nothing consumed
+        r = await put(store, b"a", b"2")  # the writer still serves
+        assert r.header.revision == 2
+        await store.close()
+        await engine.close()
+
+    with caplog.at_level("ERROR"):
+        run(main())
+    logged = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(logged) == 1 and logged[0].exc_info is not None and logged[0].exc_info[0] is RuntimeError, caplog.text
 
 
 def test_a_long_compaction_logs_its_progress(tmp_path, monkeypatch, caplog):

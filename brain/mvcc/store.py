@@ -16,7 +16,7 @@ from collections import deque
 from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 from brain.errors import DiskFullError, NoLeaderError, RequestTimeoutError, StoppedError
-from brain.mvcc.errors import CompactedError, FutureRevisionError
+from brain.mvcc.errors import CompactedError, FutureRevisionError, WriteFailedError
 from brain.etcdpb import kv_pb2
 from brain.mvcc import keys as K
 from brain.mvcc.compactor import Compactor
@@ -93,6 +93,13 @@ def _fail_futures(pairs: list, error: Callable[[], Exception]) -> None:
     for fut, _ in pairs:
         if not fut.done():
             fut.set_exception(error())
+
+
+def _bug(e: Exception) -> Callable[[], Exception]:
+    """The error for the requests of a batch a bug failed (the bug itself is
+    logged once where it is caught): not a timeout, which would send clients
+    retrying into the same bug."""
+    return lambda: WriteFailedError(f"{type(e).__name__}: {e}")
 
 
 def encode_batch(changes: Sequence[Change], rev: int, events: bool = True) -> WriteBatch:
@@ -336,10 +343,10 @@ class MVCCStore:
                 chained = last is not None and not last.done()
                 try:
                     applied = await self._apply(items, pending if chained else None)
-                except Exception:  # never let the writer die: fail the batch instead
+                except Exception as e:  # never let the writer die: fail the batch instead
                     log.exception("applying a write batch failed")
                     self.proposals_failed += sum(1 for _, f in items if not f.done())
-                    _fail(items, RequestTimeoutError)
+                    _fail(items, _bug(e))
                     applied = None
                 # at most `depth` commits in flight: group commit needs the
                 # requests that arrive meanwhile to gather into one batch
@@ -436,13 +443,13 @@ class MVCCStore:
                     if not fut.done():
                         fut.set_result(self._view.rev)  # type: ignore[union-attr]
             self.proposals_committed += len(done) + len(compactions)
-        except Exception:
+        except Exception as e:
             log.exception("finishing a write batch failed")
             unanswered = sum(1 for f, _ in done + compactions if not f.done())
             self.proposals_failed += unanswered
             self.proposals_committed += len(done) + len(compactions) - unanswered
-            _fail_futures(done, RequestTimeoutError)
-            _fail_futures(compactions, RequestTimeoutError)
+            _fail_futures(done, _bug(e))
+            _fail_futures(compactions, _bug(e))
             return False
         return ok
 
