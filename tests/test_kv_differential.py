@@ -189,3 +189,38 @@ def test_random_sequence_matches_etcd(etcd, brain, seed):
         pair = Pair(ce, cb)
         run_sequence(pair, seed, OPS_PER_SEED)
         assert pair.calls > OPS_PER_SEED
+
+
+def read_only_txn(gen: Gen) -> rpc_pb2.TxnRequest:
+    """A Txn whose branches only read (brain answers it on a read-only txn,
+    apply_read_txn), or kube-apiserver's one-key read shape (apply_single_key_reads)."""
+    r = gen.r
+    if r.random() < 0.3:
+        k = gen.key()
+        cmp = rpc_pb2.Compare(key=k, target=rpc_pb2.Compare.MOD, result=rpc_pb2.Compare.EQUAL,
+                              mod_revision=gen.mod.get(k, 0) if r.random() < 0.5 else r.randint(0, gen.rev))
+        get = rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=k))
+        return rpc_pb2.TxnRequest(compare=[cmp], success=[get] if r.random() < 0.5 else [], failure=[get])
+    t = rpc_pb2.TxnRequest()
+    t.compare.extend(gen.compare() for _ in range(r.randint(0, 3)))
+    t.success.extend(rpc_pb2.RequestOp(request_range=gen.range_req()) for _ in range(r.randint(0, 3)))
+    t.failure.extend(rpc_pb2.RequestOp(request_range=gen.range_req()) for _ in range(r.randint(0, 2)))
+    return t
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+def test_read_only_txns_match_etcd(etcd, brain, seed):
+    """Read-only Txns, at the current revision and at older, future and
+    compacted ones, after a random history."""
+    with etcd.channel() as ce, brain.channel() as cb:
+        pair = Pair(ce, cb)
+        run_sequence(pair, seed, 150)
+        gen = Gen(seed + 100)
+        full = pair.both("Range", rpc_pb2.RangeRequest(key=b"\x00", range_end=b"\x00"))
+        gen.rev = full.resp.header.revision
+        gen.mod = {kv.key: kv.mod_revision for kv in full.resp.kvs}
+        compact = gen.rev // 2
+        pair.both("Compact", rpc_pb2.CompactionRequest(revision=compact))
+        gen.compact = compact
+        for i in range(200):
+            pair.both("Txn", read_only_txn(gen), f"seed {seed} read-only txn {i}")

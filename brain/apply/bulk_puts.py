@@ -14,7 +14,7 @@ from __future__ import annotations
 from brain.lease.errors import LeaseNotFoundError
 from brain.apply.single_key import ResponseHeaders
 from brain.etcdpb import rpc_pb2
-from brain.mvcc.txn_write import WriteTxn
+from brain.mvcc.kv import TxnWrite
 from brain.wire.responses import txn_put_op, txn_response
 
 # Below this many ops the general path costs no more.
@@ -39,7 +39,7 @@ def bulk_puts(t: rpc_pb2.TxnRequest, max_txn_ops: int) -> list[rpc_pb2.PutReques
     return puts
 
 
-async def apply_bulk_puts(txn: WriteTxn, puts: list[rpc_pb2.PutRequest], headers: ResponseHeaders) -> bytes:
+async def apply_bulk_puts(txn: TxnWrite, puts: list[rpc_pb2.PutRequest], headers: ResponseHeaders) -> bytes:
     """apply_txn for a txn bulk_puts() accepted, serialized, header included."""
     for lease in {p.lease for p in puts if p.lease}:
         if not txn.lease_exists(lease):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from brain.lease.errors import LeaseNotFoundError
 from brain.apply.single_key import ResponseHeaders
 from brain.etcdpb import rpc_pb2
-from brain.mvcc.txn_write import WriteTxn
+from brain.mvcc.kv import TxnWrite
 from brain.wire.responses import put_response
 
 
@@ -16,7 +16,7 @@ def is_plain(p: rpc_pb2.PutRequest) -> bool:
     return not (p.prev_kv or p.ignore_value or p.ignore_lease)
 
 
-async def apply_plain_put(txn: WriteTxn, p: rpc_pb2.PutRequest, headers: ResponseHeaders) -> bytes:
+async def apply_plain_put(txn: TxnWrite, p: rpc_pb2.PutRequest, headers: ResponseHeaders) -> bytes:
     if p.lease and not txn.lease_exists(p.lease):
         raise LeaseNotFoundError()
     rev = await txn.put(p.key, p.value, p.lease)

@@ -6,7 +6,8 @@ import asyncio
 from typing import Protocol
 
 from brain.etcdpb import kv_pb2, rpc_pb2
-from brain.mvcc.view import RangeEnd, RawRange, drop_in_slices
+from brain.mvcc.kv import RangeEnd, RawRange
+from brain.mvcc.view import drop_in_slices
 from brain.wire import LengthPrefixes, Pieces
 from brain.wire.tags import RANGE_RESPONSE_KVS
 

@@ -22,7 +22,7 @@ from brain.lease.errors import LeaseNotFoundError
 from brain.apply.range import execute_range
 from brain.apply.txn import compare_kv
 from brain.etcdpb import kv_pb2, rpc_pb2
-from brain.mvcc.txn_write import WriteTxn
+from brain.mvcc.kv import TxnRead, TxnWrite
 from brain.wire import varint
 from brain.wire.responses import txn_delete_op, txn_put_op, txn_response
 from brain.wire.tags import RANGE_REQUEST_KEY
@@ -101,11 +101,8 @@ def single_key(t: rpc_pb2.TxnRequest) -> TxnShape:
     return kind
 
 
-async def apply_single_key(txn: WriteTxn, t: rpc_pb2.TxnRequest, headers: ResponseHeaders) -> TxnResponse | bytes:
-    """apply_txn for a txn single_key() accepted, header included. A branch
-    with a Range answers as a TxnResponse; otherwise the answer is already
-    serialized (the bytes TxnResponse.SerializeToString would give)."""
-    c = t.compare[0]
+async def _compare(txn: TxnRead, c: rpc_pb2.Compare) -> tuple[bytes | None, kv_pb2.KeyValue | None, bool]:
+    """The compared key's stored version, its parse (if live), and the compare's outcome."""
     raw = await txn.get(c.key)
     parsed = None
     if raw is None:
@@ -113,6 +110,24 @@ async def apply_single_key(txn: WriteTxn, t: rpc_pb2.TxnRequest, headers: Respon
     else:
         parsed = _parse_kv(raw)
         ok = compare_kv(c, parsed)
+    return raw, parsed, ok
+
+
+async def _range_answer(txn: TxnRead, ok: bool, r: rpc_pb2.RangeRequest, headers: ResponseHeaders) -> TxnResponse:
+    resp = TxnResponse(succeeded=ok)
+    rr = await execute_range(txn, r, txn.rev())
+    resp.responses.add().response_range.CopyFrom(rr)
+    resp.header.revision = txn.rev()
+    headers.fill(resp.header)
+    return resp
+
+
+async def apply_single_key(txn: TxnWrite, t: rpc_pb2.TxnRequest, headers: ResponseHeaders) -> TxnResponse | bytes:
+    """apply_txn for a txn single_key() accepted, header included. A branch
+    with a Range answers as a TxnResponse; otherwise the answer is already
+    serialized (the bytes TxnResponse.SerializeToString would give)."""
+    c = t.compare[0]
+    raw, parsed, ok = await _compare(txn, c)
     ops = t.success if ok else t.failure
     op_field = b""
     if ops:
@@ -130,10 +145,15 @@ async def apply_single_key(txn: WriteTxn, t: rpc_pb2.TxnRequest, headers: Respon
             deleted, rev = await txn.delete_range(op.request_delete_range.key, None)
             op_field = txn_delete_op(rev, deleted)
         else:
-            resp = TxnResponse(succeeded=ok)
-            rr = await execute_range(txn, op.request_range, txn.rev())
-            resp.responses.add().response_range.CopyFrom(rr)
-            resp.header.revision = txn.rev()
-            headers.fill(resp.header)
-            return resp
+            return await _range_answer(txn, ok, op.request_range, headers)
     return txn_response(headers.encode(txn.rev()), ok, op_field)
+
+
+async def apply_single_key_reads(txn: TxnRead, t: rpc_pb2.TxnRequest, headers: ResponseHeaders) -> TxnResponse | bytes:
+    """apply_single_key for a txn single_key() found READS: the same answer,
+    on a read-only txn."""
+    _, _, ok = await _compare(txn, t.compare[0])
+    ops = t.success if ok else t.failure
+    if ops:
+        return await _range_answer(txn, ok, ops[0].request_range, headers)
+    return txn_response(headers.encode(txn.rev()), ok, b"")

@@ -1,4 +1,5 @@
-"""Put, DeleteRange and Txn as etcd applies them, on a WriteTxn.
+"""Put, DeleteRange and Txn as etcd applies them, on a TxnWrite; a Txn that
+only reads (is_read_only) on a TxnRead, which has nothing to write with.
 
 Txn follows etcd's order exactly: every compare (nested txns included) is
 evaluated against the state before the txn; then the chosen branches are
@@ -13,7 +14,7 @@ from brain.lease.errors import LeaseNotFoundError
 from brain.mvcc.errors import CompactedError, FutureRevisionError
 from brain.apply.range import execute_range, range_end
 from brain.etcdpb import kv_pb2, rpc_pb2
-from brain.mvcc.txn_write import WriteTxn
+from brain.mvcc.kv import TxnRead, TxnWrite
 
 KeyValue = kv_pb2.KeyValue
 _parse_kv = KeyValue.FromString
@@ -25,7 +26,7 @@ _EMPTY_KV = KeyValue()
 # -- Put ------------------------------------------------------------------------
 
 
-async def _check_put(txn: WriteTxn, p: rpc_pb2.PutRequest) -> bytes | None:
+async def _check_put(txn: TxnWrite, p: rpc_pb2.PutRequest) -> bytes | None:
     if p.lease and not txn.lease_exists(p.lease):
         raise LeaseNotFoundError()
     prev = None
@@ -36,7 +37,7 @@ async def _check_put(txn: WriteTxn, p: rpc_pb2.PutRequest) -> bytes | None:
     return prev
 
 
-async def _put(txn: WriteTxn, p: rpc_pb2.PutRequest, prev: bytes | None) -> rpc_pb2.PutResponse:
+async def _put(txn: TxnWrite, p: rpc_pb2.PutRequest, prev: bytes | None) -> rpc_pb2.PutResponse:
     value, lease = p.value, p.lease
     if p.ignore_value or p.ignore_lease:
         pkv = _parse_kv(prev)  # type: ignore[arg-type]
@@ -51,7 +52,7 @@ async def _put(txn: WriteTxn, p: rpc_pb2.PutRequest, prev: bytes | None) -> rpc_
     return resp
 
 
-async def apply_put(txn: WriteTxn, p: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
+async def apply_put(txn: TxnWrite, p: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
     prev = await _check_put(txn, p)
     return await _put(txn, p, prev)
 
@@ -59,7 +60,7 @@ async def apply_put(txn: WriteTxn, p: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse
 # -- DeleteRange ----------------------------------------------------------------
 
 
-async def apply_delete(txn: WriteTxn, d: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
+async def apply_delete(txn: TxnWrite, d: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
     end = range_end(d.range_end)
     resp = rpc_pb2.DeleteRangeResponse()
     if d.prev_kv:
@@ -105,7 +106,7 @@ def compare_kv(c: Compare, kv: KeyValue) -> bool:
     return True
 
 
-async def _apply_compare(txn: WriteTxn, c: Compare) -> bool:
+async def _apply_compare(txn: TxnRead, c: Compare) -> bool:
     rr = await txn.range(c.key, range_end(c.range_end))
     if not rr.kvs:
         if c.target == Compare.VALUE:
@@ -117,7 +118,7 @@ async def _apply_compare(txn: WriteTxn, c: Compare) -> bool:
     return True
 
 
-async def _compare_to_path(txn: WriteTxn, t: rpc_pb2.TxnRequest, path: list[bool]) -> None:
+async def _compare_to_path(txn: TxnRead, t: rpc_pb2.TxnRequest, path: list[bool]) -> None:
     ok = True
     for c in t.compare:
         if not await _apply_compare(txn, c):
@@ -129,7 +130,7 @@ async def _compare_to_path(txn: WriteTxn, t: rpc_pb2.TxnRequest, path: list[bool
             await _compare_to_path(txn, op.request_txn, path)
 
 
-async def _check_branch(txn: WriteTxn, t: rpc_pb2.TxnRequest, path: list[bool], i: int, kind: str) -> int:
+async def _check_branch(txn: TxnWrite, t: rpc_pb2.TxnRequest, path: list[bool], i: int, kind: str) -> int:
     """Checks one kind of op ("request_put" or "request_range") in the chosen
     branches before any write; returns the next path index."""
     ops = t.success if path[i] else t.failure
@@ -141,18 +142,22 @@ async def _check_branch(txn: WriteTxn, t: rpc_pb2.TxnRequest, path: list[bool], 
         elif which != kind:
             continue
         elif which == "request_range":
-            rev = op.request_range.revision
-            if rev != 0:
-                if rev > txn.rev():
-                    raise FutureRevisionError()
-                if rev < txn.compact_rev:
-                    raise CompactedError()
+            _check_range(txn, op.request_range)
         else:
             await _check_put(txn, op.request_put)
     return i
 
 
-async def _execute(txn: WriteTxn, t: rpc_pb2.TxnRequest, path: list[bool], i: int, resp: rpc_pb2.TxnResponse) -> int:
+def _check_range(txn: TxnRead, r: rpc_pb2.RangeRequest) -> None:
+    rev = r.revision
+    if rev != 0:
+        if rev > txn.rev():
+            raise FutureRevisionError()
+        if rev < txn.compact_rev:
+            raise CompactedError()
+
+
+async def _execute(txn: TxnWrite, t: rpc_pb2.TxnRequest, path: list[bool], i: int, resp: rpc_pb2.TxnResponse) -> int:
     ok = path[i]
     i += 1
     resp.succeeded = ok
@@ -179,7 +184,7 @@ async def _execute(txn: WriteTxn, t: rpc_pb2.TxnRequest, path: list[bool], i: in
     return i
 
 
-async def apply_txn(txn: WriteTxn, t: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+async def apply_txn(txn: TxnWrite, t: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
     path: list[bool] = []
     await _compare_to_path(txn, t, path)
     # etcd 3.5 checks every put of the chosen branches first, then every range
@@ -191,7 +196,27 @@ async def apply_txn(txn: WriteTxn, t: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse
     return resp
 
 
+async def apply_read_txn(txn: TxnRead, t: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+    """apply_txn for a txn is_read_only() accepted: its compares, then its
+    chosen branch's ranges, all at txn.rev()."""
+    ok = True
+    for c in t.compare:
+        if not await _apply_compare(txn, c):
+            ok = False
+            break
+    ops = t.success if ok else t.failure
+    for op in ops:
+        _check_range(txn, op.request_range)
+    resp = rpc_pb2.TxnResponse(succeeded=ok)
+    for op in ops:
+        rr = await execute_range(txn, op.request_range, txn.rev())
+        resp.responses.add().response_range.CopyFrom(rr)
+    resp.header.revision = txn.rev()
+    return resp
+
+
 def is_read_only(t: rpc_pb2.TxnRequest) -> bool:
+    """Whether both branches hold ranges only (a nested txn is not)."""
     for op in t.success:
         if op.WhichOneof("request") != "request_range":
             return False

@@ -22,8 +22,7 @@ from typing import Callable
 from brain.tasks import cancel_and_wait
 from brain.etcdpb import kv_pb2
 from brain.mvcc import keys as K
-from brain.mvcc.store import MVCCStore
-from brain.mvcc.txn_write import Change
+from brain.mvcc.kv import Change, FollowingKV
 from brain.watch.event import WatchEvent
 from brain.watch.replay import read_events
 from engines.base import Engine, EngineError
@@ -55,7 +54,7 @@ def to_change(event: WatchEvent) -> Change:
 
 
 class EngineFollower:
-    def __init__(self, store: MVCCStore, engine: Engine, poll_interval: float = DEFAULT_POLL_INTERVAL) -> None:
+    def __init__(self, store: FollowingKV, engine: Engine, poll_interval: float = DEFAULT_POLL_INTERVAL) -> None:
         self.store = store
         self.engine = engine
         self.poll_interval = poll_interval

@@ -34,7 +34,7 @@ from brain.cluster.follower import DEFAULT_POLL_INTERVAL, EngineFollower
 from brain.cluster.forward import Forwarder
 from brain.cluster.members import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MEMBER_TTL, MemberRecord, MemberRegistry
 from brain.lease import Lessor
-from brain.mvcc.store import MVCCStore
+from brain.mvcc.kv import FollowingKV
 from brain.server.config import TLSConfig
 from engines.base import ConflictError, Engine, EngineError
 
@@ -84,7 +84,7 @@ class ClusterNode:
     def __init__(
         self,
         engine: Engine,
-        store: MVCCStore,
+        store: FollowingKV,
         lease_service: LeaseService,
         me: MemberRecord,
         settings: ClusterSettings = ClusterSettings(),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 from brain.mvcc import keys as K
-from brain.mvcc.txn_write import Change
+from brain.mvcc.kv import Change
 from engines.base import Snapshot
 
 

@@ -34,8 +34,8 @@ from brain.lease.attachments import Attachments
 from brain.lease.expiry import ExpiryQueue
 from brain.lease.lease import MAX_TTL, MIN_TTL, Lease
 from brain.mvcc import keys as K
-from brain.mvcc.store import MVCCStore
-from brain.mvcc.txn_write import YIELD_EVERY, Change, WriteTxn
+from brain.mvcc.kv import Change, FollowingKV, TxnWrite
+from brain.mvcc.txn_write import YIELD_EVERY
 from engines.base import ConflictError, EngineError, EngineFullError, WriteBatch
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ REVOKE_PER_ROUND = 500
 class Lessor:
     def __init__(
         self,
-        store: MVCCStore,
+        store: FollowingKV,
         *,
         min_ttl: int = MIN_TTL,
         clock: Callable[[], float] = time.monotonic,
@@ -86,7 +86,7 @@ class Lessor:
     # -- start and stop ------------------------------------------------------
 
     @classmethod
-    async def open(cls, store: MVCCStore, **kwargs) -> Lessor:
+    async def open(cls, store: FollowingKV, **kwargs) -> Lessor:
         """Load the stored leases (each with its full TTL again), attach the
         live keys, finish revokes a crash interrupted, start expiring."""
         lessor = cls(store, **kwargs)
@@ -241,7 +241,7 @@ class Lessor:
     async def _revoke(self, lease_id: int) -> int:
         gone: Lease | None = None  # set once the lease's record is deleted
 
-        async def revoke_in_writer(txn: WriteTxn) -> int:
+        async def revoke_in_writer(txn: TxnWrite) -> int:
             nonlocal gone
             # the decision is made here, in the writer, so that it is ordered
             # with every Put's lease check (see the module docstring)
@@ -276,7 +276,7 @@ class Lessor:
     async def _sweep(self, lease_id: int) -> int:
         """Delete the keys still attached to a lease whose record is gone."""
 
-        async def sweep_in_writer(txn: WriteTxn) -> int:
+        async def sweep_in_writer(txn: TxnWrite) -> int:
             if lease_id in self._leases:  # granted anew meanwhile: its keys now
                 return txn.rev()
             await self._delete_attached(txn, lease_id)
@@ -286,12 +286,12 @@ class Lessor:
         self._orphans.discard(lease_id)
         return rev
 
-    async def _delete_attached(self, txn: WriteTxn, lease_id: int) -> None:
+    async def _delete_attached(self, txn: TxnWrite, lease_id: int) -> None:
         """Delete, in this txn (one revision), every key that names the lease
         in the writer's current state: the committed attachments, plus keys
         that batches not yet committed (or this one) attached."""
         candidates = set(self._attached.keys_of(lease_id))
-        for c in txn.batch.changes:
+        for c in txn.uncommitted_changes():
             if c.lease == lease_id and not c.deleted:
                 candidates.add(c.key)
         for i, key in enumerate(sorted(candidates)):  # etcd deletes in key order

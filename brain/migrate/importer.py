@@ -19,7 +19,7 @@ from brain.etcdpb import kv_pb2
 from brain.lease import record as lease_record
 from brain.mvcc import keys as K
 from brain.mvcc.store import encode_batch
-from brain.mvcc.txn_write import Change
+from brain.mvcc.kv import Change
 from engines.base import Engine, WriteBatch
 
 # Marks a store as a migration's target: the source's cluster id, so a

@@ -51,7 +51,7 @@ from typing import AsyncIterator
 from brain.mvcc.errors import CompactedError, CorruptError, FutureRevisionError
 from brain.etcdpb import kv_pb2
 from brain.mvcc import keys as K
-from brain.mvcc.view import ReadView
+from brain.mvcc.kv import View
 from engines.base import Engine, Snapshot
 
 _parse_kv = kv_pb2.KeyValue.FromString
@@ -88,7 +88,7 @@ def kv_record(kv: kv_pb2.KeyValue) -> bytes:
     ))
 
 
-def hash_revision(view: ReadView, rev: int) -> int:
+def hash_revision(view: View, rev: int) -> int:
     """The revision HashKV(rev) hashes, by etcd 3.5's rules for it: 0 is the
     view's revision; at or below the compact revision is compacted (unlike a
     range, which may read at the compact revision itself); above the view's
@@ -118,7 +118,7 @@ def _live_at_compact(raw: bytes) -> bool:
     return raw == K.LIVE or _parse_kv(raw).version != 0
 
 
-async def hash_kv(view: ReadView, rev: int) -> KVHash:
+async def hash_kv(view: View, rev: int) -> KVHash:
     """HashKV at rev (0: the view's revision); see the module docstring."""
     rev = hash_revision(view, rev)
     compact = view.compact_rev

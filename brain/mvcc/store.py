@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Any, Awaitable, Callable, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from brain.errors import DiskFullError, NoLeaderError, RequestTimeoutError, StoppedError
 from brain.mvcc.errors import CompactedError, FutureRevisionError, WriteFailedError
@@ -22,7 +22,9 @@ from brain.mvcc import keys as K
 from brain.mvcc.compactor import Compactor
 from brain.mvcc.key_index import KeyIndex
 from brain.mvcc.keyset import ensure_keyset, read_keys
-from brain.mvcc.txn_write import Batch, Change, WriteTxn
+from brain.mvcc.kv import Change, CommitListener, WriteFence, WriteFn
+from brain.mvcc.txn_read import ReadTxn
+from brain.mvcc.txn_write import Batch, WriteTxn
 from brain.mvcc.view import ReadView
 from engines.base import CommitUnknownError, ConflictError, Engine, EngineError, EngineFullError, Snapshot, WriteBatch
 from engines.features import inline_sync_hint
@@ -30,24 +32,6 @@ from engines.features import inline_sync_hint
 log = logging.getLogger(__name__)
 
 _parse_kv = kv_pb2.KeyValue.FromString
-
-WriteFn = Callable[[WriteTxn], Awaitable[Any]]
-CommitListener = Callable[[Sequence[Change], int], None]
-
-
-class WriteFence(Protocol):
-    """Who may commit, when several brain processes share one engine and
-    only an elected leader writes (brain/cluster). Every commit carries the
-    fence's expectations, so a writer that lost its leadership cannot
-    commit, however late its commit reaches the engine."""
-
-    def admits_writes(self) -> bool:
-        """Whether this process may commit now (it holds an unexpired lease)."""
-        ...
-
-    def expectations(self) -> list[tuple[bytes, bytes | None]]:
-        """Engine keys and the values they must still hold for a commit to apply."""
-        ...
 
 # Upper bound of requests folded into one engine commit: keeps one batch's
 # apply time (and so the latency of its first request) bounded.
@@ -240,6 +224,13 @@ class MVCCStore:
     @property
     def compact_rev(self) -> int:
         return self._view.compact_rev  # type: ignore[union-attr]
+
+    def read_txn(self) -> ReadTxn:
+        return ReadTxn(self.view)
+
+    def writer_running(self) -> bool:
+        writer = self._writer
+        return writer is not None and not writer.done()
 
     def add_listener(self, fn: CommitListener) -> None:
         """fn(changes, rev) runs on the event loop after each durable commit."""

@@ -17,29 +17,14 @@ from dataclasses import dataclass, field
 
 from brain.mvcc.errors import CompactedError, FutureRevisionError
 from brain.etcdpb import kv_pb2
-from brain.mvcc.view import RangeEnd, RawRange, ReadView
+from brain.mvcc.kv import Change, RangeEnd, RawRange
+from brain.mvcc.view import ReadView
 
 KeyValue = kv_pb2.KeyValue
 _parse_kv = KeyValue.FromString
 
 # Keys a request changes between two turns of the event loop.
 YIELD_EVERY = 4096
-
-
-@dataclass(slots=True)
-class Change:
-    """One key changed at one revision. kv is the serialized new version
-    (for a delete: the tombstone {key, mod_revision}); prev is the serialized
-    version it replaced, if the key was live, written at prev_rev."""
-
-    rev: int
-    key: bytes
-    kv: bytes
-    prev: bytes | None
-    deleted: bool
-    lease: int = 0
-    prev_lease: int = 0
-    prev_rev: int = 0
 
 
 def _in_range(k: bytes, key: bytes, end: RangeEnd) -> bool:
@@ -120,11 +105,7 @@ class WriteTxn:
         latest = self.batch.latest
         if key in latest:
             return latest[key]
-        view = self.batch.view
-        index = view.index
-        if index.ready and index.rev == view.rev and key not in index.keys:
-            return None  # a create: the key index knows, no engine read
-        return await view.get_latest(key)
+        return await self.batch.view.get_live(key)
 
     async def range(
         self, key: bytes, end: RangeEnd, rev: int = 0, limit: int = 0, count_only: bool = False
@@ -156,6 +137,10 @@ class WriteTxn:
         if limit > 0:
             kvs = kvs[:limit]
         return RawRange(kvs, count)
+
+    def uncommitted_changes(self) -> list[Change]:
+        """The batch's changes before this txn's, not yet in the engine."""
+        return self.batch.changes
 
     # -- writes ------------------------------------------------------------
 

@@ -9,32 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 
 from brain.mvcc.errors import CompactedError, CorruptError, FutureRevisionError
 from brain.etcdpb import kv_pb2
 from brain.mvcc import keys as K
 from brain.mvcc.key_index import KeyIndex, Page
+from brain.mvcc.kv import RangeEnd, RawRange
 from engines.base import Snapshot
 
 log = logging.getLogger(__name__)
 
 KeyValue = kv_pb2.KeyValue
 _parse_kv = KeyValue.FromString
-
-# A range end of None selects the single key; b"" selects every key >= key
-# (etcd's "\0" range end); anything else is the exclusive upper bound.
-RangeEnd = bytes | None
-
-
-@dataclass(slots=True)
-class RawRange:
-    """Serialized KeyValues in key order, the exact total in the range, and
-    the revision the result was read at."""
-
-    kvs: list[bytes]
-    count: int
-
 
 # Objects freed per turn of the event loop when a large result is dropped.
 DROP_SLICE = 8192
@@ -100,6 +86,14 @@ class ReadView:
     async def get_latest(self, key: bytes) -> bytes | None:
         """The serialized live KeyValue of key at this view's revision."""
         return await self.snapshot.get(K.INDEX + key)
+
+    async def get_live(self, key: bytes) -> bytes | None:
+        """get_latest, without an engine read when the key index is at this
+        view and lacks the key (a create's read of the key it creates)."""
+        index = self.index
+        if index.ready and index.rev == self.rev and key not in index.keys:
+            return None
+        return await self.get_latest(key)
 
     async def range(
         self,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from brain.tasks import cancel_and_wait
 from brain.errors import DomainError
 from brain.mvcc.errors import CompactedError
-from brain.mvcc.store import MVCCStore
+from brain.mvcc.kv import KV
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def parse_retention(mode: str, text: str) -> float:
 
 @dataclass
 class AutoCompactor:
-    store: MVCCStore
+    store: KV
     mode: str
     retention: float  # seconds (periodic) or revisions (revision), > 0
     revision_check_interval: float = REVISION_CHECK_INTERVAL

@@ -5,7 +5,7 @@ import hashlib
 import os
 
 from brain.mvcc import keys as K
-from brain.mvcc.store import MVCCStore
+from brain.mvcc.kv import KV
 from brain.wire import varint
 from brain.wire.responses import response_header_around_revision
 from engines.base import ConflictError, Engine, WriteBatch
@@ -19,7 +19,7 @@ class Header:
 
     __slots__ = ("cluster_id", "member_id", "raft_term", "store", "_before_rev", "_after_rev")
 
-    def __init__(self, store: MVCCStore, cluster_id: int, member_id: int) -> None:
+    def __init__(self, store: KV, cluster_id: int, member_id: int) -> None:
         self.store = store
         self.cluster_id = cluster_id
         self.member_id = member_id

@@ -10,11 +10,10 @@ from brain.apply import validate
 from brain.apply.bulk_puts import apply_bulk_puts, bulk_puts
 from brain.apply.plain_put import apply_plain_put, is_plain
 from brain.apply.range import serialized_range
-from brain.apply.single_key import NOT_SINGLE, READS, WRITES, apply_single_key, single_key
-from brain.apply.txn import apply_delete, apply_put, apply_txn, is_read_only
+from brain.apply.single_key import NOT_SINGLE, READS, WRITES, apply_single_key, apply_single_key_reads, single_key
+from brain.apply.txn import apply_delete, apply_put, apply_read_txn, apply_txn, is_read_only
 from brain.etcdpb import rpc_pb2
-from brain.mvcc.store import MVCCStore
-from brain.mvcc.txn_write import Batch, WriteTxn
+from brain.mvcc.kv import KV
 from brain.server.header import Header
 from brain.server.heap import HeapTrimmer
 from brain.server.quota import SpaceQuota
@@ -27,7 +26,7 @@ _RAFT_FRAMING_BYTES = 16
 
 
 class KVService:
-    def __init__(self, store: MVCCStore, header: Header, max_request_bytes: int, max_txn_ops: int, heap: HeapTrimmer | None = None,
+    def __init__(self, store: KV, header: Header, max_request_bytes: int, max_txn_ops: int, heap: HeapTrimmer | None = None,
                  quota: SpaceQuota | None = None) -> None:
         self.store = store
         self.quota = quota
@@ -39,12 +38,6 @@ class KVService:
         # awaited before a linearizable Range, so that it sees every write
         # acknowledged before it, whichever member acknowledged it
         self.read_barrier: Callable[[], Awaitable[None]] | None = None
-
-    def _committed(self) -> WriteTxn:
-        """A txn over the committed view: like etcd, a read-only txn is
-        answered from it, never queued behind writes."""
-        store = self.store
-        return WriteTxn(Batch.on(store.view), store.lease_exists)
 
     def _check_size(self, r) -> None:
         if r.ByteSize() + _RAFT_FRAMING_BYTES > self.max_request_bytes:
@@ -94,7 +87,7 @@ class KVService:
             header = self.header
             return await self.store.write(lambda txn: apply_single_key(txn, r, header))
         if shape is READS:
-            return await apply_single_key(self._committed(), r, self.header)
+            return await apply_single_key_reads(self.store.read_txn(), r, self.header)
         puts = bulk_puts(r, self.max_txn_ops)
         if puts is not None:
             self._check_size(r)
@@ -104,7 +97,7 @@ class KVService:
         validate.check_intervals(r.success)
         validate.check_intervals(r.failure)
         if is_read_only(r):
-            resp = await apply_txn(self._committed(), r)
+            resp = await apply_read_txn(self.store.read_txn(), r)
         else:
             self._check_size(r)
             resp = await self.store.write(lambda txn: apply_txn(txn, r))

@@ -8,7 +8,7 @@ import grpc
 from brain.errors import MembershipFixedError
 from brain.etcdpb import rpc_pb2
 from brain.mvcc.hash import hash_all, hash_kv
-from brain.mvcc.store import MVCCStore
+from brain.mvcc.kv import KV
 from brain.server.alarms import AlarmStore
 from brain.server.config import ServerConfig
 from brain.server.header import Header
@@ -55,7 +55,7 @@ def engine_size(engine: Engine) -> int:
 
 
 class MaintenanceService:
-    def __init__(self, store: MVCCStore, engine: Engine, header: Header, config: ServerConfig, alarms: AlarmStore | None = None,
+    def __init__(self, store: KV, engine: Engine, header: Header, config: ServerConfig, alarms: AlarmStore | None = None,
                  cluster: ClusterView | None = None) -> None:
         self.cluster = cluster
         self.alarms = alarms

@@ -23,8 +23,7 @@ from brain.etcdpb import kv_pb2, migration_pb2 as mpb
 from brain.migrate.importer import (
     META_CUT_OVER, META_SOURCE, Event, MigrationError, MigrationRefusedError, RevisionImporter, revision_changes,
 )
-from brain.mvcc.store import MVCCStore
-from brain.mvcc.txn_write import WriteTxn
+from brain.mvcc.kv import Store, TxnWrite
 from brain.server.status import generic, unary
 from engines.base import Engine, WriteBatch
 
@@ -59,7 +58,7 @@ async def mark_cut_over(engine: Engine) -> None:
 
 
 class MigrationService:
-    def __init__(self, store: MVCCStore, engine: Engine, accepting: bool,
+    def __init__(self, store: Store, engine: Engine, accepting: bool,
                  cut_over: Callable[[], Awaitable[None]]) -> None:
         self.store = store
         self.engine = engine
@@ -189,10 +188,10 @@ class MigrationService:
         )
 
 
-def _importer(rev: int, events: list[Event]) -> Callable[[WriteTxn], Awaitable[int]]:
+def _importer(rev: int, events: list[Event]) -> Callable[[TxnWrite], Awaitable[int]]:
     """The write function taking the source's revision rev into the store."""
 
-    async def apply(txn: WriteTxn) -> int:
+    async def apply(txn: TxnWrite) -> int:
         if rev != txn.begin_rev + 1:
             raise MigrationError(f"revision {rev} does not follow revision {txn.begin_rev}")
         prevs = [await txn.get(e.key) for e in events]

@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from brain.errors import NotSupportedForLearnerError
 from brain.cluster import ClusterNode, MemberRecord, channel_credentials
 from brain.lease import Lessor
+from brain.mvcc.kv import Store
 from brain.mvcc.store import MVCCStore
 from brain.server.alarms import AlarmStore
 from brain.server.autocompact import AutoCompactor, parse_retention
@@ -107,7 +108,7 @@ class BrainServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.engine: Engine | None = None
-        self.store: MVCCStore | None = None
+        self.store: Store | None = None
         self.lessor: Lessor | None = None
         self.watch: WatchService | None = None
         self.grpc: grpc.aio.Server | None = None
@@ -136,8 +137,7 @@ class BrainServer:
         store = self.store
         if store is None:
             return False, "not started"
-        writer = store._writer
-        if writer is None or writer.done():
+        if not store.writer_running():
             return False, "writer stopped"
         return True, ""
 

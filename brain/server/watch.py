@@ -14,7 +14,7 @@ from typing import AsyncIterator
 import grpc
 
 from brain.etcdpb import rpc_pb2
-from brain.mvcc.store import MVCCStore
+from brain.mvcc.kv import KV
 from brain.server.config import GRPC_OVERHEAD_BYTES
 from brain.server.header import Header
 from brain.server.status import bidi_stream, generic
@@ -26,7 +26,7 @@ pb = rpc_pb2
 class WatchService:
     def __init__(
         self,
-        store: MVCCStore,
+        store: KV,
         header: Header,
         progress_notify_interval: float,
         max_request_bytes: int,

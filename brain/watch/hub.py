@@ -14,8 +14,7 @@ import itertools
 import logging
 from typing import Sequence
 
-from brain.mvcc.store import MVCCStore
-from brain.mvcc.txn_write import Change
+from brain.mvcc.kv import KV, Change
 from brain.watch.event import WatchEvent
 from brain.watch.fanout import fan_out
 from brain.watch.history import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, EventHistory
@@ -35,7 +34,7 @@ DEFAULT_FRAGMENT_LIMIT = 2 * 1024 * 1024
 class WatchHub:
     def __init__(
         self,
-        store: MVCCStore,
+        store: KV,
         header: HeaderSource,
         *,
         progress_interval: float = 600.0,

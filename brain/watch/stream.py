@@ -19,7 +19,7 @@ import random
 from typing import Protocol
 
 from brain.etcdpb import rpc_pb2
-from brain.mvcc.store import MVCCStore
+from brain.mvcc.kv import KV
 from brain.watch.fanout import fan_out
 from brain.watch.history import EventHistory
 from brain.watch.outbox import Outbox
@@ -56,7 +56,7 @@ class StreamHost(Protocol):
     stream moves its watchers between. A Protocol keeps the import one way
     (the hub makes streams)."""
 
-    store: MVCCStore
+    store: KV
     encoder: ResponseEncoder
     history: EventHistory
     synced: WatcherGroup
