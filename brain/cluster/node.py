@@ -265,7 +265,7 @@ class ClusterNode:
         self.store.lease_exists = lambda _id: False
         if lessor is not None:
             await lessor.stop()
-            self.store.remove_listener(lessor._on_commit)
+            lessor.detach()
         log.warning("following again from revision %d", self.store.rev)
 
     async def stop(self) -> None:

@@ -132,6 +132,11 @@ class Lessor:
         for lease in self._leases.values():
             lease.revoked.set()
 
+    def detach(self) -> None:
+        """Stop following the store's commits: a stopped lessor that another
+        one replaces (a member that stopped leading, brain/cluster)."""
+        self.store.remove_listener(self._on_commit)
+
     # -- lookups ---------------------------------------------------------------
 
     def exists(self, lease_id: int) -> bool:
