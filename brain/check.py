@@ -25,7 +25,7 @@ import click
 import grpc
 
 from brain.client import Endpoint
-from brain.mvcc import keys as K
+from brain.mvcc import records as K
 from brain.snapshot.format import SnapshotError
 from brain.etcdpb import kv_pb2, rpc_pb2, rpc_pb2_grpc
 from engines.base import prefix_end

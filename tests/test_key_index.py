@@ -164,7 +164,7 @@ def test_an_older_store_gets_its_key_set_at_open():
 
     from brain.apply.txn import apply_put
     from brain.etcdpb import rpc_pb2 as pb
-    from brain.mvcc import keys as K
+    from brain.mvcc import records as K
     from brain.mvcc.store import MVCCStore
     from engines.base import WriteBatch
     from engines.memory import MemoryEngine

@@ -16,7 +16,7 @@ from brain.etcdpb import kv_pb2
 from brain.etcdpb import rpc_pb2 as pb
 from brain.lease import MAX_TTL, Lessor
 from brain.lease.expiry import ExpiryQueue
-from brain.mvcc import keys as K
+from brain.mvcc import records as K
 from brain.mvcc.store import MVCCStore
 from engines import open_engine
 from engines.base import WriteBatch

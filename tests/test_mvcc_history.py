@@ -1,6 +1,6 @@
 """Reads at every past revision, and events rebuilt from the engine, against a
 model, over random puts and deletes grouped into batches. A live version is
-stored once (its history record is the LIVE marker, keys.py), so this covers
+stored once (its history record is the LIVE marker, records.py), so this covers
 every path that turns a marker back into the version: ranges and single-key
 reads at past revisions, watch replay, compaction."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from brain.apply.txn import apply_put
 from brain.etcdpb import kv_pb2
 from brain.etcdpb import rpc_pb2 as pb
-from brain.mvcc import keys as K
+from brain.mvcc import records as K
 from brain.mvcc.store import MVCCStore
 from brain.watch.replay import read_events
 from engines.memory import MemoryEngine

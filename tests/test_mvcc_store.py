@@ -11,7 +11,7 @@ from brain.lease.errors import LeaseNotFoundError
 from brain.mvcc.errors import CompactedError, WriteFailedError
 from brain.apply.txn import apply_put, apply_txn
 from brain.etcdpb import rpc_pb2 as pb
-from brain.mvcc import keys as K
+from brain.mvcc import records as K
 from brain.mvcc.store import MVCCStore
 from engines import open_engine
 from engines.base import WriteBatch

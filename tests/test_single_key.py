@@ -13,7 +13,7 @@ from brain.errors import DomainError
 from brain.apply.single_key import NOT_SINGLE, READS, WRITES, apply_single_key, single_key
 from brain.apply.txn import apply_txn
 from brain.etcdpb import rpc_pb2 as pb
-from brain.mvcc import keys as K
+from brain.mvcc import records as K
 from brain.mvcc.store import MVCCStore
 from brain.mvcc.txn_write import Batch, WriteTxn
 from brain.server.header import Header

@@ -26,7 +26,7 @@ from tikv_fake.process import FakeTikvProcess
 from brain.errors import DomainError
 from brain.cluster.election import Election
 from brain.etcdpb import rpc_pb2, rpc_pb2_grpc
-from brain.mvcc import keys as K
+from brain.mvcc import records as K
 from brain.mvcc.store import MVCCStore
 from engines.tikv import open_tikv
 from servers import ServerProcess, brain_server, etcd_tool

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 from brain.tasks import cancel_and_wait
-from brain.mvcc import keys as K
+from brain.mvcc import records as K
 from engines.base import ConflictError, Engine, EngineError, WriteBatch
 
 log = logging.getLogger(__name__)

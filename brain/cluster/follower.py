@@ -1,7 +1,7 @@
 """A follower's store follows the leader's commits through the engine.
 
 The leader writes every revision's changed keys to the revision log
-(`e<rev>`, brain/mvcc/keys.py) in the same transaction as the revision
+(`e<rev>`, brain/mvcc/records.py) in the same transaction as the revision
 record. A follower reads the revision record at a fresh timestamp, and when
 it is ahead of the store, reads the log and the versions from one snapshot
 that holds them all, and hands them to MVCCStore.follow: the read view
@@ -21,7 +21,7 @@ from typing import Callable
 
 from brain.tasks import cancel_and_wait
 from brain.etcdpb import kv_pb2
-from brain.mvcc import keys as K
+from brain.mvcc import records as K
 from brain.mvcc.kv import Change, FollowingKV
 from brain.watch.event import WatchEvent
 from brain.watch.replay import read_events

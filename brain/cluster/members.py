@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from brain.tasks import cancel_and_wait
-from brain.mvcc import keys as K
+from brain.mvcc import records as K
 from engines.base import Engine, EngineError, WriteBatch
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from brain.mvcc import keys as K
+from brain.mvcc import records as K
 from brain.mvcc.kv import Change
 from engines.base import Snapshot
 
@@ -61,7 +61,7 @@ class Attachments:
 
     async def load(self, snapshot: Snapshot) -> None:
         """Attach every live key that names a lease, from the engine's
-        leased-key records (keys.py): only leased keys are read."""
+        leased-key records (records.py): only leased keys are read."""
         for k, _ in await snapshot.scan(K.LEASED, K.LEASED_END, keys_only=True):
             lease, key = K.decode_leased(k)
             self.attach(key, lease)

@@ -33,7 +33,7 @@ from brain.lease import record
 from brain.lease.attachments import Attachments
 from brain.lease.expiry import ExpiryQueue
 from brain.lease.lease import MAX_TTL, MIN_TTL, Lease
-from brain.mvcc import keys as K
+from brain.mvcc import records as K
 from brain.mvcc.kv import Change, FollowingKV, TxnWrite
 from brain.mvcc.txn_write import YIELD_EVERY
 from engines.base import ConflictError, EngineError, EngineFullError, WriteBatch

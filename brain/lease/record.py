@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import struct
 
-from brain.mvcc import keys as K
+from brain.mvcc import records as K
 from engines.base import Engine, Snapshot
 
 _RECORD = struct.Struct(">q")

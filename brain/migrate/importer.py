@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 from brain.errors import DomainError
 from brain.etcdpb import kv_pb2
 from brain.lease import record as lease_record
-from brain.mvcc import keys as K
+from brain.mvcc import records as K
 from brain.mvcc.store import encode_batch
 from brain.mvcc.kv import Change
 from engines.base import Engine, WriteBatch

@@ -18,7 +18,7 @@ import logging
 from typing import Protocol
 
 from brain.etcdpb import kv_pb2
-from brain.mvcc import keys as K
+from brain.mvcc import records as K
 from engines.base import Engine, WriteBatch
 
 log = logging.getLogger(__name__)

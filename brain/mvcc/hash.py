@@ -50,7 +50,7 @@ from typing import AsyncIterator
 
 from brain.mvcc.errors import CompactedError, CorruptError, FutureRevisionError
 from brain.etcdpb import kv_pb2
-from brain.mvcc import keys as K
+from brain.mvcc import records as K
 from brain.mvcc.kv import View
 from engines.base import Engine, Snapshot
 

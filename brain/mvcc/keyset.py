@@ -1,5 +1,5 @@
 """The key set: an empty engine record per live key, and one per key
-attached to a lease (keys.py), written beside the index by every commit.
+attached to a lease (records.py), written beside the index by every commit.
 An open reads them instead of the index, whose records hold every value."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import logging
 from sortedcontainers import SortedList
 
 from brain.etcdpb import kv_pb2
-from brain.mvcc import keys as K
+from brain.mvcc import records as K
 from engines.base import Engine, Snapshot, WriteBatch
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def _sorted_keys(found: list[tuple[bytes, bytes]]) -> tuple[SortedList, int]:
 
 async def ensure_keyset(engine: Engine) -> None:
     """Write the key set and leased-key records of a store written before
-    they existed, from its index, once (keys.py)."""
+    they existed, from its index, once (records.py)."""
     if await engine.get(K.META_KEYSET) is not None:
         return
     snap = engine.snapshot()

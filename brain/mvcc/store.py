@@ -18,7 +18,7 @@ from typing import Any, Awaitable, Callable, Sequence
 from brain.errors import DiskFullError, NoLeaderError, RequestTimeoutError, StoppedError
 from brain.mvcc.errors import CompactedError, FutureRevisionError, WriteFailedError
 from brain.etcdpb import kv_pb2
-from brain.mvcc import keys as K
+from brain.mvcc import records as K
 from brain.mvcc.compactor import Compactor
 from brain.mvcc.key_index import KeyIndex
 from brain.mvcc.keyset import ensure_keyset, read_keys
@@ -97,7 +97,7 @@ def encode_batch(changes: Sequence[Change], rev: int, events: bool = True) -> Wr
         key = c.key
         if c.prev is not None:
             # the replaced version leaves the index: its history record
-            # takes the full KeyValue (see keys.py)
+            # takes the full KeyValue (see records.py)
             put((K.history_key(key, c.prev_rev), c.prev))
             if c.prev_lease and (c.deleted or c.lease != c.prev_lease):
                 put((K.leased_key(c.prev_lease, key), None))

@@ -12,7 +12,7 @@ import logging
 
 from brain.mvcc.errors import CompactedError, CorruptError, FutureRevisionError
 from brain.etcdpb import kv_pb2
-from brain.mvcc import keys as K
+from brain.mvcc import records as K
 from brain.mvcc.key_index import KeyIndex, Page
 from brain.mvcc.kv import RangeEnd, RawRange
 from engines.base import Snapshot

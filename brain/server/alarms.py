@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from brain.etcdpb import rpc_pb2
-from brain.mvcc import keys as K
+from brain.mvcc import records as K
 from engines.base import Engine, EngineError, WriteBatch
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from brain.mvcc import keys as K
+from brain.mvcc import records as K
 from brain.mvcc.kv import KV
 from brain.wire import varint
 from brain.wire.responses import response_header_around_revision

@@ -9,7 +9,7 @@ Layout:
   zero bytes up to a multiple of 512
   sha256 of everything above (32 bytes)
 
-The records are the engine's own (brain/mvcc/keys.py): live index, history,
+The records are the engine's own (brain/mvcc/records.py): live index, history,
 events, key set, leases and metadata, cluster identity included, so a
 restore gives back the store exactly, revisions and compaction included.
 
@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from operator import itemgetter
 from typing import BinaryIO, Iterator
 
-from brain.mvcc import keys as K
+from brain.mvcc import records as K
 
 MAGIC = b"brain-snapshot\n\x00"
 FORMAT_VERSION = 1

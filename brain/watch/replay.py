@@ -10,7 +10,7 @@ newer one after it is stored in full).
 from __future__ import annotations
 
 from brain.etcdpb import kv_pb2
-from brain.mvcc import keys as K
+from brain.mvcc import records as K
 from brain.watch.event import WatchEvent
 from engines.base import Snapshot
 

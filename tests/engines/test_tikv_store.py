@@ -15,7 +15,7 @@ from brain.apply.txn import apply_put
 from brain.etcdpb import kv_pb2
 from brain.etcdpb import rpc_pb2 as pb
 from brain.lease import Lessor
-from brain.mvcc import keys as K
+from brain.mvcc import records as K
 from brain.mvcc.store import MVCCStore
 from engines.tikv import TikvEngine
 
