@@ -82,8 +82,7 @@ class SnapshotSource:
 
         self.path = path
         self.revision = status(path).meta.revision  # checks the checksum first
-        self.start = K.INDEX + key
-        self.end = K.INDEX + range_end if range_end != b"\x00" else K.INDEX_END
+        self.start, self.end = K.index_range(key, None if range_end == b"\x00" else range_end)
 
     def current_revision(self) -> int:
         return self.revision

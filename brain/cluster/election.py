@@ -84,7 +84,7 @@ def pack_term(term: int) -> bytes:
 
 
 def unpack_term(raw: bytes | None) -> int:
-    return K.unpack_rev(raw)[0] if raw else 0
+    return K.decode_rev(raw)
 
 
 class Election:

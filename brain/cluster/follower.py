@@ -75,8 +75,8 @@ class EngineFollower:
         await engine.get(K.META_REVISION)
         snap = engine.snapshot()
         raw, scheduled = await snap.batch_get([K.META_REVISION, K.META_COMPACT_SCHEDULED])
-        target = K.unpack_rev(raw)[0] if raw else 1
-        compact_rev = K.unpack_rev(scheduled)[0] if scheduled else 0
+        target = K.decode_rev(raw, K.FRESH_REVISION)
+        compact_rev = K.decode_rev(scheduled)
         start = store.rev
         if target <= start:
             store.follow([], start, snap, compact_rev)  # the compact revision may have moved

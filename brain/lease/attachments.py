@@ -62,6 +62,5 @@ class Attachments:
     async def load(self, snapshot: Snapshot) -> None:
         """Attach every live key that names a lease, from the engine's
         leased-key records (records.py): only leased keys are read."""
-        for k, _ in await snapshot.scan(K.LEASED, K.LEASED_END, keys_only=True):
-            lease, key = K.decode_leased(k)
+        for lease, key in await K.read_leased(snapshot):
             self.attach(key, lease)

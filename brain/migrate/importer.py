@@ -18,7 +18,6 @@ from brain.errors import DomainError
 from brain.etcdpb import kv_pb2
 from brain.lease import record as lease_record
 from brain.mvcc import records as K
-from brain.mvcc.store import encode_batch
 from brain.mvcc.kv import Change
 from engines.base import Engine, WriteBatch
 
@@ -64,7 +63,7 @@ def revision_changes(rev: int, events: Sequence[Event], prevs: Sequence[bytes | 
         if event.kv is None:
             if prev is None:
                 continue  # a delete of a key this store never saw live
-            tomb = kv_pb2.KeyValue(key=event.key, mod_revision=rev).SerializeToString()
+            tomb = K.encode_tombstone(event.key, rev)
             changes.append(Change(rev, event.key, tomb, prev, True, 0, prev_lease, prev_rev))
         else:
             kv = event.kv
@@ -99,9 +98,9 @@ class RevisionImporter:
         if raw_rev is None:
             raise MigrationError("an earlier run stopped while copying the keys, before the copy was complete: "
                                  "start again in a new directory")
-        self.rev = K.unpack_rev(raw_rev)[0]
+        self.rev = K.decode_rev(raw_rev)
         scheduled = await self.engine.get(K.META_COMPACT_SCHEDULED)
-        self.compact_rev = K.unpack_rev(scheduled)[0] if scheduled else 0
+        self.compact_rev = K.decode_rev(scheduled)
         return True
 
     async def _holds_nothing(self) -> bool:
@@ -130,7 +129,7 @@ class RevisionImporter:
         is a copy that did not finish."""
         changes = base_changes(kvs)
         if changes:
-            wb = encode_batch(changes, max(self.compact_rev, 1), events=False)
+            wb = K.encode_batch(changes, max(self.compact_rev, 1), events=False)
             wb.ops = [op for op in wb.ops if op[0] != K.META_REVISION]
             await self.engine.write(wb, sync=self.sync)
         return len(changes)
@@ -149,8 +148,8 @@ class RevisionImporter:
         """The source's changes at rev, applied at rev."""
         if rev <= self.rev:
             raise MigrationError(f"revision {rev} arrives after revision {self.rev}: the source's history is out of order")
-        prevs = await self.engine.batch_get([K.INDEX + e.key for e in events])
-        wb = encode_batch(revision_changes(rev, events, prevs), rev)
+        prevs = await self.engine.batch_get([K.index_key(e.key) for e in events])
+        wb = K.encode_batch(revision_changes(rev, events, prevs), rev)
         await self.engine.write(wb, sync=self.sync)
         self.rev = rev
 

@@ -17,7 +17,6 @@ import asyncio
 import logging
 from typing import Protocol
 
-from brain.etcdpb import kv_pb2
 from brain.mvcc import records as K
 from engines.base import Engine, WriteBatch
 
@@ -118,27 +117,23 @@ class Compactor:
         engine = self.store.engine
         snap = engine.snapshot()
         try:
-            logs = await snap.scan(K.events_key(lo), K.events_key(hi + 1))
-            touched: dict[bytes, None] = {}
-            for _, data in logs:
-                for k in K.decode_key_list(data):
-                    touched[k] = None
+            logs = await snap.scan(*K.events_range(lo, hi))
+            touched = dict.fromkeys(k for _, k in K.decode_events(logs))
             wb = WriteBatch()
             for k in touched:
-                prefix = K.history_prefix(k)
-                versions = await snap.scan(prefix, prefix + K.pack_rev(target + 1))
+                versions = await snap.scan(*K.history_upto(k, target))
                 if not versions:
                     continue
                 doomed = [ek for ek, _ in versions[:-1]]
                 last_key, last_val = versions[-1]
-                if last_val != K.LIVE and kv_pb2.KeyValue.FromString(last_val).version == 0:
+                if K.is_tombstone(last_val):
                     doomed.append(last_key)
                 for ek in doomed:
                     wb.delete(ek)
                 self.removed_versions += len(doomed)
             # the revision log below the compact revision is no longer needed
             for ek, _ in logs:
-                if K.unpack_rev(ek[1:])[0] < target:
+                if K.events_key_rev(ek) < target:
                     wb.delete(ek)
             if len(wb):
                 await engine.write(wb, sync=False)

@@ -115,7 +115,7 @@ async def _pages(snap: Snapshot, start: bytes, end: bytes | None) -> AsyncIterat
 
 def _live_at_compact(raw: bytes) -> bool:
     """Whether a key's newest version at or below C is live there."""
-    return raw == K.LIVE or _parse_kv(raw).version != 0
+    return not K.is_tombstone(raw)
 
 
 async def hash_kv(view: View, rev: int) -> KVHash:
@@ -130,13 +130,13 @@ async def hash_kv(view: View, rev: int) -> KVHash:
     async for page in _pages(snap, K.HISTORY, K.HISTORY_END):
         counted: list[tuple[bytes, bytes]] = []  # (history key, raw or LIVE), in hash order
         for ek, raw in page:
-            p = ek[:-8]
+            p = K.history_key_prefix(ek)
             if p != prefix:
                 if at_compact is not None and _live_at_compact(at_compact[1]):
                     counted.append(at_compact)
                 at_compact = None
                 prefix = p
-            r = K.unpack_rev(ek[-8:])[0]
+            r = K.history_key_rev(ek)
             if r > rev:
                 continue
             if r <= compact:
@@ -156,9 +156,9 @@ async def hash_kv(view: View, rev: int) -> KVHash:
 async def _hash_versions(snap: Snapshot, counted: list[tuple[bytes, bytes]], crc: int) -> int:
     """crc extended by the records of the counted versions. A LIVE history
     record is the key's live version, whose KeyValue is in the index."""
-    live = [i for i, (_, raw) in enumerate(counted) if raw == K.LIVE]
+    live = [i for i, (_, raw) in enumerate(counted) if K.is_live_marker(raw)]
     if live:
-        found = await snap.batch_get([K.INDEX + K.unescape(counted[i][0][1:-8]) for i in live])
+        found = await K.read_live(snap, [K.history_user_key(counted[i][0]) for i in live])
         for i, raw in zip(live, found):
             if raw is None:  # a LIVE marker always has its index record in the same snapshot
                 raise CorruptError()
@@ -181,4 +181,4 @@ async def hash_all(engine: Engine) -> tuple[int, int]:
                 crc = zlib.crc32(b"".join(_U32.pack(len(k)) + k + _U32.pack(len(v)) + v for k, v in page), crc)
     finally:
         snap.close()
-    return crc, (K.unpack_rev(raw)[0] if raw else 1)  # a fresh store is at revision 1
+    return crc, K.decode_rev(raw, K.FRESH_REVISION)

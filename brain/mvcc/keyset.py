@@ -24,12 +24,12 @@ async def read_keys(snap: Snapshot) -> tuple[SortedList, int]:
     """The live keys of a snapshot, sorted, and their total size, from the
     engine's key set; sorted on a thread (a long scan is the engine's to
     keep off the event loop)."""
-    found = await snap.scan(K.KEYSET, K.KEYSET_END, keys_only=True)
+    found = await snap.scan(*K.keyset_range(b"", b""), keys_only=True)
     return await asyncio.to_thread(_sorted_keys, found)
 
 
 def _sorted_keys(found: list[tuple[bytes, bytes]]) -> tuple[SortedList, int]:
-    keys = [k[1:] for k, _ in found]
+    keys = [K.keyset_user_key(k) for k, _ in found]
     found.clear()
     return SortedList(keys), sum(map(len, keys))
 
@@ -46,8 +46,8 @@ async def ensure_keyset(engine: Engine) -> None:
             items = await snap.scan(start, K.INDEX_END, limit=KEYSET_CHUNK)
             wb = WriteBatch()
             for k, raw in items:
-                key = k[1:]
-                wb.put(K.KEYSET + key, b"")
+                key = K.index_user_key(k)
+                wb.put(K.keyset_key(key), b"")
                 lease = _parse_kv(raw).lease
                 if lease:
                     wb.put(K.leased_key(lease, key), b"")

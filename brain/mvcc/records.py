@@ -1,4 +1,6 @@
-"""How MVCC state is laid out in the engine's single ordered keyspace.
+"""How MVCC state is laid out in the engine's single ordered keyspace, and
+the one place its records are encoded and decoded: the rest of brain calls
+the functions here rather than reading prefixes, markers or revisions itself.
 
 Every engine key starts with a one-byte namespace:
 
@@ -38,6 +40,13 @@ a prefix of another, so all versions of one key sort together, oldest first.
 from __future__ import annotations
 
 import struct
+from typing import Sequence
+
+from brain.etcdpb import kv_pb2
+from brain.mvcc.kv import Change
+from engines.base import Snapshot, WriteBatch
+
+_parse_kv = kv_pb2.KeyValue.FromString
 
 INDEX = b"k"
 INDEX_END = b"l"
@@ -76,6 +85,22 @@ _REV = struct.Struct(">Q")
 pack_rev = _REV.pack
 unpack_rev = _REV.unpack
 
+# the revision of a store without a META_REVISION record (a fresh one)
+FRESH_REVISION = 1
+
+
+def decode_rev(raw: bytes | None, absent: int = 0) -> int:
+    """A revision stored in a metadata record; absent if there is none."""
+    return _REV.unpack(raw)[0] if raw else absent
+
+
+def index_key(key: bytes) -> bytes:
+    return INDEX + key
+
+
+def index_user_key(engine_key: bytes) -> bytes:
+    return engine_key[1:]
+
 
 def index_range(key: bytes, end: bytes | None) -> tuple[bytes, bytes]:
     """Engine range for user keys [key, end); end None means no upper bound."""
@@ -103,8 +128,65 @@ def history_range(key: bytes, end: bytes | None) -> tuple[bytes, bytes]:
     return HISTORY + escape(key), (HISTORY_END if end is None else HISTORY + escape(end))
 
 
+def history_upto(key: bytes, rev: int) -> tuple[bytes, bytes]:
+    """Engine range of key's versions at or below rev."""
+    prefix = HISTORY + escape(key)
+    return prefix, prefix + _REV.pack(rev + 1)
+
+
+def history_key_rev(engine_key: bytes) -> int:
+    """The revision of a history record's key."""
+    return _REV.unpack(engine_key[-8:])[0]
+
+
+def history_key_prefix(engine_key: bytes) -> bytes:
+    """The part of a history record's key shared by all versions of its user key."""
+    return engine_key[:-8]
+
+
+def history_prefix_user_key(prefix: bytes) -> bytes:
+    """The user key of a history_key_prefix."""
+    return unescape(prefix[1:])
+
+
+def history_user_key(engine_key: bytes) -> bytes:
+    return unescape(engine_key[1:-8])
+
+
 def events_key(rev: int) -> bytes:
     return EVENTS + _REV.pack(rev)
+
+
+def events_range(lo: int, hi: int) -> tuple[bytes, bytes]:
+    """Engine range of the revision log records of revisions lo..hi."""
+    return EVENTS + _REV.pack(lo), EVENTS + _REV.pack(hi + 1)
+
+
+def events_key_rev(engine_key: bytes) -> int:
+    return _REV.unpack(engine_key[1:])[0]
+
+
+def decode_events(logs: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, bytes]]:
+    """(revision, user key) of every change in revision log records, in order."""
+    out: list[tuple[int, bytes]] = []
+    for ek, data in logs:
+        rev = _REV.unpack(ek[1:])[0]
+        out.extend((rev, k) for k in decode_key_list(data))
+    return out
+
+
+def keyset_key(key: bytes) -> bytes:
+    return KEYSET + key
+
+
+def keyset_range(key: bytes, end: bytes) -> tuple[bytes, bytes]:
+    """Engine range of the key set records of user keys [key, end); end
+    b"" means no upper bound."""
+    return KEYSET + key, (KEYSET_END if end == b"" else KEYSET + end)
+
+
+def keyset_user_key(engine_key: bytes) -> bytes:
+    return engine_key[1:]
 
 
 def leased_key(lease_id: int, key: bytes) -> bytes:
@@ -117,6 +199,11 @@ def decode_leased(engine_key: bytes) -> tuple[int, bytes]:
     if lease >= 1 << 63:
         lease -= 1 << 64
     return lease, engine_key[9:]
+
+
+async def read_leased(snap: Snapshot) -> list[tuple[int, bytes]]:
+    """(lease id, user key) of every leased-key record."""
+    return [decode_leased(k) for k, _ in await snap.scan(LEASED, LEASED_END, keys_only=True)]
 
 
 def lease_key(lease_id: int) -> bytes:
@@ -141,3 +228,79 @@ def decode_key_list(data: bytes) -> list[bytes]:
         out.append(data[i : i + ln])
         i += ln
     return out
+
+
+# -- stored versions ---------------------------------------------------------
+
+
+def is_live_marker(raw: bytes | None) -> bool:
+    """Whether a history record is the LIVE marker: the version is the
+    key's live one, stored in the index."""
+    return raw == LIVE
+
+
+def is_tombstone(raw: bytes) -> bool:
+    """Whether a stored version is a delete's tombstone (version 0). The
+    LIVE marker is not: it stands for a live version."""
+    return raw != LIVE and _parse_kv(raw).version == 0
+
+
+def encode_tombstone(key: bytes, rev: int) -> bytes:
+    """The version a delete of key at rev stores: {key, mod_revision}."""
+    return kv_pb2.KeyValue(key=key, mod_revision=rev).SerializeToString()
+
+
+async def read_live(snap: Snapshot, keys: list[bytes]) -> list[bytes | None]:
+    """The live versions of user keys (their index records): what LIVE
+    markers in their history stand for."""
+    return await snap.batch_get([INDEX + k for k in keys])
+
+
+async def read_version_at(snap: Snapshot, key: bytes, rev: int) -> bytes | None:
+    """The serialized KeyValue of key live at rev, from its history (None:
+    not live at rev)."""
+    start, stop = history_upto(key, rev)
+    items = await snap.scan(start, stop, limit=1, reverse=True)
+    if not items:
+        return None
+    raw = items[0][1]
+    if raw == LIVE:  # still the live version at this snapshot: stored in the index
+        return await snap.get(INDEX + key)
+    return None if is_tombstone(raw) else raw
+
+
+# -- a commit's records ------------------------------------------------------
+
+
+def encode_batch(changes: Sequence[Change], rev: int, events: bool = True) -> WriteBatch:
+    """The engine writes for a batch of changes ending at revision rev.
+    Without events, no revision log records: for versions imported at or
+    below the compact revision, which no watch replays and compaction skips."""
+    wb = WriteBatch()
+    put = wb.ops.append
+    by_rev: dict[int, list[bytes]] = {}
+    for c in changes:
+        key = c.key
+        if c.prev is not None:
+            # the replaced version leaves the index: its history record
+            # takes the full KeyValue (see above)
+            put((history_key(key, c.prev_rev), c.prev))
+            if c.prev_lease and (c.deleted or c.lease != c.prev_lease):
+                put((leased_key(c.prev_lease, key), None))
+        else:
+            put((KEYSET + key, b""))
+        if c.deleted:
+            put((INDEX + key, None))
+            put((history_key(key, c.rev), c.kv))
+            put((KEYSET + key, None))
+        else:
+            put((INDEX + key, c.kv))
+            put((history_key(key, c.rev), LIVE))
+            if c.lease and c.lease != c.prev_lease:
+                put((leased_key(c.lease, key), b""))
+        by_rev.setdefault(c.rev, []).append(key)
+    if events:
+        for r, ks in by_rev.items():
+            put((events_key(r), encode_key_list(ks)))
+    put((META_REVISION, pack_rev(rev)))
+    return wb

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable
 
 from brain.errors import DiskFullError, NoLeaderError, RequestTimeoutError, StoppedError
 from brain.mvcc.errors import CompactedError, FutureRevisionError, WriteFailedError
@@ -86,40 +86,6 @@ def _bug(e: Exception) -> Callable[[], Exception]:
     return lambda: WriteFailedError(f"{type(e).__name__}: {e}")
 
 
-def encode_batch(changes: Sequence[Change], rev: int, events: bool = True) -> WriteBatch:
-    """The engine writes for a batch of changes ending at revision rev.
-    Without events, no revision log records: for versions imported at or
-    below the compact revision, which no watch replays and compaction skips."""
-    wb = WriteBatch()
-    put = wb.ops.append
-    by_rev: dict[int, list[bytes]] = {}
-    for c in changes:
-        key = c.key
-        if c.prev is not None:
-            # the replaced version leaves the index: its history record
-            # takes the full KeyValue (see records.py)
-            put((K.history_key(key, c.prev_rev), c.prev))
-            if c.prev_lease and (c.deleted or c.lease != c.prev_lease):
-                put((K.leased_key(c.prev_lease, key), None))
-        else:
-            put((K.KEYSET + key, b""))
-        if c.deleted:
-            put((K.INDEX + key, None))
-            put((K.history_key(key, c.rev), c.kv))
-            put((K.KEYSET + key, None))
-        else:
-            put((K.INDEX + key, c.kv))
-            put((K.history_key(key, c.rev), K.LIVE))
-            if c.lease and c.lease != c.prev_lease:
-                put((K.leased_key(c.lease, key), b""))
-        by_rev.setdefault(c.rev, []).append(key)
-    if events:
-        for r, ks in by_rev.items():
-            put((K.events_key(r), K.encode_key_list(ks)))
-    put((K.META_REVISION, K.pack_rev(rev)))
-    return wb
-
-
 class MVCCStore:
     def __init__(self, engine: Engine, *, sync: bool = True) -> None:
         self.engine = engine
@@ -167,12 +133,9 @@ class MVCCStore:
     async def open(cls, engine: Engine, *, sync: bool = True) -> MVCCStore:
         store = cls(engine, sync=sync)
         await ensure_keyset(engine)
-        raw = await engine.get(K.META_REVISION)
-        rev = K.unpack_rev(raw)[0] if raw else 1  # a fresh store is at revision 1
-        scheduled = await engine.get(K.META_COMPACT_SCHEDULED)
-        finished = await engine.get(K.META_COMPACT_FINISHED)
-        compact_rev = K.unpack_rev(scheduled)[0] if scheduled else 0
-        finished_rev = K.unpack_rev(finished)[0] if finished else 0
+        rev = K.decode_rev(await engine.get(K.META_REVISION), K.FRESH_REVISION)
+        compact_rev = K.decode_rev(await engine.get(K.META_COMPACT_SCHEDULED))
+        finished_rev = K.decode_rev(await engine.get(K.META_COMPACT_FINISHED))
         snap = engine.snapshot()
         store._start_index(snap, rev)
         store._view = ReadView(snap, rev, compact_rev, store.index)
@@ -401,7 +364,7 @@ class MVCCStore:
         try:
             commit: Awaitable[bool] | None = None
             if changes:
-                wb = encode_batch(changes, batch.rev)
+                wb = K.encode_batch(changes, batch.rev)
                 commit = self._commit(wb, changes, changes[0].rev - 1, batch.rev, chained=after is not None)
                 if after is not None:
                     commit = asyncio.ensure_future(commit)  # handed to the engine now
@@ -515,7 +478,7 @@ class MVCCStore:
                     # written this revision number: it is this batch only if
                     # the records it wrote are there (the index records tell
                     # the two apart; history holds LIVE markers for both)
-                    wrote = {k: v for k, v in encode_batch(changes, rev).ops if v is not None}
+                    wrote = {k: v for k, v in K.encode_batch(changes, rev).ops if v is not None}
                     keys = list(wrote)
                     stored = await self.engine.batch_get(keys)
                     mine = stored == [wrote[k] for k in keys]
@@ -579,9 +542,9 @@ class MVCCStore:
             return
         old = self._view
         assert old is not None
-        rev = K.unpack_rev(raw)[0] if raw else 1
-        compact_rev = K.unpack_rev(scheduled)[0] if scheduled else 0
-        finished_rev = K.unpack_rev(finished)[0] if finished else 0
+        rev = K.decode_rev(raw, K.FRESH_REVISION)
+        compact_rev = K.decode_rev(scheduled)
+        finished_rev = K.decode_rev(finished)
         self._start_index(snap, rev)  # another process's revisions: learn afresh
         self._view = ReadView(snap, rev, compact_rev, self.index)
         self.compactor.finished = max(self.compactor.finished, finished_rev)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from brain.mvcc.errors import CompactedError, FutureRevisionError
 from brain.etcdpb import kv_pb2
+from brain.mvcc import records as K
 from brain.mvcc.kv import Change, RangeEnd, RawRange
 from brain.mvcc.view import ReadView
 
@@ -182,7 +183,7 @@ class WriteTxn:
                 # else meanwhile; reads use the committed view)
                 await asyncio.sleep(0)
             p = _parse_kv(raw)
-            tomb = KeyValue(key=p.key, mod_revision=rev).SerializeToString()
+            tomb = K.encode_tombstone(p.key, rev)
             self.latest[p.key] = None
             self.changes.append(Change(rev, p.key, tomb, raw, True, 0, p.lease, p.mod_revision))
         return len(found.kvs), rev

@@ -53,10 +53,6 @@ async def values_in_slices(items: list[tuple[bytes, bytes]]) -> list[bytes]:
     return out
 
 
-def is_tombstone(kv: KeyValue) -> bool:
-    return kv.version == 0
-
-
 def _empty_range(key: bytes, end: RangeEnd) -> bool:
     return end is not None and end != b"" and end <= key
 
@@ -85,7 +81,7 @@ class ReadView:
 
     async def get_latest(self, key: bytes) -> bytes | None:
         """The serialized live KeyValue of key at this view's revision."""
-        return await self.snapshot.get(K.INDEX + key)
+        return await self.snapshot.get(K.index_key(key))
 
     async def get_live(self, key: bytes) -> bytes | None:
         """get_latest, without an engine read when the key index is at this
@@ -145,7 +141,7 @@ class ReadView:
         """A range at this view's revision without the key index: the count
         from a walk of the engine's key set, the page from its index."""
         snap = self.snapshot
-        counted = await snap.scan(K.KEYSET + key, K.KEYSET_END if end == b"" else K.KEYSET + end, keys_only=True)
+        counted = await snap.scan(*K.keyset_range(key, end), keys_only=True)
         count = len(counted)
         await drop_in_slices(counted)
         if count_only or count == 0:
@@ -163,15 +159,7 @@ class ReadView:
 
     async def _get_at(self, key: bytes, rev: int) -> bytes | None:
         """The serialized KeyValue of key live at rev (None: not live)."""
-        snap = self.snapshot
-        prefix = K.history_prefix(key)
-        items = await snap.scan(prefix, prefix + K.pack_rev(rev + 1), limit=1, reverse=True)
-        if not items:
-            return None
-        raw = items[0][1]
-        if raw == K.LIVE:  # still the live version at this view: stored in the index
-            return await snap.get(K.INDEX + key)
-        return None if is_tombstone(_parse_kv(raw)) else raw
+        return await K.read_version_at(self.snapshot, key, rev)
 
     async def _range_past(self, key: bytes, end: bytes, rev: int, limit: int) -> RawRange | None:
         """A range at an older revision from the key index, a slice of at
@@ -198,10 +186,10 @@ class ReadView:
         keys = page.keys
         if not keys:
             return []
-        items = await self.snapshot.scan(K.INDEX + keys[0], K.INDEX + keys[-1] + b"\x00")
+        items = await self.snapshot.scan(K.index_key(keys[0]), K.index_key(keys[-1] + b"\x00"))
         if not page.changed and len(items) == len(keys):
             return [v for _, v in items]
-        now = {k[1:]: v for k, v in items}
+        now = {K.index_user_key(k): v for k, v in items}
         changed = page.changed
         out = []
         for k in keys:
@@ -224,25 +212,25 @@ class ReadView:
         newest: dict[bytes, bytes] = {}
         for i in range(0, len(versions), DROP_SLICE):
             for ek, ev in versions[i : i + DROP_SLICE]:
-                if K.unpack_rev(ek[-8:])[0] <= rev:
-                    newest[ek[:-8]] = ev
+                if K.history_key_rev(ek) <= rev:
+                    newest[K.history_key_prefix(ek)] = ev
             await asyncio.sleep(0)
         await drop_in_slices(versions)
         live: list[bytes] = []
         items = list(newest.items())
         for i in range(0, len(items), DROP_SLICE):
-            live += [p for p, v in items[i : i + DROP_SLICE] if v == K.LIVE or not is_tombstone(_parse_kv(v))]
+            live += [p for p, v in items[i : i + DROP_SLICE] if not K.is_tombstone(v)]
             await asyncio.sleep(0)
         count = len(live)
         if count_only:
             return RawRange([], count)
         page = live[:limit] if limit > 0 else live
         out = [newest[p] for p in page]
-        in_index = [i for i, raw in enumerate(out) if raw == K.LIVE]
+        in_index = [i for i, raw in enumerate(out) if K.is_live_marker(raw)]
         # live versions are stored in the index only
         for j in range(0, len(in_index), DROP_SLICE):
             part = in_index[j : j + DROP_SLICE]
-            found = await snap.batch_get([K.INDEX + K.unescape(page[i][1:]) for i in part])
+            found = await K.read_live(snap, [K.history_prefix_user_key(page[i]) for i in part])
             for i, raw in zip(part, found):
                 out[i] = raw  # type: ignore[call-overload, assignment]  # the index holds every key of the page
             await asyncio.sleep(0)

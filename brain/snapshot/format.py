@@ -116,9 +116,9 @@ class SnapshotEncoder:
         lo = bisect_left(pairs, b"m", key=_first)
         for key, value in pairs[lo : bisect_left(pairs, b"n", key=_first)]:
             if key == K.META_REVISION:
-                meta.revision = K.unpack_rev(value)[0]
+                meta.revision = K.decode_rev(value)
             elif key == K.META_COMPACT_SCHEDULED:
-                meta.compact_revision = K.unpack_rev(value)[0]
+                meta.compact_revision = K.decode_rev(value)
         meta.records += len(pairs)
         meta.record_bytes += size
         return self._out(b"".join(parts))

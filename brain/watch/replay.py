@@ -25,16 +25,13 @@ async def read_events(
     previous version (nobody reading them asked for one)."""
     if lo > hi:
         return [], hi
-    logs = await snapshot.scan(K.events_key(lo), K.events_key(hi + 1), limit=max_revs)
-    covered = K.unpack_rev(logs[-1][0][1:])[0] if len(logs) == max_revs else hi
-    changed: list[tuple[int, bytes]] = []
-    for ek, data in logs:
-        rev = K.unpack_rev(ek[1:])[0]
-        changed.extend((rev, k) for k in K.decode_key_list(data))
+    logs = await snapshot.scan(*K.events_range(lo, hi), limit=max_revs)
+    covered = K.events_key_rev(logs[-1][0]) if len(logs) == max_revs else hi
+    changed = K.decode_events(logs)
     values = await snapshot.batch_get([K.history_key(k, rev) for rev, k in changed])
-    in_index = [i for i, raw in enumerate(values) if raw == K.LIVE]
+    in_index = [i for i, raw in enumerate(values) if K.is_live_marker(raw)]
     if in_index:
-        live = await snapshot.batch_get([K.INDEX + changed[i][1] for i in in_index])
+        live = await K.read_live(snapshot, [changed[i][1] for i in in_index])
         for i, raw in zip(in_index, live):
             values[i] = raw
     out: list[WatchEvent] = []
@@ -52,16 +49,7 @@ async def read_events(
             if key in latest:
                 prev = latest[key]
             else:
-                prev = await _version_below(snapshot, key, rev)
+                prev = await K.read_version_at(snapshot, key, rev - 1)
         latest[key] = None if deleted else raw
         out.append(WatchEvent(rev, key, raw, prev, deleted))
     return out, covered
-
-
-async def _version_below(snapshot: Snapshot, key: bytes, rev: int) -> bytes | None:
-    prefix = K.history_prefix(key)
-    found = await snapshot.scan(prefix, prefix + K.pack_rev(rev), limit=1, reverse=True)
-    if not found:
-        return None
-    raw = found[0][1]
-    return None if _parse_kv(raw).version == 0 else raw
