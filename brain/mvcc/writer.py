@@ -1,0 +1,238 @@
+"""The MVCC store's one writer: queued write requests applied in groups to
+one Batch, each group committed as one engine write (engine_commit.py),
+then published as the new read view and told to the commit listeners, and
+the requests answered. Compactions are scheduled in the same order.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any, Awaitable, Callable
+
+from brain.errors import DiskFullError, NoLeaderError, RequestTimeoutError
+from brain.mvcc.errors import CompactedError, FutureRevisionError, WriteFailedError
+from brain.mvcc import records as K
+from brain.mvcc.engine_commit import EngineCommit
+from brain.mvcc.kv import Change
+from brain.mvcc.txn_write import Batch, WriteTxn
+from brain.mvcc.view import ReadView
+from engines.base import ConflictError, EngineFullError, WriteBatch
+from engines.features import inline_sync_hint
+
+log = logging.getLogger(__name__)
+
+# Upper bound of requests folded into one engine commit: keeps one batch's
+# apply time (and so the latency of its first request) bounded.
+MAX_BATCH = 512
+
+
+def _fail(items: list, error: Callable[[], Exception]) -> None:
+    """Fail queued (fn, future) items, each with its own error."""
+    for _, fut in items:
+        if not fut.done():
+            fut.set_exception(error())
+
+
+def _fail_futures(pairs: list, error: Callable[[], Exception]) -> None:
+    """Fail applied (future, result) pairs, each with its own error."""
+    for fut, _ in pairs:
+        if not fut.done():
+            fut.set_exception(error())
+
+
+def _bug(e: Exception) -> Callable[[], Exception]:
+    """The error for the requests of a batch a bug failed (the bug itself is
+    logged once where it is caught): not a timeout, which would send clients
+    retrying into the same bug."""
+    return lambda: WriteFailedError(f"{type(e).__name__}: {e}")
+
+
+class GroupCommitWriter(EngineCommit):
+    # -- the writer ----------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        """Collect queued requests, apply them as one batch, commit it.
+
+        Pipelined: while one batch's engine write (the fsync) is in flight,
+        the next batch is applied on top of it. On an engine that applies
+        writes in the order they are made (`ordered_writes`), the next
+        batch's write is also handed to the engine at once, queued behind
+        the one being synced, so the engine never waits for the event loop
+        between two syncs; every such write is conditional on the revision
+        key, so one queued behind a write that failed fails too. Batches are
+        still published and answered in order, and a batch built on one whose
+        commit fails is failed too."""
+        q = self._queue
+        depth = 2 if self.engine.features.ordered_writes else 1
+        inflight: deque[asyncio.Task] = deque()
+        pending: Batch | None = None
+        loop = asyncio.get_running_loop()
+        inline_now = inline_sync_hint(self.engine)
+        while True:
+            item = await q.get()
+            stop = item is None
+            items = [] if stop else [item]
+            waiting = q.items
+            while not stop and len(items) < MAX_BATCH and waiting:
+                nxt = waiting.popleft()
+                if nxt is None:
+                    stop = True
+                    break
+                items.append(nxt)
+            if items:
+                last = inflight[-1] if inflight else None
+                chained = last is not None and not last.done()
+                try:
+                    applied = await self._apply(items, pending if chained else None)
+                except Exception as e:  # never let the writer die: fail the batch instead
+                    log.exception("applying a write batch failed")
+                    self.proposals_failed += sum(1 for _, f in items if not f.done())
+                    _fail(items, _bug(e))
+                    applied = None
+                # at most `depth` commits in flight: group commit needs the
+                # requests that arrive meanwhile to gather into one batch
+                while len(inflight) >= depth or (inflight and inflight[0].done()):
+                    await inflight.popleft()
+                if applied is not None and chained:
+                    assert last is not None
+                    if not last.done():
+                        after = last  # its write goes first; this one waits on it
+                    elif last.result():
+                        after = None
+                    else:
+                        _fail(items, RequestTimeoutError)  # built on a batch that did not land
+                        applied = None
+                else:
+                    after = None
+                if applied is not None and not inflight and inline_now is not None and inline_now():
+                    # the engine will sync on this thread, blocking: nothing
+                    # to overlap, so commit and answer now rather than a
+                    # task and a turn of the event loop later
+                    await self._finish(*applied)
+                    pending = None
+                elif applied is not None:
+                    inflight.append(loop.create_task(self._finish(*applied, after=after)))
+                    pending = applied[0]
+            if stop:
+                while inflight:
+                    await inflight.popleft()
+                return
+
+    async def _apply(self, items: list, pending: Batch | None) -> tuple[Batch, list, list] | None:
+        batch = Batch.on(self._view, pending)  # type: ignore[arg-type]
+        done: list[tuple[asyncio.Future, Any]] = []
+        compactions: list[tuple[asyncio.Future, int]] = []
+        lease_exists = self.lease_exists
+        for fn, fut in items:
+            if isinstance(fn, tuple):
+                compactions.append((fut, fn[1]))
+                continue
+            txn = WriteTxn(batch, lease_exists)
+            try:
+                resp = await fn(txn)
+            except Exception as e:  # the request fails alone; its changes are dropped
+                if not fut.done():
+                    fut.set_exception(e)
+                self.proposals_committed += 1
+                continue
+            batch.absorb(txn)
+            done.append((fut, resp))
+        return batch, done, compactions
+
+    async def _finish(self, batch: Batch, done: list, compactions: list, after: asyncio.Task | None = None) -> bool:
+        """Write the batch to the engine, publish it, answer its requests.
+        Returns whether the batch's changes (if any) are committed.
+
+        after: the batch this one was built on, still in flight; this one's
+        write goes to the engine now, but it is published only after that
+        one, and fails if that one did."""
+        ok = True
+        changes = batch.own_changes
+        try:
+            commit: Awaitable[bool] | None = None
+            if changes:
+                wb = K.encode_batch(changes, batch.rev)
+                commit = self._commit(wb, changes, changes[0].rev - 1, batch.rev, chained=after is not None)
+                if after is not None:
+                    commit = asyncio.ensure_future(commit)  # handed to the engine now
+            if after is not None and not await after:
+                landed = await commit if commit is not None else False
+                if landed:  # cannot happen: the write was conditional on the batch before
+                    log.error("revision %d committed on top of a batch that failed", batch.rev)
+                _fail_futures(done, self._commit_failure)
+                _fail_futures(compactions, self._commit_failure)
+                self.proposals_failed += len(done) + len(compactions)
+                return False
+            if commit is not None:
+                if await commit:
+                    self._publish(batch, changes, len(done))
+                else:
+                    _fail_futures(done, self._commit_failure)
+                    self.proposals_failed += len(done)
+                    done = []
+                    ok = False
+            for fut, resp in done:
+                if not fut.done():
+                    fut.set_result(resp)
+            for fut, rev in compactions:
+                try:
+                    await self._schedule_compaction(rev)
+                except Exception as e:
+                    if not fut.done():
+                        fut.set_exception(e)
+                else:
+                    if not fut.done():
+                        fut.set_result(self._view.rev)  # type: ignore[union-attr]
+            self.proposals_committed += len(done) + len(compactions)
+        except Exception as e:
+            log.exception("finishing a write batch failed")
+            unanswered = sum(1 for f, _ in done + compactions if not f.done())
+            self.proposals_failed += unanswered
+            self.proposals_committed += len(done) + len(compactions) - unanswered
+            _fail_futures(done, _bug(e))
+            _fail_futures(compactions, _bug(e))
+            return False
+        return ok
+
+    def _publish(self, batch: Batch, changes: list[Change], requests: int) -> None:
+        view = self._view
+        assert view is not None
+        if batch.rev <= view.rev:
+            # already published by follow(), read back from the engine
+            # after a conflict: the same revisions, told once
+            return
+        self.index.apply(changes, batch.rev)
+        self._view = ReadView(self.engine.snapshot(), batch.rev, view.compact_rev, self.index)
+        self.batches += 1
+        self.batched_requests += requests
+        for listener in self._listeners:
+            try:
+                listener(changes, batch.rev)
+            except Exception:
+                log.exception("commit listener failed")
+
+    async def _schedule_compaction(self, rev: int) -> None:
+        view = self._view
+        assert view is not None
+        if rev <= view.compact_rev:
+            raise CompactedError()
+        if rev > view.rev:
+            raise FutureRevisionError()
+        wb = WriteBatch()
+        wb.put(K.META_COMPACT_SCHEDULED, K.pack_rev(rev))
+        fence = self.fence
+        try:
+            if fence is None:
+                await self.engine.write(wb, sync=self.sync)
+            else:
+                # a deposed leader must not move the compact revision either
+                self._check_fence()
+                await self.engine.commit_if(fence.expectations(), wb, sync=self.sync)
+        except ConflictError:
+            raise NoLeaderError() from None
+        except EngineFullError:
+            raise DiskFullError() from None
+        self._view = ReadView(view.snapshot, view.rev, rev, self.index)
+        self.index.forget_below(rev)
+        self.compactor.start(rev)
