@@ -22,7 +22,7 @@ from typing import Any
 from brain.errors import StoppedError
 from brain.mvcc import records as K
 from brain.mvcc.keyset import ensure_keyset
-from brain.mvcc.kv import Change, WriteFn
+from brain.mvcc.kv import Change, Store, WriteFn
 from brain.mvcc.txn_read import ReadTxn
 from brain.mvcc.view import ReadView
 from brain.mvcc.writer import GroupCommitWriter
@@ -124,3 +124,7 @@ class MVCCStore(GroupCommitWriter):
             except asyncio.CancelledError:
                 pass
         await self.compactor.stop()
+
+
+# held to the interface by the type checker
+_IMPLEMENTS: type[Store] = MVCCStore

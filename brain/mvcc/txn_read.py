@@ -7,7 +7,7 @@ write by mistake (the type checker refuses it).
 """
 from __future__ import annotations
 
-from brain.mvcc.kv import RangeEnd, RawRange
+from brain.mvcc.kv import RangeEnd, RawRange, TxnRead
 from brain.mvcc.view import ReadView
 
 
@@ -38,3 +38,7 @@ class ReadTxn:
                 return RawRange([], 0)
             return RawRange([] if count_only else [raw], 1)
         return await view.range(key, end, rev, limit, count_only)
+
+
+# held to the interface by the type checker
+_IMPLEMENTS: type[TxnRead] = ReadTxn

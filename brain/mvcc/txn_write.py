@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from brain.mvcc.errors import CompactedError, FutureRevisionError
 from brain.etcdpb import kv_pb2
 from brain.mvcc import records as K
-from brain.mvcc.kv import Change, RangeEnd, RawRange
+from brain.mvcc.kv import Change, RangeEnd, RawRange, TxnWrite
 from brain.mvcc.view import ReadView
 
 KeyValue = kv_pb2.KeyValue
@@ -199,3 +199,7 @@ class WriteTxn:
                 raise ValueError(f"a change at revision {c.rev} in revision {rev}")
             self.latest[c.key] = None if c.deleted else c.kv
         self.changes.extend(changes)
+
+
+# held to the interface by the type checker
+_IMPLEMENTS: type[TxnWrite] = WriteTxn
