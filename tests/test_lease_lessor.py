@@ -334,3 +334,29 @@ def test_expiry_queue_order_and_rebuild():
     assert q.pop_due(100.0, 1) == [0]
     q.rebuild([(2.0, 7), (1.5, 8)])
     assert q.pop_due(10.0, 10) == [8, 7] and q.next_deadline() is None
+
+
+def test_a_detached_lessor_no_longer_follows_commits(node):
+    """A member that stops leading detaches its lessor (brain/cluster/node.py):
+    commits after that no longer reach it, and the store tells the lessor's
+    successor alone."""
+    async def main():
+        n = await node.open()
+        lessor = n.lessor
+        lease = await lessor.grant(1, 60)
+        await n.put(b"a", lease.id)
+        assert lessor.keys(1) == [b"a"]
+        await lessor.stop()
+        lessor.detach()
+        await n.put(b"b", lease.id)
+        await n.put(b"a")  # detached from the lease
+        assert lessor.keys(1) == [b"a"]  # as it was at the detach
+        successor = await Lessor.open(n.store, min_ttl=1)
+        assert successor.keys(1) == [b"b"]
+        await n.put(b"c", lease.id)
+        assert successor.keys(1) == [b"b", b"c"] and lessor.keys(1) == [b"a"]
+        await successor.stop()
+        await n.store.close()
+        await n.engine.close()
+
+    run(main())
