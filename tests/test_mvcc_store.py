@@ -258,3 +258,44 @@ def test_a_batch_queued_behind_a_failed_write_fails_too(tmp_path):
         await engine.close()
 
     run(main())
+
+
+def test_a_batch_of_very_many_changes_is_encoded_in_slices():
+    """The engine records of a huge revision (one DeleteRange or lease revoke
+    over many keys) are encoded a slice per turn of the loop, and are the
+    very records encode_batch gives in one go."""
+    from brain.mvcc.kv import Change
+    from brain.mvcc.writer import ENCODE_SLICE, _encode_in_slices
+
+    n = ENCODE_SLICE * 3 + 17
+    changes = []
+    for i in range(n):
+        key = b"k%06d" % i
+        kind = i % 3
+        if kind == 0:  # a create with a lease
+            changes.append(Change(10 + i // 5000, key, b"kv", None, False, lease=7))
+        elif kind == 1:  # an update that drops its lease
+            changes.append(Change(10 + i // 5000, key, b"kv2", b"old", False, prev_lease=7, prev_rev=3))
+        else:  # a delete
+            changes.append(Change(10 + i // 5000, key, b"tomb", b"old", True, prev_rev=4))
+    rev = changes[-1].rev
+
+    async def main() -> tuple[list, int]:
+        turns = 0
+        done = False
+
+        async def count() -> None:
+            nonlocal turns
+            while not done:
+                turns += 1
+                await asyncio.sleep(0)
+        counter = asyncio.ensure_future(count())
+        await asyncio.sleep(0)
+        wb = await _encode_in_slices(changes, rev)
+        done = True
+        await counter
+        return wb.ops, turns
+
+    ops, turns = asyncio.run(main())
+    assert ops == K.encode_batch(changes, rev).ops
+    assert turns >= n // ENCODE_SLICE

@@ -277,8 +277,16 @@ def encode_batch(changes: Sequence[Change], rev: int, events: bool = True) -> Wr
     Without events, no revision log records: for versions imported at or
     below the compact revision, which no watch replays and compaction skips."""
     wb = WriteBatch()
-    put = wb.ops.append
     by_rev: dict[int, list[bytes]] = {}
+    encode_changes(wb, by_rev, changes)
+    end_batch(wb, by_rev, rev, events)
+    return wb
+
+
+def encode_changes(wb: WriteBatch, by_rev: dict[int, list[bytes]], changes: Sequence[Change]) -> None:
+    """The records of changes, added to wb (a batch may be encoded a part at
+    a time, in order; end_batch closes it)."""
+    put = wb.ops.append
     for c in changes:
         key = c.key
         if c.prev is not None:
@@ -299,8 +307,13 @@ def encode_batch(changes: Sequence[Change], rev: int, events: bool = True) -> Wr
             if c.lease and c.lease != c.prev_lease:
                 put((leased_key(c.lease, key), b""))
         by_rev.setdefault(c.rev, []).append(key)
+
+
+def end_batch(wb: WriteBatch, by_rev: dict[int, list[bytes]], rev: int, events: bool = True) -> None:
+    """The revision log records of the changes encoded, and the store's
+    revision."""
+    put = wb.ops.append
     if events:
         for r, ks in by_rev.items():
             put((events_key(r), encode_key_list(ks)))
     put((META_REVISION, pack_rev(rev)))
-    return wb

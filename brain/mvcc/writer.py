@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 # Upper bound of requests folded into one engine commit: keeps one batch's
 # apply time (and so the latency of its first request) bounded.
 MAX_BATCH = 512
+# Changes encoded per turn of the event loop in a batch of very many.
+ENCODE_SLICE = 4096
 
 
 def _fail(items: list, error: Callable[[], Exception]) -> None:
@@ -46,6 +48,20 @@ def _bug(e: Exception) -> Callable[[], Exception]:
     logged once where it is caught): not a timeout, which would send clients
     retrying into the same bug."""
     return lambda: WriteFailedError(f"{type(e).__name__}: {e}")
+
+
+async def _encode_in_slices(changes: list[Change], rev: int) -> WriteBatch:
+    """encode_batch for a batch of very many changes (one DeleteRange or
+    lease revoke of a large range), a slice per turn of the event loop. Run
+    while the batch is applied, before the next one is built, so the engine
+    still takes the batches in revision order."""
+    wb = WriteBatch()
+    by_rev: dict[int, list[bytes]] = {}
+    for i in range(0, len(changes), ENCODE_SLICE):
+        K.encode_changes(wb, by_rev, changes[i : i + ENCODE_SLICE])
+        await asyncio.sleep(0)
+    K.end_batch(wb, by_rev, rev)
+    return wb
 
 
 class GroupCommitWriter(EngineCommit):
@@ -119,7 +135,7 @@ class GroupCommitWriter(EngineCommit):
                     await inflight.popleft()
                 return
 
-    async def _apply(self, items: list, pending: Batch | None) -> tuple[Batch, list, list] | None:
+    async def _apply(self, items: list, pending: Batch | None) -> tuple[Batch, list, list, WriteBatch | None] | None:
         batch = Batch.on(self._view, pending)  # type: ignore[arg-type]
         done: list[tuple[asyncio.Future, Any]] = []
         compactions: list[tuple[asyncio.Future, int]] = []
@@ -138,9 +154,15 @@ class GroupCommitWriter(EngineCommit):
                 continue
             batch.absorb(txn)
             done.append((fut, resp))
-        return batch, done, compactions
+        encoded = None
+        own = batch.own_changes
+        if len(own) > ENCODE_SLICE:
+            encoded = await _encode_in_slices(own, batch.rev)
+        return batch, done, compactions, encoded
 
-    async def _finish(self, batch: Batch, done: list, compactions: list, after: asyncio.Task | None = None) -> bool:
+    async def _finish(
+        self, batch: Batch, done: list, compactions: list, encoded: WriteBatch | None, after: asyncio.Task | None = None,
+    ) -> bool:
         """Write the batch to the engine, publish it, answer its requests.
         Returns whether the batch's changes (if any) are committed.
 
@@ -152,7 +174,7 @@ class GroupCommitWriter(EngineCommit):
         try:
             commit: Awaitable[bool] | None = None
             if changes:
-                wb = K.encode_batch(changes, batch.rev)
+                wb = encoded if encoded is not None else K.encode_batch(changes, batch.rev)
                 commit = self._commit(wb, changes, changes[0].rev - 1, batch.rev, chained=after is not None)
                 if after is not None:
                     commit = asyncio.ensure_future(commit)  # handed to the engine now
