@@ -21,12 +21,20 @@ Gathering the corrections for a revision far behind can touch as many
 changes as the log holds, so a reader first calls `advance` in slices of
 bounded work, yielding between them, until what is left is a slice at most;
 the read itself then finishes it in the same turn as it answers.
+
+A revision that changes very many keys (a DeleteRange of a whole prefix, a
+lease revoked with all its keys) is applied by `apply_in_slices`, a bounded
+slice per turn of the loop. Until it is done the index is `updating`: its
+key set is half way between two revisions, so every reader first awaits
+`settled()`; count, page and advance answer None (or True) meanwhile, which
+sends a reader that did not wait to the engine, never to a half-applied set.
 """
 from __future__ import annotations
 
+import asyncio
 from array import array
 from bisect import bisect_right
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from heapq import merge
 from itertools import islice
@@ -45,6 +53,9 @@ MAX_PAST = 32
 MAX_PAST_CHANGES = 2_000_000
 # Log entries (or touched keys) one call of advance works through.
 ADVANCE_SLICE = 8192
+# Changes apply_in_slices applies per turn of the loop; a commit of at most
+# this many is applied at once, as apply does.
+APPLY_SLICE = 4096
 
 
 _BYTES_OVERHEAD = 33  # sys.getsizeof(b"")
@@ -130,6 +141,10 @@ class KeyIndex:
         self._past: OrderedDict[int, PastKeys] = OrderedDict()
         self._past_changes = 0
         self.past_hits = 0  # pages answered at an older revision, for metrics
+        # commits waiting for the one apply_in_slices is applying, in order
+        self._queued: deque[tuple[Sequence[ChangedKey], int]] = deque()
+        # set while a commit is being applied in slices; done when settled
+        self._settled: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -150,10 +165,7 @@ class KeyIndex:
         self.keys = keys
         self.key_bytes = key_bytes
         self.ready = True
-        if self._deferred_floor:
-            self._trim(self._deferred_floor)
-        if self.log_size > self.max_log:
-            self._trim(self._revs[self._start + self.log_size - self.max_log])
+        self._trim_log()
 
     @property
     def log_size(self) -> int:
@@ -178,30 +190,99 @@ class KeyIndex:
 
     # -- writes (the store's writer, after each durable commit) --------------
 
+    @property
+    def updating(self) -> bool:
+        """A commit is being applied in slices: the key set is half way."""
+        return self._settled is not None
+
+    async def settled(self) -> None:
+        """Return once no commit is being applied in slices (at once when
+        none is). A reader awaits this before each synchronous use of the
+        index, since any await of its own may let a slice in."""
+        while self._settled is not None:
+            await asyncio.shield(self._settled)
+
     def apply(self, changes: Sequence[ChangedKey], rev: int) -> None:
-        """Changes committed in revision order; the store is now at rev."""
+        """Changes committed in revision order; the store is now at rev.
+        While a commit is being applied in slices, these wait behind it."""
+        if self._settled is not None:
+            self._queued.append((changes, rev))
+            return
+        self._apply_slice(changes)
+        self.rev = rev
+        self._trim_log()
+
+    async def apply_in_slices(self, changes: Sequence[ChangedKey], rev: int, slice_size: int = APPLY_SLICE) -> None:
+        """As apply, for a commit of any size: at most slice_size changes
+        per turn of the event loop, readers held off (see settled) until
+        the whole commit is in. Commits applied meanwhile (by apply or by
+        another call of this) queue behind it and are in when this returns."""
+        if self._settled is not None:
+            self._queued.append((changes, rev))
+            await self.settled()
+            return
+        if len(changes) <= slice_size:
+            self.apply(changes, rev)
+            return
+        self._settled = asyncio.get_running_loop().create_future()
+        self._queued.append((changes, rev))
+        try:
+            while self._queued:
+                changes, rev = self._queued[0]
+                done = 0
+                try:
+                    while done < len(changes):
+                        self._apply_slice(changes[done:done + slice_size])
+                        done += slice_size
+                        if done < len(changes):
+                            await asyncio.sleep(0)
+                except asyncio.CancelledError:
+                    # the store is closing: leave the index whole, not half
+                    self._apply_slice(changes[done:])
+                    self.rev = rev
+                    self._queued.popleft()
+                    while self._queued:
+                        changes, rev = self._queued.popleft()
+                        self._apply_slice(changes)
+                        self.rev = rev
+                    raise
+                self.rev = rev
+                self._queued.popleft()
+        finally:
+            settled, self._settled = self._settled, None
+            settled.set_result(None)
+            self._trim_log()
+
+    def _apply_slice(self, changes: Sequence[ChangedKey]) -> None:
         keys = self.keys
         ready = self.ready
         log_revs, log_keys, kinds = self._revs, self._keys, self._kinds
+        key_bytes = 0
         for c in changes:
             k = c.key
             if c.deleted:
                 kind = DELETE
                 if ready:
                     keys.discard(k)
-                    self.key_bytes -= len(k)
+                    key_bytes -= len(k)
             elif c.prev is None:
                 kind = CREATE
                 if ready:
                     keys.add(k)
-                    self.key_bytes += len(k)
+                    key_bytes += len(k)
             else:
                 kind = UPDATE
             log_revs.append(c.rev)
             log_keys.append(k)
             kinds.append(kind)
-        self.rev = rev
-        if self.log_size > self.max_log and ready:
+        self.key_bytes += key_bytes
+
+    def _trim_log(self) -> None:
+        if not self.ready:
+            return
+        if self._deferred_floor:
+            self._trim(self._deferred_floor)
+        if self.log_size > self.max_log:
             self._trim(self._revs[self._start + self.log_size - self.max_log])
 
     def forget_below(self, compact_rev: int) -> None:
@@ -212,7 +293,9 @@ class KeyIndex:
     def _trim(self, floor: int) -> None:
         """Keep only the changes above floor (all of them while the keys
         are still being read: loaded() needs them)."""
-        if not self.ready:
+        if not self.ready or self._settled is not None:
+            # (while updating: the log's tail is half a commit; the trim
+            # waits for the end of apply_in_slices)
             self._deferred_floor = max(self._deferred_floor, floor)
             return
         if floor <= self.floor:
@@ -235,8 +318,9 @@ class KeyIndex:
 
     def count(self, rev: int, start: bytes, end: bytes) -> int | None:
         """Keys live at rev in [start, end) (end b"": no bound); None when
-        rev is older than the log reaches or the keys are being read."""
-        if not self.ready:
+        rev is older than the log reaches, the keys are being read, or a
+        commit is being applied in slices (see settled)."""
+        if not self.ready or self._settled is not None:
             return None
         now = _count(self.keys, start, end)
         if rev == self.rev:
@@ -249,8 +333,9 @@ class KeyIndex:
     def page(self, rev: int, start: bytes, end: bytes, limit: int) -> Page | None:
         """The first limit keys (all when limit <= 0) live at rev in
         [start, end), with the count of all of them; None when rev is older
-        than the log reaches or the keys are being read."""
-        if not self.ready:
+        than the log reaches, the keys are being read, or a commit is being
+        applied in slices (see settled)."""
+        if not self.ready or self._settled is not None:
             return None
         keys = self.keys
         if rev == self.rev:
@@ -276,7 +361,7 @@ class KeyIndex:
         such slice more (or rev is not one the index answers, which the read
         then finds out). A reader calls this between turns of its event loop
         until it says True, so no single turn gathers a long log."""
-        if not self.ready or rev < self.floor or rev >= self.rev:
+        if not self.ready or self._settled is not None or rev < self.floor or rev >= self.rev:
             return True
         return self._advance(self._past_at(rev), budget)
 

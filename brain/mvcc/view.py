@@ -87,6 +87,8 @@ class ReadView:
         """get_latest, without an engine read when the key index is at this
         view and lacks the key (a create's read of the key it creates)."""
         index = self.index
+        if index.updating:  # a commit of many keys is being applied
+            await index.settled()
         if index.ready and index.rev == self.rev and key not in index.keys:
             return None
         return await self.get_latest(key)
@@ -108,6 +110,8 @@ class ReadView:
         if end is None:
             return await self._get(key, rev, count_only)
         index = self.index
+        if index.updating:  # a commit of many keys is being applied
+            await index.settled()
         if not index.ready:  # still being read at start: from the engine
             if rev == self.rev:
                 return await self._range_walk(key, end, limit, count_only)
@@ -126,6 +130,7 @@ class ReadView:
         # turn of the loop; the last slice is done by the read itself
         while not index.advance(rev):
             await asyncio.sleep(0)
+            await index.settled()
         if count_only:
             n = index.count(rev, key, end)
             if n is not None:
@@ -174,6 +179,7 @@ class ReadView:
         target = min(want, count) if want else count
         while len(kvs) < target:
             await asyncio.sleep(0)
+            await self.index.settled()
             page = self.index.page(rev, page.keys[-1] + b"\x00", end, min(target - len(kvs), DROP_SLICE))
             if page is None or not page.keys:
                 return None
