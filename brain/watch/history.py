@@ -32,13 +32,15 @@ class EventHistory:
         self.events = 0
         self.bytes = 0
 
-    def append(self, events: Sequence[WatchEvent]) -> None:
-        """Add one commit's events (ascending revisions, all above last_rev)."""
+    def append(self, events: Sequence[WatchEvent], nbytes: int | None = None) -> None:
+        """Add one commit's events (ascending revisions, all above last_rev).
+        nbytes: their memory() summed, when the caller has (a big commit
+        sums it a slice at a time)."""
         if not events:
             return
         self._events.extend(events)
         self.events += len(events)
-        self.bytes += sum(e.memory() for e in events)
+        self.bytes += sum(e.memory() for e in events) if nbytes is None else nbytes
         self.last_rev = events[-1].rev
         if self.events > self.max_events or self.bytes > self.max_bytes:
             self._evict()

@@ -7,14 +7,21 @@ the synced watchers whose ranges they fall in, and queues the encoded events
 on those watchers' streams. It never waits: a stream too slow to take them
 has its watchers moved aside and caught up later (see stream.py), so writers
 and other watchers never wait for a slow client.
+
+A commit of more than FANOUT_SLICE changes is fanned out a slice per turn
+of the loop instead (big_commit.py); commits arriving meanwhile queue
+behind it and the hub is `busy` until the queue is empty.
 """
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
+from collections import deque
 from typing import Sequence
 
 from brain.mvcc.kv import KV, Change
+from brain.watch.big_commit import FANOUT_SLICE, fan_out_in_slices
 from brain.watch.event import WatchEvent
 from brain.watch.fanout import fan_out
 from brain.watch.history import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, EventHistory
@@ -43,6 +50,7 @@ class WatchHub:
         history_bytes: int = DEFAULT_MAX_BYTES,
         high_water: int = DEFAULT_HIGH_WATER,
         low_water: int = DEFAULT_LOW_WATER,
+        fanout_slice: int = FANOUT_SLICE,
     ) -> None:
         self.store = store
         self.encoder = ResponseEncoder(header, fragment_limit)
@@ -55,6 +63,11 @@ class WatchHub:
         self.high_water = high_water
         self.low_water = low_water
         self._stream_ids = itertools.count(1)
+        self.fanout_slice = fanout_slice
+        # commits not yet fanned out, the one being fanned out in slices first
+        self._queued: deque[tuple[Sequence[Change], int]] = deque()
+        self._fanning: asyncio.Task | None = None
+        self._idle: asyncio.Future[None] | None = None  # someone waits for not busy
         # figures for metrics
         self.watchers = 0  # active (synced + unsynced) watchers
         self.unsynced = 0
@@ -66,7 +79,49 @@ class WatchHub:
         self.streams[s.id] = s
         return s
 
+    @property
+    def busy(self) -> bool:
+        """Commits are waiting to be (or being) fanned out: the watchers'
+        state lags the store's revision until they are."""
+        return bool(self._queued)
+
+    async def wait_idle(self) -> None:
+        while self._queued:
+            if self._idle is None:
+                self._idle = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._idle)
+
     def on_commit(self, changes: Sequence[Change], rev: int) -> None:
+        if self._queued or len(changes) > self.fanout_slice:
+            self._queued.append((changes, rev))
+            if self._fanning is None:
+                self._fanning = asyncio.get_running_loop().create_task(self._fan_out_queued(), name="watch-big-commit")
+            return
+        self._fan_out(changes, rev)
+
+    async def _fan_out_queued(self) -> None:
+        queued = self._queued
+        try:
+            while queued:
+                changes, rev = queued[0]
+                try:
+                    if len(changes) > self.fanout_slice:
+                        await fan_out_in_slices(self, changes, rev, self.fanout_slice)
+                    else:
+                        self._fan_out(changes, rev)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("fanning out revision %d failed", rev)
+                queued.popleft()
+        finally:
+            self._fanning = None
+            queued.clear()  # (only not empty when closing)
+            idle, self._idle = self._idle, None
+            if idle is not None and not idle.done():
+                idle.set_result(None)
+
+    def _fan_out(self, changes: Sequence[Change], rev: int) -> None:
         events = [WatchEvent(c.rev, c.key, c.kv, c.prev, c.deleted) for c in changes]
         if not events and rev > self.history.last_rev:
             self._skip_to(rev)
@@ -109,3 +164,5 @@ class WatchHub:
     def close(self) -> None:
         for s in list(self.streams.values()):
             s.close()
+        if self._fanning is not None:
+            self._fanning.cancel()

@@ -68,6 +68,11 @@ class StreamHost(Protocol):
     unsynced: int
     engine_reads: int
 
+    @property
+    def busy(self) -> bool: ...
+
+    async def wait_idle(self) -> None: ...
+
 
 class WatchStream:
     def __init__(self, hub: StreamHost, stream_id: int) -> None:
@@ -160,8 +165,8 @@ class WatchStream:
         at the current revision, queued behind every event already queued,
         only if every watcher of the stream is synced; otherwise (or with no
         watchers) nothing, and the client asks again."""
-        if not self.watchers or self.outbox.congested:
-            return
+        if not self.watchers or self.outbox.congested or self.hub.busy:
+            return  # (busy: the store's revision is not yet fanned out)
         cur = self.hub.store.rev
         for w in self.watchers.values():
             if w.state is not SYNCED or cur < w.start_rev:
@@ -172,6 +177,9 @@ class WatchStream:
         """Periodic progress: each progress_notify watcher that is synced and
         was sent no events since the last tick gets its revision."""
         if self.closed:
+            return
+        if self.hub.busy:  # the store's revision is not yet fanned out: next tick
+            self._progress_timer = asyncio.get_running_loop().call_later(self._progress_interval, self._progress_tick)
             return
         cur = self.hub.store.rev
         box = self.outbox
@@ -257,6 +265,12 @@ class WatchStream:
             if box.queued_bytes > box.low_water:
                 await box.wait_drained()  # paced by the client
                 continue
+            if hub.busy:
+                # a big commit is being fanned out: history lacks it and
+                # a watcher put back among the synced half way through it
+                # would get only its rest
+                await hub.wait_idle()
+                continue
             self._expire_compacted(store.compact_rev)
             if not self.unsynced:
                 return
@@ -278,7 +292,8 @@ class WatchStream:
                 if self.closed:
                     return
             self._deliver(events, hi)
-            self._resync(store.rev)
+            if not hub.busy:
+                self._resync(store.rev)
             await asyncio.sleep(0)  # let commits and other streams in between chunks
 
     def _deliver(self, events: list, hi: int) -> None:

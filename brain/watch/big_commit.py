@@ -1,0 +1,99 @@
+"""A commit of very many changes (a DeleteRange of a whole prefix, a lease
+revoked with every key attached to it) fanned out a bounded slice per turn
+of the event loop, so that it never holds the loop for its whole length.
+
+Per slice the changes become events, are matched against the synced
+watchers and encoded once per key range and option variant; the encoded
+bytes gather until the last slice. Only then does anything reach a watcher:
+each gets the whole commit in one response (etcd splits one revision's
+events across responses only for a watcher that asked for fragments, and
+the outbox does that at send time), and the history gets the commit whole.
+So a watcher canceled half way gets none of it, and one created half way
+starts after it (its min_rev is past the store's revision, which is at
+least this commit's).
+
+The hub runs one of these at a time and queues later commits behind it;
+while any is queued the hub is busy: streams hold catch-up and progress
+until it is not (see stream.py), so no progress reports a revision whose
+events have not been queued to its watchers.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol, Sequence
+
+from brain.mvcc.kv import Change
+from brain.watch.event import WatchEvent
+from brain.watch.history import EventHistory
+from brain.watch.response import select_events
+from brain.watch.watcher import Watcher
+from brain.watch.watcher_group import WatcherGroup, WatcherSet
+
+# Changes turned into events, matched and encoded per turn of the loop.
+FANOUT_SLICE = 4096
+
+
+class FanoutHost(Protocol):
+    """The hub as a big commit's fan-out uses it (brain/watch/hub.py)."""
+
+    history: EventHistory
+    synced: WatcherGroup
+
+
+# what a set's watchers of one variant, sent events from one revision on,
+# are sent: the encoded parts and their size
+_Encoded = dict[tuple[WatcherSet, int, int], tuple[list[bytes], list[int]]]
+
+
+async def fan_out_in_slices(hub: FanoutHost, changes: Sequence[Change], rev: int, slice_size: int = FANOUT_SLICE) -> None:
+    """Deliver one commit's changes (ascending revisions, up to rev) to the
+    synced watchers they concern, at most slice_size changes per turn."""
+    first = changes[0].rev
+    events: list[WatchEvent] = []
+    nbytes = 0
+    encoded: _Encoded = {}
+    for i in range(0, len(changes), slice_size):
+        if i:
+            await asyncio.sleep(0)
+        part = [WatchEvent(c.rev, c.key, c.kv, c.prev, c.deleted) for c in changes[i:i + slice_size]]
+        events += part
+        nbytes += sum(e.memory() for e in part)
+        if hub.synced.size:
+            _encode(hub.synced, part, first, rev, encoded)
+    hub.history.append(events, nbytes)
+    behind: list[Watcher] = []
+    for (wset, variant, since), (parts, size) in encoded.items():
+        if not size[0]:
+            continue
+        for w in list(wset.watchers):
+            if w.variant != variant or _since(w, first) != since or w.min_rev > rev:
+                continue  # another encoding's, or created after this commit
+            box = w.stream.outbox
+            if box.congested:
+                behind.append(w)
+                continue
+            box.put_events(w, rev, parts, size[0])
+            w.quiet = False
+    for w in behind:
+        w.stream.fall_behind(w, first)
+
+
+def _since(w: Watcher, first: int) -> int:
+    """The revision a watcher's events start from, 0 for all of the commit."""
+    return w.min_rev if w.min_rev > first else 0
+
+
+def _encode(group: WatcherGroup, part: list[WatchEvent], first: int, rev: int, encoded: _Encoded) -> None:
+    """Add one slice's events to the encodings of the watchers they match."""
+    for wset, matched in group.match(part).items():
+        wanted = {(w.variant, _since(w, first)) for w in wset.watchers if w.min_rev <= rev}
+        for variant, since in wanted:
+            evs = [e for e in matched if e.rev >= since] if since else matched
+            # a live commit is above the compact revision: prev_kv applies
+            chunks, size = select_events(evs, variant, 0)
+            got = encoded.get((wset, variant, since))
+            if got is None:
+                encoded[(wset, variant, since)] = (chunks, [size])
+            else:
+                got[0].extend(chunks)
+                got[1][0] += size
