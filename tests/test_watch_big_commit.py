@@ -178,3 +178,40 @@ def test_a_50k_key_delete_range_reaches_every_watcher_once_in_order_while_the_lo
 
     run(scenario())
 
+
+
+def test_a_stream_too_slow_for_the_big_revision_gets_it_once_by_catching_up():
+    """A stream already congested when the big revision is fanned out has
+    its watchers moved aside; they get that revision and the later ones
+    from catch-up, each event once, in order, the big revision whole."""
+    async def scenario() -> None:
+        store, hub = await open_hub(history_events=1000, high_water=1, low_water=0, fanout_slice=1024)
+        n = 20_000
+        for i in range(0, n, 2000):
+            await txn_puts(store, [(key(j), b"v%d" % j) for j in range(i, i + 2000)])
+        start = store.rev + 1
+        slow = hub.open_stream()
+        for wid in (1, 2, 6):
+            k, end, opts = KINDS[wid]
+            create(slow, k, end, watch_id=wid, **opts)
+        await put(store, key(1), b"congests")  # queued, not read: congested
+        assert slow.outbox.congested
+        big = asyncio.ensure_future(delete(store, b"ev/", b"ev0"))
+        while not big.done() or hub.busy:
+            await asyncio.sleep(0)
+        await put(store, key(2), b"after")
+        got: list[pb.WatchResponse] = []
+        for _ in range(10_000):  # now the client reads
+            await settle(hub)
+            got += drain(slow)
+            if not hub.busy and not slow.unsynced:
+                break
+        assert slow.fell_behind
+        for wid in (1, 2, 6):
+            want = await reference(hub, start, wid, store.rev)
+            assert flat(got, wid) == want, wid
+            assert revisions_whole(got, wid), wid
+        hub.close()
+        await store.close()
+
+    run(scenario())
