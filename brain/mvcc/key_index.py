@@ -38,7 +38,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from heapq import merge
 from itertools import islice
-from typing import Iterable, Iterator, Protocol, Sequence
+from typing import Awaitable, Iterable, Iterator, Protocol, Sequence
 
 from sortedcontainers import SortedList
 
@@ -145,6 +145,7 @@ class KeyIndex:
         self._queued: deque[tuple[Sequence[ChangedKey], int]] = deque()
         # set while a commit is being applied in slices; done when settled
         self._settled: asyncio.Future[None] | None = None
+        self._applier: asyncio.Task | None = None  # kept: the loop holds tasks weakly
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -212,45 +213,40 @@ class KeyIndex:
         self.rev = rev
         self._trim_log()
 
-    async def apply_in_slices(self, changes: Sequence[ChangedKey], rev: int, slice_size: int = APPLY_SLICE) -> None:
+    def apply_in_slices(self, changes: Sequence[ChangedKey], rev: int, slice_size: int = APPLY_SLICE) -> Awaitable[None]:
         """As apply, for a commit of any size: at most slice_size changes
-        per turn of the event loop, readers held off (see settled) until
-        the whole commit is in. Commits applied meanwhile (by apply or by
-        another call of this) queue behind it and are in when this returns."""
-        if self._settled is not None:
-            self._queued.append((changes, rev))
-            await self.settled()
-            return
-        if len(changes) <= slice_size:
+        per turn of the event loop, by a task of the index's own. From this
+        call on, until the whole commit is in, the index is updating and
+        readers wait (see settled); commits applied meanwhile (by apply or
+        by this) queue behind it. The awaitable returned is done when they
+        are all in; a caller need not await it, and cancelling its await
+        does not stop the update (the index is never left half way)."""
+        if self._settled is None and len(changes) <= slice_size:
             self.apply(changes, rev)
-            return
-        self._settled = asyncio.get_running_loop().create_future()
+            return self.settled()
         self._queued.append((changes, rev))
+        if self._settled is None:
+            loop = asyncio.get_running_loop()
+            self._settled = loop.create_future()
+            self._applier = loop.create_task(self._apply_queued(slice_size), name="mvcc-key-index-apply")
+        return self.settled()
+
+    async def _apply_queued(self, slice_size: int) -> None:
+        queued = self._queued
         try:
-            while self._queued:
-                changes, rev = self._queued[0]
-                done = 0
-                try:
-                    while done < len(changes):
-                        self._apply_slice(changes[done:done + slice_size])
-                        done += slice_size
-                        if done < len(changes):
-                            await asyncio.sleep(0)
-                except asyncio.CancelledError:
-                    # the store is closing: leave the index whole, not half
-                    self._apply_slice(changes[done:])
-                    self.rev = rev
-                    self._queued.popleft()
-                    while self._queued:
-                        changes, rev = self._queued.popleft()
-                        self._apply_slice(changes)
-                        self.rev = rev
-                    raise
+            while queued:
+                changes, rev = queued[0]
+                for i in range(0, len(changes), slice_size):
+                    if i:
+                        await asyncio.sleep(0)
+                    self._apply_slice(changes[i:i + slice_size])
                 self.rev = rev
-                self._queued.popleft()
+                queued.popleft()
         finally:
             settled, self._settled = self._settled, None
-            settled.set_result(None)
+            self._applier = None
+            if settled is not None:
+                settled.set_result(None)
             self._trim_log()
 
     def _apply_slice(self, changes: Sequence[ChangedKey]) -> None:
