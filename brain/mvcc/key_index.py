@@ -38,7 +38,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from heapq import merge
 from itertools import islice
-from typing import Awaitable, Iterable, Iterator, Protocol, Sequence
+from typing import Iterable, Iterator, Protocol, Sequence
 
 from sortedcontainers import SortedList
 
@@ -209,27 +209,32 @@ class KeyIndex:
         if self._settled is not None:
             self._queued.append((changes, rev))
             return
+        self._apply_now(changes, rev)
+
+    def _apply_now(self, changes: Sequence[ChangedKey], rev: int) -> None:
         self._apply_slice(changes)
         self.rev = rev
         self._trim_log()
 
-    def apply_in_slices(self, changes: Sequence[ChangedKey], rev: int, slice_size: int = APPLY_SLICE) -> Awaitable[None]:
+    def apply_in_slices(self, changes: Sequence[ChangedKey], rev: int, slice_size: int = APPLY_SLICE) -> asyncio.Future[None]:
         """As apply, for a commit of any size: at most slice_size changes
         per turn of the event loop, by a task of the index's own. From this
         call on, until the whole commit is in, the index is updating and
         readers wait (see settled); commits applied meanwhile (by apply or
-        by this) queue behind it. The awaitable returned is done when they
-        are all in; a caller need not await it, and cancelling its await
-        does not stop the update (the index is never left half way)."""
+        by this) queue behind it. The future returned is done when they are
+        all in; a caller need not await it, and cancelling it does not stop
+        the update (the index is never left half way)."""
+        loop = asyncio.get_running_loop()
         if self._settled is None and len(changes) <= slice_size:
-            self.apply(changes, rev)
-            return self.settled()
+            self._apply_now(changes, rev)
+            done: asyncio.Future[None] = loop.create_future()
+            done.set_result(None)
+            return done
         self._queued.append((changes, rev))
         if self._settled is None:
-            loop = asyncio.get_running_loop()
             self._settled = loop.create_future()
             self._applier = loop.create_task(self._apply_queued(slice_size), name="mvcc-key-index-apply")
-        return self.settled()
+        return asyncio.shield(self._settled)
 
     async def _apply_queued(self, slice_size: int) -> None:
         queued = self._queued
