@@ -20,13 +20,13 @@ events have not been queued to its watchers.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 from brain.mvcc.kv import Change
 from brain.watch.event import WatchEvent
 from brain.watch.history import EventHistory
 from brain.watch.response import select_events
-from brain.watch.watcher import Watcher
+from brain.watch.watcher import Watcher, WatcherState
 from brain.watch.watcher_group import WatcherGroup, WatcherSet
 
 # Changes turned into events, matched and encoded per turn of the loop.
@@ -40,9 +40,54 @@ class FanoutHost(Protocol):
     synced: WatcherGroup
 
 
-# what a set's watchers of one variant, sent events from one revision on,
-# are sent: the encoded parts and their size
-_Encoded = dict[tuple[WatcherSet, int, int], tuple[list[bytes], list[int]]]
+class SlicedDelivery:
+    """Events of ascending revisions first..last, matched and encoded a
+    slice at a time (add), then queued to their watchers all at once
+    (deliver): one response per watcher, nothing sent before the end."""
+
+    def __init__(self, first: int, last: int) -> None:
+        self.first = first
+        self.last = last
+        # (range set, variant, the revision its watchers' events start at,
+        # 0 for all) -> the encoded parts and their size
+        self.encoded: dict[tuple[WatcherSet, int, int], tuple[list[bytes], list[int]]] = {}
+
+    def since(self, w: Watcher) -> int:
+        return w.min_rev if w.min_rev > self.first else 0
+
+    def add(self, group: WatcherGroup, part: Sequence[WatchEvent], compact_rev: int) -> None:
+        """Match and encode one slice of the events."""
+        encoded = self.encoded
+        for wset, matched in group.match(part).items():
+            wanted = {(w.variant, self.since(w)) for w in wset.watchers if w.min_rev <= self.last}
+            for variant, since in wanted:
+                evs = [e for e in matched if e.rev >= since] if since else matched
+                chunks, size = select_events(evs, variant, compact_rev)
+                got = encoded.get((wset, variant, since))
+                if got is None:
+                    encoded[(wset, variant, since)] = (chunks, [size])
+                else:
+                    got[0].extend(chunks)
+                    got[1][0] += size
+
+    def deliver(self, header_rev: int, still: Callable[[Watcher], bool], force: bool = False) -> list[Watcher]:
+        """Queue what was encoded to the watchers still (by still) in their
+        sets; returns those whose stream is congested, which were sent
+        nothing (none when force)."""
+        behind: list[Watcher] = []
+        for (wset, variant, since), (parts, size) in self.encoded.items():
+            if not size[0]:
+                continue
+            for w in list(wset.watchers):
+                if w.variant != variant or self.since(w) != since or not still(w):
+                    continue  # another encoding's, or gone meanwhile
+                box = w.stream.outbox
+                if box.congested and not force:
+                    behind.append(w)
+                    continue
+                box.put_events(w, header_rev, parts, size[0])
+                w.quiet = False
+        return behind
 
 
 async def fan_out_in_slices(hub: FanoutHost, changes: Sequence[Change], rev: int, slice_size: int = FANOUT_SLICE) -> None:
@@ -51,7 +96,7 @@ async def fan_out_in_slices(hub: FanoutHost, changes: Sequence[Change], rev: int
     first = changes[0].rev
     events: list[WatchEvent] = []
     nbytes = 0
-    encoded: _Encoded = {}
+    delivery = SlicedDelivery(first, rev)
     for i in range(0, len(changes), slice_size):
         if i:
             await asyncio.sleep(0)
@@ -59,41 +104,13 @@ async def fan_out_in_slices(hub: FanoutHost, changes: Sequence[Change], rev: int
         events += part
         nbytes += sum(e.memory() for e in part)
         if hub.synced.size:
-            _encode(hub.synced, part, first, rev, encoded)
+            # a live commit is above the compact revision: prev_kv applies
+            delivery.add(hub.synced, part, 0)
     hub.history.append(events, nbytes)
-    behind: list[Watcher] = []
-    for (wset, variant, since), (parts, size) in encoded.items():
-        if not size[0]:
-            continue
-        for w in list(wset.watchers):
-            if w.variant != variant or _since(w, first) != since or w.min_rev > rev:
-                continue  # another encoding's, or created after this commit
-            box = w.stream.outbox
-            if box.congested:
-                behind.append(w)
-                continue
-            box.put_events(w, rev, parts, size[0])
-            w.quiet = False
-    for w in behind:
+    # a watcher created meanwhile starts after rev (see since and add)
+    for w in delivery.deliver(rev, _still_synced):
         w.stream.fall_behind(w, first)
 
 
-def _since(w: Watcher, first: int) -> int:
-    """The revision a watcher's events start from, 0 for all of the commit."""
-    return w.min_rev if w.min_rev > first else 0
-
-
-def _encode(group: WatcherGroup, part: list[WatchEvent], first: int, rev: int, encoded: _Encoded) -> None:
-    """Add one slice's events to the encodings of the watchers they match."""
-    for wset, matched in group.match(part).items():
-        wanted = {(w.variant, _since(w, first)) for w in wset.watchers if w.min_rev <= rev}
-        for variant, since in wanted:
-            evs = [e for e in matched if e.rev >= since] if since else matched
-            # a live commit is above the compact revision: prev_kv applies
-            chunks, size = select_events(evs, variant, 0)
-            got = encoded.get((wset, variant, since))
-            if got is None:
-                encoded[(wset, variant, since)] = (chunks, [size])
-            else:
-                got[0].extend(chunks)
-                got[1][0] += size
+def _still_synced(w: Watcher) -> bool:
+    return w.state is WatcherState.SYNCED

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from brain.etcdpb import rpc_pb2
 from brain.mvcc.kv import KV
+from brain.watch.big_commit import FANOUT_SLICE, SlicedDelivery
 from brain.watch.fanout import fan_out
 from brain.watch.history import EventHistory
 from brain.watch.outbox import Outbox
@@ -291,22 +292,37 @@ class WatchStream:
                 hub.engine_reads += 1
                 if self.closed:
                     return
-            self._deliver(events, hi)
+            await self._deliver(events, hi)
+            if self.closed:
+                return
             if not hub.busy:
                 self._resync(store.rev)
             await asyncio.sleep(0)  # let commits and other streams in between chunks
 
-    def _deliver(self, events: list, hi: int) -> None:
-        """Send revisions up to hi to the unsynced watchers that lack them."""
+    async def _deliver(self, events: list, hi: int) -> None:
+        """Send revisions up to hi to the unsynced watchers that lack them.
+        Many events (a big revision) are matched and encoded a slice per
+        turn of the loop, and queued to each watcher whole at the end."""
         targets = [w for w in self.unsynced if w.min_rev <= hi]
         if events:
             group = WatcherGroup()
             for w in targets:
                 group.add(w)
-            matches = group.match(events)
-            if matches:
-                store = self.hub.store
-                fan_out(matches, store.rev, store.compact_rev, force=True)
+            store = self.hub.store
+            if len(events) <= FANOUT_SLICE:
+                matches = group.match(events)
+                if matches:
+                    fan_out(matches, store.rev, store.compact_rev, force=True)
+            else:
+                delivery = SlicedDelivery(events[0].rev, hi)
+                for i in range(0, len(events), FANOUT_SLICE):
+                    if i:
+                        await asyncio.sleep(0)
+                        if self.closed:
+                            return
+                    delivery.add(group, events[i:i + FANOUT_SLICE], store.compact_rev)
+                # (a watcher canceled meanwhile is no longer unsynced)
+                delivery.deliver(store.rev, self.unsynced.__contains__, force=True)
         for w in targets:
             w.min_rev = hi + 1
 
