@@ -215,3 +215,17 @@ def test_a_stream_too_slow_for_the_big_revision_gets_it_once_by_catching_up():
         await store.close()
 
     run(scenario())
+
+
+def test_a_commit_bigger_than_the_history_empties_it_and_later_ones_are_kept():
+    from brain.watch.event import WatchEvent
+    from brain.watch.history import EventHistory
+
+    h = EventHistory(1, max_events=100)
+    h.append([WatchEvent(1, b"a", b"kv", None, False)])
+    big = [WatchEvent(2, b"k%d" % i, b"kv", None, True) for i in range(101)]
+    h.append(big, sum(e.memory() for e in big))
+    assert (h.start_rev, h.last_rev, h.events, h.bytes) == (3, 2, 0, 0)
+    h.append([WatchEvent(3, b"b", b"kv", None, False)])
+    events, hi = h.read(3, 3, 10, 1 << 20)
+    assert [(e.rev, e.key) for e in events] == [(3, b"b")] and hi == 3 and h.start_rev == 3

@@ -38,6 +38,16 @@ class EventHistory:
         sums it a slice at a time)."""
         if not events:
             return
+        if len(events) > self.max_events or (nbytes or 0) > self.max_bytes:
+            # one commit bigger than the history: all of it would be
+            # forgotten at once, the commit too; skip walking it
+            self._events = []
+            self._head = 0
+            self.events = 0
+            self.bytes = 0
+            self.last_rev = events[-1].rev
+            self.start_rev = self.last_rev + 1
+            return
         self._events.extend(events)
         self.events += len(events)
         self.bytes += sum(e.memory() for e in events) if nbytes is None else nbytes
