@@ -9,12 +9,16 @@ newer one after it is stored in full).
 """
 from __future__ import annotations
 
+import asyncio
+
 from brain.etcdpb import kv_pb2
 from brain.mvcc import records as K
 from brain.watch.event import WatchEvent
 from engines.base import Snapshot
 
 _parse_kv = kv_pb2.KeyValue.FromString
+# Stored versions parsed into events per turn of the event loop.
+PARSE_SLICE = 4096
 
 
 async def read_events(
@@ -38,7 +42,9 @@ async def read_events(
     # the newest version read so far per key: the previous version of a
     # key's next event in this read, without another engine lookup
     latest: dict[bytes, bytes | None] = {}
-    for (rev, key), raw in zip(changed, values):
+    for i, ((rev, key), raw) in enumerate(zip(changed, values)):
+        if i and not i % PARSE_SLICE:
+            await asyncio.sleep(0)  # a big revision: parsed a slice per turn
         if raw is None:
             # pruned by compaction (a tombstone at the compact revision)
             continue
