@@ -229,3 +229,36 @@ def test_a_commit_bigger_than_the_history_empties_it_and_later_ones_are_kept():
     h.append([WatchEvent(3, b"b", b"kv", None, False)])
     events, hi = h.read(3, 3, 10, 1 << 20)
     assert [(e.rev, e.key) for e in events] == [(3, b"b")] and hi == 3 and h.start_rev == 3
+
+
+def test_replay_of_a_big_revision_from_the_engine_lets_the_loop_turn():
+    """Rebuilding a 20,000-key revision's events from the engine parses a
+    slice per turn: a task running beside it gets turns (counted)."""
+    from brain.watch.replay import read_events
+
+    async def scenario() -> None:
+        store, hub = await open_hub()
+        for i in range(0, 20_000, 2000):
+            await txn_puts(store, [(key(j), b"v") for j in range(i, i + 2000)])
+        rev = await delete(store, b"ev/", b"ev0")
+        turns = 0
+        done = False
+
+        async def beside() -> None:
+            nonlocal turns
+            while not done:
+                turns += 1
+                await asyncio.sleep(0)
+
+        t = asyncio.ensure_future(beside())
+        await asyncio.sleep(0)
+        start = turns
+        events, hi = await read_events(store.view.snapshot, rev, rev, 10, False)
+        done = True
+        await t
+        assert hi == rev and len(events) == 20_000 and all(e.deleted for e in events)
+        assert turns - start >= 4, turns - start
+        hub.close()
+        await store.close()
+
+    run(scenario())
