@@ -87,9 +87,9 @@ class ReadView:
         """get_latest, without an engine read when the key index is at this
         view and lacks the key (a create's read of the key it creates)."""
         index = self.index
-        if index.updating:  # a commit of many keys is being applied
-            await index.settled()
-        if index.ready and index.rev == self.rev and key not in index.keys:
+        # (while a commit of many keys is being applied to the index, its
+        # key set is half way: the engine answers instead, without waiting)
+        if index.ready and not index.updating and index.rev == self.rev and key not in index.keys:
             return None
         return await self.get_latest(key)
 
