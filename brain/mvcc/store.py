@@ -70,7 +70,7 @@ class MVCCStore(GroupCommitWriter):
                 self._view = ReadView(view.snapshot, view.rev, compact_rev, self.index)
             return
         fresh = [c for c in changes if c.rev > view.rev]
-        self.index.apply(fresh, rev)
+        self._index_apply(fresh, rev)
         if compact_rev > view.compact_rev:
             self.index.forget_below(compact_rev)
         self._view = ReadView(snapshot, rev, max(compact_rev, view.compact_rev), self.index)

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Sequence
 
 from brain.errors import NoLeaderError, RequestTimeoutError
 from brain.mvcc.compactor import Compactor
 from brain.mvcc.inbox import Inbox
-from brain.mvcc.key_index import KeyIndex
+from brain.mvcc.key_index import APPLY_SLICE, KeyIndex
 from brain.mvcc.keyset import read_keys
-from brain.mvcc.kv import CommitListener, WriteFence
+from brain.mvcc.kv import Change, CommitListener, WriteFence
 from brain.mvcc.view import ReadView
 from engines.base import Engine, EngineError, Snapshot
 
@@ -113,6 +113,15 @@ class StoreState:
     def remove_listener(self, fn: CommitListener) -> None:
         if fn in self._listeners:
             self._listeners.remove(fn)
+
+    def _index_apply(self, changes: Sequence[Change], rev: int) -> None:
+        """The key index takes a commit: a large one a slice per turn of the
+        loop (its readers wait for it meanwhile, see KeyIndex.settled), the
+        rest at once, behind any still being applied."""
+        if len(changes) > APPLY_SLICE:
+            self.index.apply_in_slices(changes, rev)
+        else:
+            self.index.apply(changes, rev)
 
     def _check_fence(self) -> None:
         fence = self.fence

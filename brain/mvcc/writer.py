@@ -224,7 +224,7 @@ class GroupCommitWriter(EngineCommit):
             # already published by follow(), read back from the engine
             # after a conflict: the same revisions, told once
             return
-        self.index.apply(changes, batch.rev)
+        self._index_apply(changes, batch.rev)
         self._view = ReadView(self.engine.snapshot(), batch.rev, view.compact_rev, self.index)
         self.batches += 1
         self.batched_requests += requests
