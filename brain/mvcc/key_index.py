@@ -35,12 +35,13 @@ import asyncio
 from array import array
 from bisect import bisect_right
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
 from heapq import merge
 from itertools import islice
-from typing import Iterable, Iterator, Protocol, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from sortedcontainers import SortedList
+
+from brain.mvcc.key_index_types import ChangedKey, Page, PastKeys, count_in, keys_in
 
 CREATE, UPDATE, DELETE = 0, 1, 2
 
@@ -60,63 +61,6 @@ APPLY_SLICE = 4096
 
 _BYTES_OVERHEAD = 33  # sys.getsizeof(b"")
 _CORRECTION_BYTES = 100  # a dict entry, a set slot and a list slot, about
-
-
-class ChangedKey(Protocol):
-    """What the index needs of a committed change (mvcc's Change)."""
-
-    @property
-    def rev(self) -> int: ...
-    @property
-    def key(self) -> bytes: ...
-    @property
-    def deleted(self) -> bool: ...
-    @property
-    def prev(self) -> bytes | None: ...
-
-
-@dataclass(slots=True)
-class Page:
-    """The first keys of a range live at a revision, how many there are in
-    all, and which of the page's keys changed after that revision (their
-    values at it must be read from history, not from the live index)."""
-
-    keys: list[bytes]
-    count: int
-    changed: set[bytes] = field(default_factory=set)
-
-
-@dataclass(slots=True)
-class PastKeys:
-    """The corrections that turn the current key set into the set live at
-    `rev`. `live_then` covers the log's changes after rev up to (not
-    including) the one at position `upto` (counted from the first change
-    ever logged, so trimming the log's head does not move it); `added` and
-    `removed` are right for every key in live_then except those in
-    `unsettled`, gathered but not yet compared with the current key set.
-    The corrections are whole when upto is the log's end and nothing is
-    unsettled."""
-
-    rev: int
-    upto: int
-    # every key changed after rev -> whether it was live at rev
-    live_then: dict[bytes, bool] = field(default_factory=dict)
-    added: SortedList = field(default_factory=SortedList)  # live now, not at rev
-    removed: SortedList = field(default_factory=SortedList)  # live at rev, not now
-    unsettled: set[bytes] = field(default_factory=set)
-
-
-def _count(keys: SortedList, start: bytes, end: bytes) -> int:
-    """Keys in [start, end); end b"" means no upper bound."""
-    lo = keys.bisect_left(start)
-    hi = len(keys) if end == b"" else keys.bisect_left(end)
-    return max(0, hi - lo)
-
-
-def _irange(keys: SortedList, start: bytes, end: bytes) -> Iterator[bytes]:
-    if end == b"":
-        return keys.irange(start)
-    return keys.irange(start, end, inclusive=(True, False))
 
 
 class KeyIndex:
@@ -323,13 +267,13 @@ class KeyIndex:
         commit is being applied in slices (see settled)."""
         if not self.ready or self._settled is not None:
             return None
-        now = _count(self.keys, start, end)
+        now = count_in(self.keys, start, end)
         if rev == self.rev:
             return now
         past = self._at(rev)
         if past is None:
             return None
-        return now - _count(past.added, start, end) + _count(past.removed, start, end)
+        return now - count_in(past.added, start, end) + count_in(past.removed, start, end)
 
     def page(self, rev: int, start: bytes, end: bytes, limit: int) -> Page | None:
         """The first limit keys (all when limit <= 0) live at rev in
@@ -340,16 +284,16 @@ class KeyIndex:
             return None
         keys = self.keys
         if rev == self.rev:
-            it: Iterator[bytes] = _irange(keys, start, end)
-            return Page(list(islice(it, limit) if limit > 0 else it), _count(keys, start, end))
+            it: Iterator[bytes] = keys_in(keys, start, end)
+            return Page(list(islice(it, limit) if limit > 0 else it), count_in(keys, start, end))
         past = self._at(rev)
         if past is None:
             return None
-        count = _count(keys, start, end) - _count(past.added, start, end) + _count(past.removed, start, end)
+        count = count_in(keys, start, end) - count_in(past.added, start, end) + count_in(past.removed, start, end)
         live_then = past.live_then
         then = merge(
-            (k for k in _irange(keys, start, end) if live_then.get(k, True)),
-            _irange(past.removed, start, end),
+            (k for k in keys_in(keys, start, end) if live_then.get(k, True)),
+            keys_in(past.removed, start, end),
         )
         page = list(islice(then, limit) if limit > 0 else then)
         changed = {k for k in page if k in live_then}

@@ -13,7 +13,8 @@ import logging
 from brain.mvcc.errors import CompactedError, CorruptError, FutureRevisionError
 from brain.etcdpb import kv_pb2
 from brain.mvcc import records as K
-from brain.mvcc.key_index import KeyIndex, Page
+from brain.mvcc.key_index import KeyIndex
+from brain.mvcc.key_index_types import Page
 from brain.mvcc.kv import RangeEnd, RawRange, View
 from engines.base import Snapshot
 
