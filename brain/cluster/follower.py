@@ -8,6 +8,15 @@ that holds them all, and hands them to MVCCStore.follow: the read view
 moves, and the watch hub sees the revisions as if committed locally, each
 once and in order.
 
+A long gap (a follower that was paused, or cut off from the engine, while
+the leader went on) is published in chunks of at most `chunk_revisions`
+revisions or `chunk_bytes` bytes of events, each chunk a view and a listener
+call of its own with a turn of the event loop after it: memory and the time
+the loop is held stay bounded whatever the gap. Every chunk's view reads the
+one snapshot the catch-up started with, at the chunk's revision (see
+ReadView.snapshot_rev), so reads move forward chunk by chunk, never back,
+and watchers see each revision once, in order.
+
 `sync()` is the barrier of a linearizable read: it returns once the store
 holds every revision committed before it was called. Reads that arrive
 while one catch-up runs share the next one, so a burst of reads costs one
@@ -25,7 +34,7 @@ from brain.mvcc import records as K
 from brain.mvcc.kv import Change, FollowingKV
 from brain.watch.event import WatchEvent
 from brain.watch.replay import read_events
-from engines.base import Engine, EngineError
+from engines.base import Engine, EngineError, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +43,14 @@ _parse_kv = kv_pb2.KeyValue.FromString
 # How often an idle follower looks for the leader's new revisions: the
 # delay a watcher on a follower sees at most, beyond the engine's latency.
 DEFAULT_POLL_INTERVAL = 0.05
-# Revisions read per revision-log scan while catching up.
-CATCH_UP_REVISIONS = 1000
+# Revisions per revision-log read while catching up: the first read of a
+# round takes a few, later ones are sized to what is left of the chunk by
+# the bytes per revision read so far, at most doubling each time.
+CATCH_UP_FIRST_READ = 16
+CATCH_UP_READ_REVISIONS = 100
+# A catch-up publishes a chunk once it holds this many revisions or bytes.
+CATCH_UP_CHUNK_REVISIONS = 1000
+CATCH_UP_CHUNK_BYTES = 4 << 20
 
 
 def to_change(event: WatchEvent) -> Change:
@@ -54,13 +69,26 @@ def to_change(event: WatchEvent) -> Change:
 
 
 class EngineFollower:
-    def __init__(self, store: FollowingKV, engine: Engine, poll_interval: float = DEFAULT_POLL_INTERVAL) -> None:
+    def __init__(
+        self,
+        store: FollowingKV,
+        engine: Engine,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        *,
+        chunk_revisions: int = CATCH_UP_CHUNK_REVISIONS,
+        chunk_bytes: int = CATCH_UP_CHUNK_BYTES,
+    ) -> None:
         self.store = store
         self.engine = engine
         self.poll_interval = poll_interval
+        self.chunk_revisions = chunk_revisions
+        self.chunk_bytes = chunk_bytes
         self._lock = asyncio.Lock()
         self._joining: asyncio.Task | None = None
         self._task: asyncio.Task | None = None
+        # for metrics and logs
+        self.caught_up_revisions = 0
+        self.caught_up_chunks = 0
 
     async def catch_up(self) -> int:
         """Bring the store up to the engine's revision; returns it."""
@@ -81,19 +109,47 @@ class EngineFollower:
         if target <= start:
             store.follow([], start, snap, compact_rev)  # the compact revision may have moved
             return start
-        changes: list[Change] = []
+        published = start
+        chunk: list[Change] = []
+        size = 0
         lo = start + 1
+        step = min(CATCH_UP_FIRST_READ, self.chunk_revisions)
         while lo <= target:
-            events, covered = await read_events(snap, lo, target, CATCH_UP_REVISIONS, with_prev=True)
-            changes.extend(to_change(e) for e in events)
+            events, covered = await read_events(snap, lo, target, step, with_prev=True)
+            if store.rev != published:
+                # the store moved meanwhile (a commit of its own): what was
+                # read may overlap it, so let the next round read again
+                log.info("catch-up from revision %d dropped: the store moved to %d meanwhile", published, store.rev)
+                return store.rev
+            read = 0
+            for e in events:
+                chunk.append(to_change(e))
+                read += len(e.key) + len(e.kv) + len(e.prev or b"")
+            size += read
+            per_revision = read / (covered - lo + 1)
             lo = covered + 1
-        if store.rev != start:
-            # the store moved meanwhile (a commit of its own): what was read
-            # may overlap it, so let the next round read again from there
-            log.info("catch-up from revision %d dropped: the store moved to %d meanwhile", start, store.rev)
-            return store.rev
-        store.follow(changes, target, snap, compact_rev)
+            full = covered - published >= self.chunk_revisions or size >= self.chunk_bytes
+            # a chunk below the compact revision is not published on its
+            # own: the snapshot may no longer hold the history to read it
+            if covered < target and full and covered >= compact_rev:
+                self._publish(chunk, published, covered, snap, compact_rev, target)
+                published, chunk, size = covered, [], 0
+                await asyncio.sleep(0)  # other tasks (readers, watch streams) between chunks
+            # the next read fills what is left of the chunk, going by this
+            # read's bytes per revision
+            room = self.chunk_revisions - (covered - published)
+            if per_revision > 0:
+                room = min(room, int((self.chunk_bytes - size) / per_revision))
+            step = max(1, min(CATCH_UP_READ_REVISIONS, 2 * step, room))
+        self._publish(chunk, published, target, snap, compact_rev, target)
+        if published != start:
+            log.info("caught up from revision %d to %d in chunks", start, target)
         return target
+
+    def _publish(self, chunk: list[Change], since: int, rev: int, snap: Snapshot, compact_rev: int, snapshot_rev: int) -> None:
+        self.store.follow(chunk, rev, snap, compact_rev, snapshot_rev)
+        self.caught_up_revisions += rev - since
+        self.caught_up_chunks += 1
 
     async def sync(self) -> None:
         """The linearizable-read barrier (see the module docstring)."""

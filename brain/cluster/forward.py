@@ -72,6 +72,7 @@ class Forwarder:
         self.wait = wait
         self.credentials = credentials
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self.forwarded = 0  # calls sent to the leader, for /metrics
 
     def channel(self, url: str) -> grpc.aio.Channel:
         ch = self._channels.get(url)
@@ -142,6 +143,7 @@ class ForwardingHandler(grpc.GenericRpcHandler):
                         return await serve_local(request, context)
                     call = fwd.channel(url).unary_unary(method)  # bytes in, bytes out
                     try:
+                        fwd.forwarded += 1
                         return await call(request, timeout=context.time_remaining())
                     except grpc.aio.AioRpcError as e:
                         if _unreached(e):
@@ -165,6 +167,7 @@ class ForwardingHandler(grpc.GenericRpcHandler):
                 async for resp in serve_stream(requests, context):
                     yield resp
                 return
+            fwd.forwarded += 1
             call = fwd.channel(url).stream_stream(method)(requests)  # bytes in, bytes out
             try:
                 async for resp in call:

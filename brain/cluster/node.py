@@ -146,6 +146,16 @@ class ClusterNode:
         rec = self.election.leader
         return rec.term if rec is not None else 0
 
+    def gauges(self) -> list[tuple[str, str, float]]:
+        f = self.follower
+        return [
+            ("brain_cluster_catch_up_revisions", "Revisions this member's store took over from the engine's revision log.",
+             f.caught_up_revisions),
+            ("brain_cluster_catch_up_chunks", "Chunks those revisions were published in (a long gap takes several).",
+             f.caught_up_chunks),
+            ("brain_cluster_forwarded_calls", "Calls this member forwarded to the leader.", self.forwarder.forwarded),
+        ]
+
     async def live_members(self) -> list[MemberRecord]:
         return await self.members.live()
 

@@ -244,8 +244,14 @@ class FollowingKV(KV, Protocol):
     # on a commit refused because another process wrote: catch up with it
     resync: Callable[[], Awaitable[object]] | None
 
-    def follow(self, changes: list[Change], rev: int, snapshot: Snapshot, compact_rev: int) -> None:
-        """Publish revisions another process committed, up to rev at snapshot."""
+    def follow(
+        self, changes: list[Change], rev: int, snapshot: Snapshot, compact_rev: int, snapshot_rev: int = 0
+    ) -> None:
+        """Publish revisions another process committed, up to rev at snapshot.
+        snapshot_rev: the revision snapshot holds when it is past rev (a
+        long catch-up publishes one snapshot in chunks); reads of such a
+        view go to the keys' history at rev, never to the snapshot's live
+        keys."""
         ...
 
 

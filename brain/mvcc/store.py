@@ -56,24 +56,25 @@ class MVCCStore(GroupCommitWriter):
         writer = self._writer
         return writer is not None and not writer.done()
 
-    def follow(self, changes: list[Change], rev: int, snapshot: Snapshot, compact_rev: int) -> None:
+    def follow(self, changes: list[Change], rev: int, snapshot: Snapshot, compact_rev: int, snapshot_rev: int = 0) -> None:
         """Publish revisions another brain process committed (read back from
         the engine's revision log by brain/cluster/follower.py): the view
         moves to rev at snapshot, and the listeners see the changes as if
         this process had committed them. Revisions at or below the current
-        one are already published and are left out."""
+        one are already published and are left out. snapshot_rev: the
+        revision the snapshot holds, when it is past rev (see ReadView)."""
         view = self._view
         assert view is not None
         if rev <= view.rev:
             if compact_rev > view.compact_rev:  # compacted without a new revision
                 self.index.forget_below(compact_rev)
-                self._view = ReadView(view.snapshot, view.rev, compact_rev, self.index)
+                self._view = ReadView(view.snapshot, view.rev, compact_rev, self.index, view.snapshot_rev)
             return
         fresh = [c for c in changes if c.rev > view.rev]
         self._index_apply(fresh, rev)
         if compact_rev > view.compact_rev:
             self.index.forget_below(compact_rev)
-        self._view = ReadView(snapshot, rev, max(compact_rev, view.compact_rev), self.index)
+        self._view = ReadView(snapshot, rev, max(compact_rev, view.compact_rev), self.index, snapshot_rev)
         for listener in self._listeners:
             try:
                 listener(fresh, rev)

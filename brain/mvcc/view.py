@@ -59,12 +59,18 @@ def _empty_range(key: bytes, end: RangeEnd) -> bool:
 
 
 class ReadView:
-    __slots__ = ("snapshot", "rev", "compact_rev", "index")
+    __slots__ = ("snapshot", "rev", "compact_rev", "index", "snapshot_rev")
 
-    def __init__(self, snapshot: Snapshot, rev: int, compact_rev: int, index: KeyIndex) -> None:
+    def __init__(self, snapshot: Snapshot, rev: int, compact_rev: int, index: KeyIndex, snapshot_rev: int = 0) -> None:
         self.snapshot = snapshot
         self.rev = rev
         self.compact_rev = compact_rev
+        # The revision the snapshot holds, when it is newer than rev: a
+        # follower catching up in chunks publishes one snapshot at each
+        # chunk's revision. Such a view reads keys from their history
+        # (versions are immutable), never from the snapshot's live index,
+        # which is ahead of it.
+        self.snapshot_rev = max(snapshot_rev, rev)
         # shared by every view of the store and kept at the newest commit:
         # asked at this view's revision, it answers for this view
         self.index = index
@@ -113,6 +119,18 @@ class ReadView:
         index = self.index
         if index.updating:  # a commit of many keys is being applied
             await index.settled()
+        if self.snapshot_rev > self.rev:
+            # the snapshot is ahead of this view (see __init__): its live
+            # keys are not this view's, so keys come from history; a count
+            # from the index, its corrections gathered a slice per turn
+            if count_only and index.ready:
+                while not index.advance(rev):
+                    await asyncio.sleep(0)
+                    await index.settled()
+                n = index.count(rev, key, end)
+                if n is not None:
+                    return RawRange([], n)
+            return await self._range_history(key, end, rev, limit, count_only)
         if not index.ready:  # still being read at start: from the engine
             if rev == self.rev:
                 return await self._range_walk(key, end, limit, count_only)
@@ -158,7 +176,8 @@ class ReadView:
 
     async def _get(self, key: bytes, rev: int, count_only: bool) -> RawRange:
         """One key at rev."""
-        raw = await (self.get_latest(key) if rev == self.rev else self._get_at(key, rev))
+        latest = rev == self.rev == self.snapshot_rev
+        raw = await (self.get_latest(key) if latest else self._get_at(key, rev))
         if raw is None:
             return RawRange([], 0)
         return RawRange([] if count_only else [raw], 1)

@@ -189,6 +189,7 @@ class BrainServer:
         if shared:
             me = MemberRecord(member_id, cfg.name, cfg.client_urls())
             self.cluster = ClusterNode(self.engine, store, leases, me, credentials=channel_credentials(cfg.tls))
+            self.gauge_sources.append(self.cluster.gauges)
             kv.read_barrier = self.cluster.read_barrier
         handlers = [
             kv.handler(),
