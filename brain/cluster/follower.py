@@ -89,6 +89,7 @@ class EngineFollower:
         # for metrics and logs
         self.caught_up_revisions = 0
         self.caught_up_chunks = 0
+        self.largest_chunk = 0  # revisions
 
     async def catch_up(self) -> int:
         """Bring the store up to the engine's revision; returns it."""
@@ -110,6 +111,8 @@ class EngineFollower:
             store.follow([], start, snap, compact_rev)  # the compact revision may have moved
             return start
         published = start
+        chunks_before = self.caught_up_chunks
+        largest = 0
         chunk: list[Change] = []
         size = 0
         lo = start + 1
@@ -132,7 +135,7 @@ class EngineFollower:
             # a chunk below the compact revision is not published on its
             # own: the snapshot may no longer hold the history to read it
             if covered < target and full and covered >= compact_rev:
-                self._publish(chunk, published, covered, snap, compact_rev, target)
+                largest = max(largest, self._publish(chunk, published, covered, snap, compact_rev, target))
                 published, chunk, size = covered, [], 0
                 await asyncio.sleep(0)  # other tasks (readers, watch streams) between chunks
             # the next read fills what is left of the chunk, going by this
@@ -141,15 +144,19 @@ class EngineFollower:
             if per_revision > 0:
                 room = min(room, int((self.chunk_bytes - size) / per_revision))
             step = max(1, min(CATCH_UP_READ_REVISIONS, 2 * step, room))
-        self._publish(chunk, published, target, snap, compact_rev, target)
-        if published != start:
-            log.info("caught up from revision %d to %d in chunks", start, target)
+        largest = max(largest, self._publish(chunk, published, target, snap, compact_rev, target))
+        chunks = self.caught_up_chunks - chunks_before
+        if chunks > 1:
+            log.info("caught up from revision %d to %d in %d chunks of at most %d revisions", start, target, chunks, largest)
         return target
 
-    def _publish(self, chunk: list[Change], since: int, rev: int, snap: Snapshot, compact_rev: int, snapshot_rev: int) -> None:
+    def _publish(self, chunk: list[Change], since: int, rev: int, snap: Snapshot, compact_rev: int, snapshot_rev: int) -> int:
+        """One chunk's view and listener call; returns its revisions."""
         self.store.follow(chunk, rev, snap, compact_rev, snapshot_rev)
         self.caught_up_revisions += rev - since
         self.caught_up_chunks += 1
+        self.largest_chunk = max(self.largest_chunk, rev - since)
+        return rev - since
 
     async def sync(self) -> None:
         """The linearizable-read barrier (see the module docstring)."""

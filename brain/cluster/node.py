@@ -153,6 +153,7 @@ class ClusterNode:
              f.caught_up_revisions),
             ("brain_cluster_catch_up_chunks", "Chunks those revisions were published in (a long gap takes several).",
              f.caught_up_chunks),
+            ("brain_cluster_catch_up_largest_chunk", "Revisions in the largest of those chunks.", f.largest_chunk),
             ("brain_cluster_forwarded_calls", "Calls this member forwarded to the leader.", self.forwarder.forwarded),
         ]
 
