@@ -5,6 +5,7 @@ one gap-free revision sequence."""
 from __future__ import annotations
 
 import functools
+import itertools
 import signal
 import threading
 import time
@@ -23,8 +24,9 @@ from servers import ServerProcess, brain_server
 CALL_TIMEOUT = 25.0
 
 
-def member(tmp_path: Path, fake: FakeTikvProcess, name: str, transport: str) -> ServerProcess:
-    srv = brain_server(str(tmp_path), "--name", name, "--tikv-pd-endpoints", fake.pd_endpoint, "--transport", transport, engine="tikv")
+def member(tmp_path: Path, fake: FakeTikvProcess, name: str, transport: str, pd_endpoint: str = "") -> ServerProcess:
+    srv = brain_server(str(tmp_path), "--name", name, "--tikv-pd-endpoints", pd_endpoint or fake.pd_endpoint,
+                       "--transport", transport, engine="tikv")
     srv.argv += ["--advertise-client-urls", srv.url]
     return srv
 
@@ -200,6 +202,20 @@ def first_ack_after(writers: list[Writer], moment: float) -> float:
     after = [t for w in writers for t in list(w.acked_at) if t > moment]
     assert after, "no write acknowledged after the moment"
     return min(after) - moment
+
+
+def first_write_after(members: list[ServerProcess], moment: float, key: str, limit: float = 60.0) -> float:
+    """Puts of key through the given members in turn, each with a short
+    deadline, until one is acknowledged: seconds from moment to that
+    acknowledgement."""
+    for i in itertools.count():
+        try:
+            kv(members[i % len(members)]).Put(rpc_pb2.PutRequest(key=key.encode(), value=b"x"), timeout=0.5)
+            return time.monotonic() - moment
+        except grpc.RpcError:
+            assert time.monotonic() - moment < limit, "no write acknowledged"
+            time.sleep(0.05)
+    raise AssertionError("unreachable")
 
 
 def metric(srv: ServerProcess, name: str) -> float:

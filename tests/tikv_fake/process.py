@@ -51,6 +51,7 @@ class FakeTikvProcess:
     pd_port: int = 0
     tikv_port: int = 0
     stall_commit: tuple[str, ...] = ()
+    advertise_caller_host: bool = False
     proc: subprocess.Popen | None = None
     _log: IO[bytes] | None = field(default=None, repr=False)
 
@@ -68,6 +69,8 @@ class FakeTikvProcess:
                 "--tikv-port", str(self.tikv_port), "--data", str(self.data), "--log-rpcs", "--exit-with-parent"]
         for key in self.stall_commit:
             argv += ["--stall-commit", key]
+        if self.advertise_caller_host:
+            argv.append("--advertise-caller-host")
         self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=self._log,
                                      env=dict(os.environ, PYTHONPATH=str(ROOT)))
         line = self._ready_line()

@@ -47,6 +47,11 @@ class Cluster:
     # a KvCommit naming one of these keys never answers and applies nothing:
     # tests kill a client there, in the middle of its commit
     stall_commit_keys: frozenset[bytes] = frozenset()
+    # answer GetMembers and GetStore with the caller's own loopback address
+    # (and the fake's ports): a test gives one client a proxy of its own on
+    # another loopback address, which the client then keeps using, and cuts
+    # that client off by cutting the proxy
+    advertise_caller_host: bool = False
     oracle: Oracle = field(init=False)
 
     def __post_init__(self) -> None:
@@ -58,6 +63,14 @@ class Cluster:
     def called(self, method: str) -> None:
         self.calls[method] += 1
         log.debug("rpc %s", method)
+
+    def addresses(self, peer: str) -> tuple[str, str]:
+        """The PD and TiKV addresses to give the caller at peer (gRPC's
+        "ipv4:HOST:PORT")."""
+        if self.advertise_caller_host and peer.startswith("ipv4:127."):
+            host = peer.split(":")[1]
+            return (f"{host}:{self.pd_address.rsplit(':', 1)[1]}", f"{host}:{self.tikv_address.rsplit(':', 1)[1]}")
+        return self.pd_address, self.tikv_address
 
     def header(self) -> pdpb.ResponseHeader:
         return pdpb.ResponseHeader(cluster_id=CLUSTER_ID)
@@ -78,8 +91,9 @@ class PdService(pdpb_grpc.PDServicer):
 
     async def GetMembers(self, request: pdpb.GetMembersRequest, context: grpc.aio.ServicerContext) -> pdpb.GetMembersResponse:
         self.cluster.called("GetMembers")
-        me = pdpb.Member(name="pd-fake", member_id=MEMBER_ID, client_urls=[f"http://{self.cluster.pd_address}"],
-                         peer_urls=[f"http://{self.cluster.pd_address}"])
+        pd_address = self.cluster.addresses(context.peer())[0]
+        me = pdpb.Member(name="pd-fake", member_id=MEMBER_ID, client_urls=[f"http://{pd_address}"],
+                         peer_urls=[f"http://{pd_address}"])
         return pdpb.GetMembersResponse(header=self.cluster.header(), members=[me], leader=me, etcd_leader=me)
 
     async def Tso(self, requests: AsyncIterator[pdpb.TsoRequest], context: grpc.aio.ServicerContext) -> AsyncIterator[pdpb.TsoResponse]:
@@ -104,7 +118,7 @@ class PdService(pdpb_grpc.PDServicer):
         if request.store_id != STORE_ID:
             error = pdpb.Error(type=pdpb.UNKNOWN, message=f"invalid store ID {request.store_id}, not found")
             return pdpb.GetStoreResponse(header=pdpb.ResponseHeader(cluster_id=CLUSTER_ID, error=error))
-        store = metapb.Store(id=STORE_ID, address=self.cluster.tikv_address, state=metapb.Up, version="6.5.0")
+        store = metapb.Store(id=STORE_ID, address=self.cluster.addresses(context.peer())[1], state=metapb.Up, version="6.5.0")
         return pdpb.GetStoreResponse(header=self.cluster.header(), store=store)
 
 
@@ -276,13 +290,15 @@ class TikvService(tikvpb_grpc.TikvServicer):
         return out
 
 
-async def serve(data: str, host: str, pd_port: int, tikv_port: int, stall_commit_keys: frozenset[bytes] = frozenset()) -> tuple[list[grpc.aio.Server], Cluster]:
+async def serve(data: str, host: str, pd_port: int, tikv_port: int, stall_commit_keys: frozenset[bytes] = frozenset(),
+                advertise_caller_host: bool = False) -> tuple[list[grpc.aio.Server], Cluster]:
     """Bind both ports (0: any free port) and start serving: PD on one,
     TiKV on the other, each a server of its own as in a real cluster."""
     pd_server, tikv_server = grpc.aio.server(), grpc.aio.server()
     pd_bound = pd_server.add_insecure_port(f"{host}:{pd_port}")
     tikv_bound = tikv_server.add_insecure_port(f"{host}:{tikv_port}")
-    cluster = Cluster(MvccStore(data), f"{host}:{pd_bound}", f"{host}:{tikv_bound}", stall_commit_keys=stall_commit_keys)
+    cluster = Cluster(MvccStore(data), f"{host}:{pd_bound}", f"{host}:{tikv_bound}", stall_commit_keys=stall_commit_keys,
+                      advertise_caller_host=advertise_caller_host)
     pdpb_grpc.add_PDServicer_to_server(PdService(cluster), pd_server)
     tikvpb_grpc.add_TikvServicer_to_server(TikvService(cluster), tikv_server)
     await pd_server.start()
