@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import grpc
 import pytest
@@ -26,6 +27,8 @@ from brain.cluster.election import DEFAULT_LEASE_SECONDS as LEASE_SECONDS
 from brain.cluster.follower import CATCH_UP_CHUNK_REVISIONS
 from brain.etcdpb import rpc_pb2
 from servers import ServerProcess
+
+T = TypeVar("T")
 
 # the loopback address the cut-off member reaches the fake through
 PROXY_HOST = "127.0.0.10"
@@ -134,7 +137,7 @@ def test_fake_restarted_under_load(tmp_path: Path, fake_tikv: FakeTikvProcess):
                                                "DEADLINE_EXCEEDED Deadline Exceeded"), a
         try:
             for m in members:  # every member, once it has caught up, holds the same history
-                last = check_history(m, "/r/", start, writer.acked)
+                last = retried(lambda: check_history(m, "/r/", start, writer.acked))
             events = watch.wait_for(last, limit=60)
         finally:
             watch.stop()
@@ -191,12 +194,27 @@ def test_leader_cut_off_from_the_engine_stops_acknowledging(tmp_path: Path):
         to_leader.stop()
         through_others.stop()
         for m in members:
-            check_history(m, "/x/", start, to_leader.acked + through_others.acked)
+            retried(lambda: check_history(m, "/x/", start, to_leader.acked + through_others.acked))
     finally:
         for m in members:
             m.stop()
         proxy.stop()
         fake.stop()
+
+
+def retried(fn: Callable[[], T], limit: float = 30.0) -> T:
+    """fn() again while it fails UNAVAILABLE: a member's first engine call
+    after the engine came back may fail (tikv-client reconnecting to PD),
+    and its client then gets `request timed out`, as etcd's would."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            return fn()
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+            print(f"retrying after {e.code().name} {e.details()}")
+            time.sleep(0.2)
 
 
 def probe(srv: ServerProcess, timeout: float = 5.0) -> dict[str, str]:
