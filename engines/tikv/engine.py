@@ -20,7 +20,9 @@ How the contract maps onto TiKV:
 - commit_if() reads the expected keys in its transaction (at the start
   timestamp) and, when they match, locks the ones the batch does not write.
   A change to any of them after the start then fails prewrite with a write
-  conflict: ConflictError, and nothing is written. Never an overwrite.
+  conflict: ConflictError, and nothing is written. Never an overwrite. After
+  the commit, a key it wrote is read back (read_back.py): the client once
+  reported a commit done that never happened.
 - A commit that times out, or fails in any way other than a write conflict,
   raises CommitUnknownError. Cancelling the timed-out call drops the Rust
   client's commit, so nothing more is sent for it; whatever it had already
@@ -66,6 +68,7 @@ from engines.tikv.errors import (
     is_write_conflict,
 )
 from engines.tikv.keyspace import KeySpace
+from engines.tikv.read_back import confirm_commit
 from engines.tikv.snapshot import TikvSnapshot
 from engines.validate import Op, check_batch, check_expect, check_keys, check_scan
 
@@ -335,7 +338,9 @@ class TikvEngine:
             # free the client's transaction as soon as possible: after an
             # abandoned commit its heartbeat keeps its locks alive until then
             del txn
-        await self._after_commit()
+        after = await self._after_commit()
+        if expect and ops:
+            await confirm_commit(self, ops[-1], after)  # see read_back.py
 
     async def _hold_expectations(self, txn: ClientTransaction, expect: Sequence[Op], ops: list[Op]) -> None:
         stored = [self._keys.key(k) for k, _ in expect]
@@ -360,14 +365,13 @@ class TikvEngine:
         except Exception as e:
             log.debug("tikv rollback failed (its locks will expire): %s", describe(e))
 
-    async def _after_commit(self) -> None:
+    async def _after_commit(self) -> int:
         """Advance read_ts past the commit just made, so snapshots taken from
-        now on see it."""
+        now on see it; returns the timestamp."""
         err: EngineError | None = None
         for attempt in range(_TIMESTAMP_TRIES):
             try:
-                await self._fresh_ts()
-                return
+                return await self._fresh_ts()
             except EngineClosedError:
                 raise
             except EngineError as e:

@@ -32,6 +32,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--advertise-caller-host", action="store_true",
                         help="give each loopback client its own address (with the fake's ports) as PD's and the store's, "
                              "so that a test can put a proxy there")
+    parser.add_argument("--die-on-commit-of", default="", metavar="SUBSTRING",
+                        help="exit at once when the first KvCommit of a transaction that prewrote a key containing "
+                             "SUBSTRING arrives (for tests of a commit whose outcome the client cannot know)")
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="stop when the process that started it dies (tests: no fake outlives a killed pytest)")
     parser.add_argument("--log-rpcs", action="store_true", help="log every RPC to stderr")
@@ -40,7 +43,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 async def run(ns: argparse.Namespace) -> None:
     stall = frozenset(k.encode() for k in ns.stall_commit)
-    servers, cluster = await serve(ns.data, ns.host, ns.pd_port, ns.tikv_port, stall, ns.advertise_caller_host)
+    servers, cluster = await serve(ns.data, ns.host, ns.pd_port, ns.tikv_port, stall, ns.advertise_caller_host,
+                                   ns.die_on_commit_of.encode())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -52,6 +52,7 @@ class FakeTikvProcess:
     tikv_port: int = 0
     stall_commit: tuple[str, ...] = ()
     advertise_caller_host: bool = False
+    die_on_commit_of: str = ""
     proc: subprocess.Popen | None = None
     _log: IO[bytes] | None = field(default=None, repr=False)
 
@@ -71,6 +72,8 @@ class FakeTikvProcess:
             argv += ["--stall-commit", key]
         if self.advertise_caller_host:
             argv.append("--advertise-caller-host")
+        if self.die_on_commit_of:
+            argv += ["--die-on-commit-of", self.die_on_commit_of]
         self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=self._log,
                                      env=dict(os.environ, PYTHONPATH=str(ROOT)))
         line = self._ready_line()

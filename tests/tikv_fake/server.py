@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import AsyncIterator
@@ -52,6 +53,11 @@ class Cluster:
     # another loopback address, which the client then keeps using, and cuts
     # that client off by cutting the proxy
     advertise_caller_host: bool = False
+    # the process exits (as if SIGKILLed) when the first KvCommit of a
+    # transaction that prewrote a key containing this arrives, before it is
+    # applied or answered: tests of a commit whose outcome the client cannot know
+    die_on_commit_of: bytes = b""
+    doomed: set[int] = field(default_factory=set)
     oracle: Oracle = field(init=False)
 
     def __post_init__(self) -> None:
@@ -201,14 +207,21 @@ class TikvService(tikvpb_grpc.TikvServicer):
             # without their rules would pass what TiKV would not
             out.errors.add(abort="the fake supports neither async commit nor 1PC")
             return out
+        if self.cluster.die_on_commit_of and any(self.cluster.die_on_commit_of in m.key for m in request.mutations):
+            self.cluster.doomed.add(request.start_version)
         # tikv-client sends txn_size u64::MAX ("unknown"); sqlite keeps signed 64-bit
         errors = self.store.prewrite(request.mutations, request.primary_lock, request.start_version, request.lock_ttl,
                                      min(request.txn_size, MAX_TS), request.min_commit_ts)
         out.errors.extend(errors)
+        log.debug("prewrite of %d, %d keys: %s", request.start_version, len(request.mutations),
+                  "; ".join(str(e).replace("\n", " ") for e in errors) or "ok")
         return out
 
     async def KvCommit(self, request: kvrpcpb.CommitRequest, context: grpc.aio.ServicerContext) -> kvrpcpb.CommitResponse:
         self.cluster.called("KvCommit")
+        if request.start_version in self.cluster.doomed:
+            log.warning("exiting at the commit of %d, as --die-on-commit-of asks", request.start_version)
+            os._exit(137)
         if self.cluster.stall_commit_keys.intersection(request.keys):
             log.debug("stalled KvCommit of %s", list(request.keys))
             await asyncio.Event().wait()  # until the client goes away
@@ -221,6 +234,8 @@ class TikvService(tikvpb_grpc.TikvServicer):
             out.commit_version = request.commit_version
         except TxnError as e:
             out.error.CopyFrom(e.error)
+        log.debug("commit of %d at %d, %d keys: %s", request.start_version, request.commit_version, len(request.keys),
+                  str(out.error).replace("\n", " ") or "ok")
         return out
 
     async def KvBatchRollback(self, request: kvrpcpb.BatchRollbackRequest, context: grpc.aio.ServicerContext) -> kvrpcpb.BatchRollbackResponse:
@@ -291,14 +306,14 @@ class TikvService(tikvpb_grpc.TikvServicer):
 
 
 async def serve(data: str, host: str, pd_port: int, tikv_port: int, stall_commit_keys: frozenset[bytes] = frozenset(),
-                advertise_caller_host: bool = False) -> tuple[list[grpc.aio.Server], Cluster]:
+                advertise_caller_host: bool = False, die_on_commit_of: bytes = b"") -> tuple[list[grpc.aio.Server], Cluster]:
     """Bind both ports (0: any free port) and start serving: PD on one,
     TiKV on the other, each a server of its own as in a real cluster."""
     pd_server, tikv_server = grpc.aio.server(), grpc.aio.server()
     pd_bound = pd_server.add_insecure_port(f"{host}:{pd_port}")
     tikv_bound = tikv_server.add_insecure_port(f"{host}:{tikv_port}")
     cluster = Cluster(MvccStore(data), f"{host}:{pd_bound}", f"{host}:{tikv_bound}", stall_commit_keys=stall_commit_keys,
-                      advertise_caller_host=advertise_caller_host)
+                      advertise_caller_host=advertise_caller_host, die_on_commit_of=die_on_commit_of)
     pdpb_grpc.add_PDServicer_to_server(PdService(cluster), pd_server)
     tikvpb_grpc.add_TikvServicer_to_server(TikvService(cluster), tikv_server)
     await pd_server.start()
