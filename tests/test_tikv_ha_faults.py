@@ -25,7 +25,7 @@ from tikv_fake.process import FakeTikvProcess, tikv_client_missing
 
 from brain.cluster.election import DEFAULT_LEASE_SECONDS as LEASE_SECONDS
 from brain.cluster.follower import CATCH_UP_CHUNK_REVISIONS
-from brain.etcdpb import rpc_pb2
+from brain.etcdpb import rpc_pb2, rpc_pb2_grpc
 from servers import ServerProcess
 
 T = TypeVar("T")
@@ -275,3 +275,33 @@ def put_outcome(srv: ServerProcess, key: str) -> int | str:
         return kv(srv).Put(rpc_pb2.PutRequest(key=key.encode(), value=b"x"), timeout=30).header.revision
     except grpc.RpcError as e:
         return f"{e.code().name} {e.details()}"
+
+
+def test_lease_grants_beside_writes_do_not_fail_them(tmp_path: Path, fake_tikv: FakeTikvProcess):
+    """The leader's lease-record writes and its MVCC commits both lock the
+    term key: run side by side (as kube-apiserver's event leases and writes
+    do), neither may fail the other."""
+    with cluster(tmp_path, fake_tikv, n=1) as members:
+        wait_leader(members)
+        srv = members[0]
+        leases = rpc_pb2_grpc.LeaseStub(srv.channel())
+        failures: list[str] = []
+
+        def grants() -> None:
+            for _ in range(40):
+                try:
+                    leases.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=60), timeout=30)
+                except grpc.RpcError as e:
+                    failures.append(f"grant: {e.code().name} {e.details()}")
+
+        def puts(n: int) -> None:
+            for i in range(40):
+                outcome = put_outcome(srv, f"/l/{n}/{i}")
+                if not isinstance(outcome, int):
+                    failures.append(f"put: {outcome}")
+
+        with ThreadPoolExecutor(8) as pool:
+            done = [pool.submit(grants) for _ in range(4)] + [pool.submit(puts, n) for n in range(4)]
+            for f in done:
+                f.result()
+        assert not failures, f"{len(failures)} of 320 calls failed: {sorted(set(failures))}"

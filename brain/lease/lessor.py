@@ -323,7 +323,8 @@ class Lessor:
                 # deposed one must not grant or revoke either
                 if not fence.admits_writes():
                     raise NoLeaderError()
-                await self.engine.commit_if(fence.expectations(), wb, sync=self.store.sync)
+                async with self.store.fence_lock:  # see FollowingKV.fence_lock
+                    await self.engine.commit_if(fence.expectations(), wb, sync=self.store.sync)
         except ConflictError:
             log.error("lease record write refused: this process no longer leads")
             raise NoLeaderError() from None

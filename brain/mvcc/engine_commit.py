@@ -48,7 +48,10 @@ class EngineCommit(StoreState):
                 return False
             expect += fence.expectations()
         try:
-            if shared or chained or fence is not None:
+            if fence is not None:
+                async with self.fence_lock:
+                    await self.engine.commit_if(expect, wb, sync=self.sync)
+            elif shared or chained:
                 await self.engine.commit_if(expect, wb, sync=self.sync)
             else:
                 await self.engine.write(wb, sync=self.sync)

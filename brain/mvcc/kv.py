@@ -19,6 +19,7 @@ Revisions, as in etcd:
 """
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Protocol, Sequence
 
@@ -243,6 +244,11 @@ class FollowingKV(KV, Protocol):
     fence: WriteFence | None
     # on a commit refused because another process wrote: catch up with it
     resync: Callable[[], Awaitable[object]] | None
+    # held around every commit carrying the fence's expectations (the
+    # store's batches, its compact revision, the lessor's lease records):
+    # each locks the fence's term key in a transaction of its own, and TiKV
+    # refuses the later of two run side by side as a write conflict
+    fence_lock: asyncio.Lock
 
     def follow(
         self, changes: list[Change], rev: int, snapshot: Snapshot, compact_rev: int, snapshot_rev: int = 0

@@ -45,6 +45,11 @@ class StoreState:
         # missed to its listeners instead of only jumping over them
         self.fence: WriteFence | None = None
         self.resync: Callable[[], Awaitable[object]] | None = None
+        # the fence's commits (MVCC batches, the compact revision, lease
+        # records) all lock the term key, each in a transaction of its own:
+        # run side by side, TiKV would refuse the later one as a write
+        # conflict, so they go one at a time
+        self.fence_lock = asyncio.Lock()
         # set while the store is a migration's target (brain/migrate): its
         # revisions are the source's, so every other write and compaction is
         # refused with this error until the cut-over clears it

@@ -250,7 +250,8 @@ class GroupCommitWriter(EngineCommit):
             else:
                 # a deposed leader must not move the compact revision either
                 self._check_fence()
-                await self.engine.commit_if(fence.expectations(), wb, sync=self.sync)
+                async with self.fence_lock:
+                    await self.engine.commit_if(fence.expectations(), wb, sync=self.sync)
         except ConflictError:
             raise NoLeaderError() from None
         except EngineFullError:
