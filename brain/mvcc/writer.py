@@ -155,9 +155,8 @@ class GroupCommitWriter(EngineCommit):
             batch.absorb(txn)
             done.append((fut, resp))
         encoded = None
-        own = batch.own_changes
-        if len(own) > ENCODE_SLICE:
-            encoded = await _encode_in_slices(own, batch.rev)
+        if len(batch.changes) - batch.own_from > ENCODE_SLICE:  # without copying own_changes
+            encoded = await _encode_in_slices(batch.own_changes, batch.rev)
         return batch, done, compactions, encoded
 
     async def _finish(
