@@ -58,6 +58,15 @@ def _empty_range(key: bytes, end: RangeEnd) -> bool:
     return end is not None and end != b"" and end <= key
 
 
+async def _gather_corrections(index: KeyIndex, rev: int) -> None:
+    """The key index's corrections for an older revision, gathered a slice
+    per turn of the loop (behind any large commit being applied); the last
+    slice is left to the read itself, in the same turn as it answers."""
+    while not index.advance(rev):
+        await asyncio.sleep(0)
+        await index.settled()
+
+
 class ReadView:
     __slots__ = ("snapshot", "rev", "compact_rev", "index", "snapshot_rev")
 
@@ -124,9 +133,7 @@ class ReadView:
             # keys are not this view's, so keys come from history; a count
             # from the index, its corrections gathered a slice per turn
             if count_only and index.ready:
-                while not index.advance(rev):
-                    await asyncio.sleep(0)
-                    await index.settled()
+                await _gather_corrections(index, rev)
                 n = index.count(rev, key, end)
                 if n is not None:
                     return RawRange([], n)
@@ -145,11 +152,7 @@ class ReadView:
             start, stop = K.index_range(key, end or None)
             items = await self.snapshot.scan(start, stop, limit=limit if 0 < limit < count else 0)
             return RawRange(await values_in_slices(items), count)
-        # the corrections for an older revision are gathered a slice per
-        # turn of the loop; the last slice is done by the read itself
-        while not index.advance(rev):
-            await asyncio.sleep(0)
-            await index.settled()
+        await _gather_corrections(index, rev)
         if count_only:
             n = index.count(rev, key, end)
             if n is not None:
