@@ -68,7 +68,7 @@ class EngineCommit(StoreState):
         except CommitUnknownError as e:
             log.warning("engine commit of revision %d: outcome unknown (%s); reading the revision back", rev, e)
             self._commit_failure = RequestTimeoutError
-            return await self._settle(before, rev, changes)
+            return await self._settle(before, rev, wb)
         except EngineFullError as e:
             # nothing of the batch was written: the store stays at prev and
             # takes writes again once space is freed
@@ -80,7 +80,7 @@ class EngineCommit(StoreState):
             self._commit_failure = RequestTimeoutError
             return False
 
-    async def _settle(self, before: bytes | None, rev: int, changes: list[Change]) -> bool:
+    async def _settle(self, before: bytes | None, rev: int, wb: WriteBatch) -> bool:
         """Whether a commit with an unknown outcome applied, from the engine's
         revision key. Asks until the engine answers: the writer must not go on
         without knowing which revision the store is at."""
@@ -95,7 +95,7 @@ class EngineCommit(StoreState):
                     # written this revision number: it is this batch only if
                     # the records it wrote are there (the index records tell
                     # the two apart; history holds LIVE markers for both)
-                    wrote = {k: v for k, v in K.encode_batch(changes, rev).ops if v is not None}
+                    wrote = {k: v for k, v in wb.ops if v is not None}  # what the batch wrote
                     keys = list(wrote)
                     stored = await self.engine.batch_get(keys)
                     mine = stored == [wrote[k] for k in keys]

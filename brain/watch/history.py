@@ -41,12 +41,7 @@ class EventHistory:
         if len(events) > self.max_events or (nbytes or 0) > self.max_bytes:
             # one commit bigger than the history: all of it would be
             # forgotten at once, the commit too; skip walking it
-            self._events = []
-            self._head = 0
-            self.events = 0
-            self.bytes = 0
-            self.last_rev = events[-1].rev
-            self.start_rev = self.last_rev + 1
+            self.skip_to(events[-1].rev)
             return
         self._events.extend(events)
         self.events += len(events)
