@@ -129,8 +129,8 @@ class RevisionImporter:
         is a copy that did not finish."""
         changes = base_changes(kvs)
         if changes:
-            wb = K.encode_batch(changes, max(self.compact_rev, 1), events=False)
-            wb.ops = [op for op in wb.ops if op[0] != K.META_REVISION]
+            wb = WriteBatch()
+            K.encode_changes(wb, {}, changes)  # no revision log, and no store revision yet
             await self.engine.write(wb, sync=self.sync)
         return len(changes)
 

@@ -127,7 +127,8 @@ class MigrationService:
                     held_rev, held, size = self._part
                     if held_rev != rev:
                         raise _refused(f"revision {rev} arrives before the rest of revision {held_rev}")
-                    events = held + events
+                    held.extend(events)  # not held + events: a copy per part
+                    events = held
                     self._part = None
                 else:
                     size = 0
