@@ -220,6 +220,7 @@ class GrpcSession:
             request = parsed[1]
         sid = ev.stream_id
         if request.malformed:
+            self.core.refused_by_caller()
             self.core.reset_stream(sid, PROTOCOL_ERROR)
             if ev.data:
                 self.core.consumed(sid, len(ev.data))
@@ -231,6 +232,7 @@ class GrpcSession:
                 self.http_gets.add(sid)
                 self.loop.create_task(self._http_get(sid, request.path.split("?", 1)[0], self.handlers.http_handler))
                 return
+            self.core.refused_by_caller()
             self.core.send_headers(sid, status_block(request.error), end_stream=True)
             return
         st = Stream(sid, self, headers, ev.end_stream and ev.data is None)
@@ -238,6 +240,7 @@ class GrpcSession:
         deadline = None
         if request.timeout is not None:
             if request.timeout <= 0:  # a deadline already past: the handler is not run
+                self.core.refused_by_caller()
                 st.finish(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
                 if ev.data:
                     self.core.consumed(sid, len(ev.data))

@@ -41,6 +41,25 @@ def test_ping_flood_not_read_is_cut_off_with_a_bounded_queue():
     assert core.receive(PING) == []
 
 
+def test_refusals_by_the_grpc_layer_count_while_the_client_does_not_read():
+    """Requests the gRPC layer refuses without running them (a grpc-timeout
+    that does not parse, a deadline already past, a non-gRPC request) queue a
+    reset or headers each: counted like the core's own replies, so a client
+    repeating them without reading is cut off at its next bytes."""
+    core = started()
+    for _ in range(MAX_QUEUED_CONTROL + 1):
+        core.refused_by_caller()
+    events = core.receive(PING)
+    assert [e.error_code for e in events] == [frames.ENHANCE_YOUR_CALM]
+    assert _goaway_code(core.data_to_send()) == frames.ENHANCE_YOUR_CALM
+    # read in time, the count starts again
+    core = started()
+    for _ in range(MAX_QUEUED_CONTROL):
+        core.refused_by_caller()
+    core.data_to_send()
+    assert core.receive(PING) == []
+
+
 def test_pings_whose_acks_are_taken_are_never_cut_off():
     core = started()
     for _ in range(5):

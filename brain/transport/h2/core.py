@@ -23,7 +23,7 @@ from brain.transport.h2.events import (
 from brain.transport.h2.fields import MalformedRequest, check_request
 from brain.transport.h2.hpack import Decoder, HeaderListTooLarge, HPACKError
 from brain.transport.h2.keepalive import PingPolicy
-from brain.transport.h2.limits import Budget, HeaderAccount, HeldHeaders
+from brain.transport.h2.limits import MAX_QUEUED_CONTROL, Budget, HeaderAccount, HeldHeaders, calm
 from brain.transport.h2.reader import FrameReader, FramingError, unpad
 from brain.transport.h2.settings import LocalSettings, PeerSettings
 from brain.transport.h2.streams import Chunk, H2Stream
@@ -189,6 +189,13 @@ class H2Connection(ControlFrames):
                 self.held_headers.release(st.header_bytes)
             self.emit(frames.rst_stream(stream_id, code))
 
+    def refused_by_caller(self) -> None:
+        """The layer above answered a request with a refusal (a reset, or
+        headers alone) without running it: counted as a control reply, so a
+        client that repeats such requests and does not read is cut off at
+        its next bytes, as it is for the core's own replies."""
+        self.budget.control_queued += 1
+
     def is_open(self, stream_id: int) -> bool:
         return stream_id in self.streams
 
@@ -295,6 +302,9 @@ class H2Connection(ControlFrames):
         events = self._events = []
         self._last_request = None
         try:
+            if self.budget.control_queued > MAX_QUEUED_CONTROL:
+                # refusals the layer above queued since (refused_by_caller)
+                raise calm("too many control frames queued: the client does not read")
             self.reader.feed(data)
         except (ProtocolError, FramingError) as e:
             events.append(self.terminate(e.code, str(e)))
