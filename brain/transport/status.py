@@ -12,7 +12,6 @@ RESPONSE_HEADERS = b"\x88" + literal_indexed_name(31, b"application/grpc")
 OK_TRAILERS = literal(b"grpc-status", b"0")
 
 _CODE_BY_VALUE = {c.value[0]: c for c in grpc.StatusCode}
-_TIMEOUT_UNITS = {ord("H"): 3600.0, ord("M"): 60.0, ord("S"): 1.0, ord("m"): 1e-3, ord("u"): 1e-6, ord("n"): 1e-9}
 
 
 def code_value(code: grpc.StatusCode | int) -> int:
@@ -40,13 +39,3 @@ def trailers(code: grpc.StatusCode | int, details: str | None) -> bytes:
     if details:
         block += literal(b"grpc-message", percent_encode(details))
     return block
-
-
-def parse_timeout(value: bytes) -> float | None:
-    """Seconds from a grpc-timeout value (at most 8 digits and a unit)."""
-    if len(value) < 2 or len(value) > 9 or not value[:-1].isdigit():
-        return None
-    unit = _TIMEOUT_UNITS.get(value[-1])
-    if unit is None:
-        return None
-    return int(value[:-1]) * unit
