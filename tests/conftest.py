@@ -7,8 +7,11 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import grpc_channels  # noqa: E402
 from servers import brain_server, etcd_server  # noqa: E402
 from tikv_fake.process import fake_tikv  # noqa: E402,F401  (a fake PD + TiKV process, for any test)
+
+grpc_channels.install()
 
 
 @pytest.fixture
