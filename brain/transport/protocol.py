@@ -46,6 +46,9 @@ LOCAL_SETTINGS = LocalSettings(
 # many stream tasks in one turn) starts reaching the client while the rest is
 # still being encoded.
 FLUSH_BYTES = 64 * 1024
+# Output is copied into the transport at most this much per write, until it
+# pushes back
+WRITE_CHUNK = 256 * 1024
 # A connection cut off while its client does not read is dropped this long
 # after its GOAWAY was written, as Go's server does: closing waits for the
 # buffered output to leave, which it never may.
@@ -117,7 +120,7 @@ class ClientConnection(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None:
-            self._write_out()  # output held back while the client was not reading
+            self._write_out(everything=True)  # output held back while the client was not reading
             self._close_tls()
             self.transport.close()
 
@@ -344,11 +347,19 @@ class ClientConnection(asyncio.Protocol):
         if not self.paused:
             self._write_out()
 
-    def _write_out(self) -> None:
+    def _write_out(self, everything: bool = False) -> None:
+        """Write queued output a part at a time until the transport pushes
+        back (pause_writing): a client whose windows let a large response
+        out at once does not hold the event loop for the copy of all of it.
+        The rest goes at resume_writing. everything: write it all now (the
+        connection is closing)."""
         if self._eof_sent:
             return
-        data = self.core.data_to_send()
-        if data:
+        core = self.core
+        while everything or not self.paused:
+            data = core.data_to_send(None if everything else WRITE_CHUNK)
+            if not data:
+                return
             self._send(data)
 
     def _send(self, data: bytes) -> None:
@@ -378,7 +389,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _close_now(self) -> None:
         self.closed = True
-        self._write_out()
+        self._write_out(everything=True)
         transport = self.transport
         if transport is None:
             return

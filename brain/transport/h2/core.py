@@ -1,7 +1,7 @@
 """The HTTP/2 connection state machine of a server (RFC 7540), sans IO.
 
 `receive(data)` parses a client's bytes and returns events; the send
-methods queue frames; `data_to_send()` hands out everything queued. Pings
+methods queue frames; `data_to_send()` hands out what is queued. Pings
 and settings are acknowledged here, flow-control credit is given back here
 as the layer above reports request bytes consumed (`consumed`), and
 responses wait here for send window. An optional `on_output` hook is
@@ -93,15 +93,41 @@ class H2Connection(ControlFrames):
         if (len(out) == 1 or self._out_bytes >= self._output_limit) and self._on_output is not None:
             self._on_output(self._out_bytes)
 
-    def data_to_send(self) -> bytes:
+    def data_to_send(self, limit: int | None = None) -> bytes:
+        """The queued bytes, or their first `limit` bytes (the rest stays
+        queued): a response of many megabytes that a client's large window
+        let out at once is handed out, and copied, a part at a time."""
         out = self._out
-        self._out_bytes = 0
+        # output is being taken: control replies no longer pile up
         self.budget.control_queued = 0
         if not out:
             return b""
-        data = out[0] if len(out) == 1 and type(out[0]) is bytes else b"".join(out)
-        out.clear()
-        return data  # type: ignore[return-value]
+        if limit is None or self._out_bytes <= limit:
+            data = out[0] if len(out) == 1 and type(out[0]) is bytes else b"".join(out)
+            out.clear()
+            self._out_bytes = 0
+            return data  # type: ignore[return-value]
+        n = 0
+        taken = 0  # whole chunks taken
+        last = None  # the head of the chunk cut in two
+        for chunk in out:
+            room = limit - n
+            if len(chunk) > room:
+                view = memoryview(chunk)
+                last = view[:room]
+                out[taken] = view[room:]
+                n = limit
+                break
+            taken += 1
+            n += len(chunk)
+            if n == limit:
+                break
+        parts = out[:taken]
+        del out[:taken]
+        if last is not None:
+            parts.append(last)
+        self._out_bytes -= n
+        return b"".join(parts)
 
     @property
     def output_size(self) -> int:
