@@ -31,6 +31,10 @@ PREFIX = b"/registry/pods/"
 PREFIX_END = b"/registry/pods0"
 PROBE_EVERY_S = 0.01
 PROBE_DEADLINE_S = 1.0
+# updates of loaded keys by one client at a steady rate, before the big reads:
+# the latency of a write at this size, with nothing else running
+STEADY_PUTS_PER_S = 100.0
+STEADY_PUTS_S = 3.0
 _UNLIMITED = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
 
 
@@ -160,6 +164,26 @@ def paged_list(kv: Any, page_size: int, pace: float | None = None, max_s: float 
             "pages_per_s": pages / wall, "first_page_ms": first_ms}
 
 
+def steady_puts(kv: Any, s: ScaleSettings, rate: float = STEADY_PUTS_PER_S, seconds: float = STEADY_PUTS_S) -> dict[str, Any]:
+    """Puts to loaded keys, one at a time, at most `rate` a second, for
+    `seconds`: each put's latency."""
+    value = os.urandom(s.value_size // 2 + 1).hex().encode()[: s.value_size]
+    lat: list[float] = []
+    step = max(1, s.keys // int(rate * seconds + 1))
+    t0 = time.monotonic()
+    i = 0
+    while time.monotonic() - t0 < seconds:
+        wait = t0 + len(lat) / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        t = time.monotonic()
+        kv.Put(pb.PutRequest(key=pod_key(i), value=value), timeout=10)
+        lat.append((time.monotonic() - t) * 1000)
+        i = (i + step) % s.keys
+    lat.sort()
+    return {"puts": len(lat), "p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99), "max_ms": lat[-1]}
+
+
 def counts(kv: Any, n: int) -> dict[str, Any]:
     lat = []
     total = 0
@@ -238,6 +262,8 @@ def measure(srv: ManagedServer, s: ScaleSettings, echo: Callable[[str], None], p
         t = time.monotonic()
         time.sleep(2)
         phases["idle"] = (t, time.monotonic())
+        out["steady_puts"] = steady_puts(kv, s)
+        echo(f"  {srv.name}: puts at {STEADY_PUTS_PER_S:.0f}/s: p50 {out['steady_puts']['p50_ms']:.2f} ms, p99 {out['steady_puts']['p99_ms']:.2f} ms")
         t = time.monotonic()
         out["paged_list"] = paged_list(kv, s.page_size)
         phases["paged_list"] = (t, time.monotonic())

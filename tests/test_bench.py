@@ -113,6 +113,7 @@ def test_bench_scale_compare(tmp_path):
         assert r["paged_list"]["keys"] == 3000 and r["paged_list"]["pages"] == 30 and r["paged_list"]["first_count"] == 3000
         assert r["count"]["count"] == 3000 and r["unpaged"]["keys"] == 3000
         assert r["probe"]["idle"]["probes"] > 0 and r["probe"]["idle"]["timeouts"] == 0
+        assert r["steady_puts"]["puts"] > 100 and 0 < r["steady_puts"]["p50_ms"] <= r["steady_puts"]["p99_ms"]
         assert r["rss_after_load"] > 0 and r["disk_bytes"] > 0
         assert 0 < r["anon_after_load"] <= r["rss_after_load"] and r["anon_settled_after_unpaged"] > 0
         assert r["restart_clean_s"] > 0 and r["restart_kill_s"] > 0
@@ -120,7 +121,7 @@ def test_bench_scale_compare(tmp_path):
         assert "snapshot" in r["probe"]
     assert doc["migrate"]["keys_per_s"] > 0 and "brain migrate --once" in proc.stdout
     assert "paged_list_paced" in doc["results"]["brain"]["probe"]
-    assert "brain/etcd" in proc.stdout and "count-only range" in proc.stdout
+    assert "brain/etcd" in proc.stdout and "count-only range" in proc.stdout and "put p99, one client" in proc.stdout
     assert os.listdir(tmp_path / "work") == []
 
 
