@@ -235,6 +235,32 @@ def restart(srv: ManagedServer, kill: bool) -> float:
     return time.monotonic() - t0
 
 
+# After the load, a server may go on working on its own (LevelDB compacts
+# what was written): the probe's figures are taken once it is quiet, and how
+# long that took is reported.
+QUIET_CPU_PCT = 10.0
+QUIET_FOR_S = 3
+QUIET_AT_MOST_S = 300.0
+
+
+def quiet_after_load(srv: ManagedServer) -> float:
+    """Seconds until the server used less than QUIET_CPU_PCT of a core for
+    QUIET_FOR_S seconds in a row (at most QUIET_AT_MOST_S)."""
+    t0 = time.monotonic()
+    pid = srv.pid
+    if not pid:
+        return 0.0
+    quiet = 0
+    last = procstat.sample(pid)
+    while quiet < QUIET_FOR_S and time.monotonic() - t0 < QUIET_AT_MOST_S and last is not None:
+        time.sleep(1.0)
+        now = procstat.sample(pid)
+        pct = procstat.cpu_pct(last, now, 1.0)
+        quiet = quiet + 1 if pct is not None and pct < QUIET_CPU_PCT else 0
+        last = now
+    return time.monotonic() - t0
+
+
 def _settled_rss(srv: ManagedServer, seconds: float = 10.0) -> int | None:
     time.sleep(seconds)
     return _rss(srv)
@@ -251,7 +277,8 @@ def measure(srv: ManagedServer, s: ScaleSettings, echo: Callable[[str], None], p
     rate = load(srv.endpoint, s, progress(f"load {srv.name}", s.keys))
     out["load_keys_per_s"] = rate
     echo(f"  {srv.name}: loaded {s.keys:,} keys at {rate:,.0f} keys/s")
-    time.sleep(2)
+    out["quiet_after_load_s"] = quiet_after_load(srv)
+    echo(f"  {srv.name}: quiet {out['quiet_after_load_s']:.0f} s after the load")
     out["rss_after_load"] = _rss(srv)
     out["anon_after_load"] = _anon(srv)
     probe = Probe(srv.endpoint, pod_key(s.keys // 2))

@@ -8,6 +8,7 @@ from typing import Any
 # (label, path into one server's figures, unit, whether higher is better)
 ROWS: list[tuple[str, tuple[str, ...], str, bool]] = [
     ("bulk load (Txns of 100 puts)", ("load_keys_per_s",), "keys/s", True),
+    ("quiet after the load (CPU < 10% for 3 s)", ("quiet_after_load_s",), "s", False),
     ("paged list at a pinned revision", ("paged_list", "pages_per_s"), "pages/s", True),
     ("first page of that list", ("paged_list", "first_page_ms"), "ms", False),
     ("count-only range", ("count", "median_ms"), "ms", False),

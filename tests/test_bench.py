@@ -109,7 +109,7 @@ def test_bench_scale_compare(tmp_path):
     assert doc["order"] == ["etcd", "brain"]
     for name in ("etcd", "brain"):
         r = doc["results"][name]
-        assert r["load_keys_per_s"] > 0
+        assert r["load_keys_per_s"] > 0 and 3 <= r["quiet_after_load_s"] < 300
         assert r["paged_list"]["keys"] == 3000 and r["paged_list"]["pages"] == 30 and r["paged_list"]["first_count"] == 3000
         assert r["count"]["count"] == 3000 and r["unpaged"]["keys"] == 3000
         assert r["probe"]["idle"]["probes"] > 0 and r["probe"]["idle"]["timeouts"] == 0
