@@ -15,6 +15,7 @@ from brain.apply.txn import apply_delete, apply_put, apply_txn
 from brain.etcdpb import kv_pb2
 from brain.etcdpb import rpc_pb2 as pb
 from brain.lease import MAX_TTL, Lessor
+from brain.lease.attachments import APPLY_SLICE
 from brain.lease.expiry import ExpiryQueue
 from brain.mvcc import records as K
 from brain.mvcc.store import MVCCStore
@@ -121,15 +122,15 @@ def test_attach_detach_and_revoke_in_one_revision(node):
         # a txn put attaches too
         t = pb.TxnRequest(success=[pb.RequestOp(request_put=pb.PutRequest(key=b"k5", lease=a.id))])
         await n.store.write(lambda txn: apply_txn(txn, t))
-        assert lessor.keys(a.id) == [b"k1", b"k5"]
-        assert lessor.keys(b.id) == [b"k3"]
+        assert (await lessor.keys(a.id)) == [b"k1", b"k5"]
+        assert (await lessor.keys(b.id)) == [b"k3"]
         before = n.store.rev
         rev = await lessor.revoke(a.id)
         assert rev == before + 1 == n.store.rev  # both keys in one revision
         assert await n.get(b"k1") is None and await n.get(b"k5") is None
         assert (await n.get(b"k1", before)).lease == a.id
         assert sorted(await n.live()) == [b"k2", b"k3"]
-        assert lessor.lookup(a.id) is None and lessor.keys(a.id) == []
+        assert lessor.lookup(a.id) is None and (await lessor.keys(a.id)) == []
         assert not n.store.lease_exists(a.id)
         with pytest.raises(DomainError) as e:
             await lessor.revoke(a.id)
@@ -171,7 +172,7 @@ def test_revoke_racing_puts_leaves_no_key_on_a_dead_lease(node):
             await asyncio.gather(revoke, *tasks)
             live = await n.live()
             assert not [k for k, kv in live.items() if kv.lease == lease.id]
-            assert n.lessor.keys(lease.id) == []
+            assert (await n.lessor.keys(lease.id)) == []
         await n.close()
 
     run(main())
@@ -247,7 +248,7 @@ def test_restart_renews_full_ttl_and_keeps_attachments(tmp_path):
         lessor = n.lessor
         assert {x.id: x.ttl for x in lessor.leases()} == {1: 3600, 2: 2}
         assert lessor.remaining(lessor.lookup(2)) == 1  # full TTL again: int(1.99..)
-        assert lessor.keys(1) == [b"a"] and lessor.keys(2) == [b"b"]
+        assert (await lessor.keys(1)) == [b"a"] and (await lessor.keys(2)) == [b"b"]
         rev = n.store.rev
         start = time.monotonic()
         while lessor.lookup(2) is not None:
@@ -280,7 +281,7 @@ def test_startup_finishes_a_revoke_cut_short(engine_name, tmp_path):
         await n.attach()
         assert n.store.rev == rev + 1
         assert sorted(await n.live()) == [b"z"]
-        assert n.lessor.lookup(9) is None and n.lessor.keys(9) == []
+        assert n.lessor.lookup(9) is None and (await n.lessor.keys(9)) == []
         await n.close()
 
     run(main())
@@ -345,18 +346,73 @@ def test_a_detached_lessor_no_longer_follows_commits(node):
         lessor = n.lessor
         lease = await lessor.grant(1, 60)
         await n.put(b"a", lease.id)
-        assert lessor.keys(1) == [b"a"]
+        assert (await lessor.keys(1)) == [b"a"]
         await lessor.stop()
         lessor.detach()
         await n.put(b"b", lease.id)
         await n.put(b"a")  # detached from the lease
-        assert lessor.keys(1) == [b"a"]  # as it was at the detach
+        assert (await lessor.keys(1)) == [b"a"]  # as it was at the detach
         successor = await Lessor.open(n.store, min_ttl=1)
-        assert successor.keys(1) == [b"b"]
+        assert (await successor.keys(1)) == [b"b"]
         await n.put(b"c", lease.id)
-        assert successor.keys(1) == [b"b", b"c"] and lessor.keys(1) == [b"a"]
+        assert (await successor.keys(1)) == [b"b", b"c"] and (await lessor.keys(1)) == [b"a"]
         await successor.stop()
         await n.store.close()
         await n.engine.close()
+
+    run(main())
+
+
+def test_a_large_commit_is_followed_in_slices_and_a_revoke_waits_for_it(node):
+    """A commit attaching or detaching more keys than APPLY_SLICE is
+    followed a slice per turn of the event loop (other tasks run between
+    the slices), and a revoke queued right behind it still deletes every
+    key it attached, in one revision."""
+    async def main():
+        n = await node.open()
+        lessor = n.lessor
+        lease = await lessor.grant(1, 60)
+        keys = [b"k%06d" % i for i in range(4 * APPLY_SLICE + 5)]
+
+        async def put_all(txn):
+            for k in keys:
+                await apply_put(txn, pb.PutRequest(key=k, value=b"v", lease=lease.id))
+
+        turns = 0
+        stop = False
+
+        async def ticker():
+            nonlocal turns
+            while not stop:
+                turns += 1
+                await asyncio.sleep(0)
+
+        ticking = asyncio.get_running_loop().create_task(ticker())
+        await n.store.write(put_all)
+        assert lessor._attached.updating  # followed in slices, not at once
+        turns_before = turns
+        await lessor._attached.settled()
+        assert turns - turns_before >= 2  # the loop ran other tasks between the slices
+        assert (await lessor.keys(lease.id)) == keys
+
+        # a big commit followed while a revoke of its lease is queued
+        other = await lessor.grant(2, 60)
+        more = [b"m%06d" % i for i in range(2 * APPLY_SLICE)]
+
+        async def put_more(txn):
+            for k in more:
+                await apply_put(txn, pb.PutRequest(key=k, value=b"v", lease=other.id))
+
+        await n.store.write(put_more)
+        before = n.store.rev
+        assert await lessor.revoke(other.id) == before + 1
+        assert sorted(await n.live()) == keys
+        # the revoke of the first lease: its many deletes followed in slices too
+        assert await lessor.revoke(lease.id) == before + 2
+        assert (await lessor.keys(lease.id)) == [] and await n.live() == {}
+        assert len(lessor._attached) == 0
+        stop = True
+        await ticking
+        await n.close()
 
     run(main())

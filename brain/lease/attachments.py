@@ -5,23 +5,36 @@ and the changes of every commit after that (a Put names its lease, or none,
 which detaches; a delete detaches). It mirrors the committed state only; the
 writer's uncommitted changes are looked at separately when a lease is
 revoked (see Lessor._delete_attached).
+
+A commit of many changes (a large DeleteRange, a lease revoked with its many
+keys, a migrated revision) is followed a slice per turn of the event loop,
+by a task of its own; commits that arrive meanwhile queue behind it. A reader
+that needs the committed state awaits `settled()` first.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+import asyncio
+from collections import deque
+from typing import Sequence
 
 from brain.mvcc import records as K
 from brain.mvcc.kv import Change
 from engines.base import Snapshot
 
+# Changes (or loaded records) followed per turn of the event loop; a commit
+# of at most this many is followed at once.
+APPLY_SLICE = 4096
 
 
 class Attachments:
-    __slots__ = ("_lease_of", "_keys_of")
+    __slots__ = ("_lease_of", "_keys_of", "_queued", "_settled", "_applier")
 
     def __init__(self) -> None:
         self._lease_of: dict[bytes, int] = {}
         self._keys_of: dict[int, set[bytes]] = {}
+        self._queued: deque[Sequence[Change]] = deque()
+        self._settled: asyncio.Future[None] | None = None  # while commits are followed in slices
+        self._applier: asyncio.Task | None = None
 
     def attach(self, key: bytes, lease_id: int) -> None:
         old = self._lease_of.get(key, 0)
@@ -41,17 +54,58 @@ class Attachments:
             if not keys:
                 del self._keys_of[lease_id]
 
-    def apply(self, changes: Iterable[Change]) -> None:
-        """Follow one commit's changes, in order."""
+    def apply(self, changes: Sequence[Change]) -> None:
+        """Follow one commit's changes, in order: at once when they are few
+        and nothing is queued, else in slices (see settled)."""
+        if self._settled is None and len(changes) <= APPLY_SLICE:
+            self._apply_slice(changes)
+            return
+        self._queued.append(changes)
+        if self._settled is None:
+            loop = asyncio.get_running_loop()
+            self._settled = loop.create_future()
+            self._applier = loop.create_task(self._apply_queued(), name="lease-attachments-apply")
+
+    def _apply_slice(self, changes: Sequence[Change]) -> None:
+        attach = self.attach
         for c in changes:
             if c.deleted:
                 if c.prev_lease:
-                    self.attach(c.key, 0)
+                    attach(c.key, 0)
             elif c.lease or c.prev_lease:
-                self.attach(c.key, c.lease)
+                attach(c.key, c.lease)
+
+    async def _apply_queued(self) -> None:
+        queued = self._queued
+        try:
+            while queued:
+                changes = queued[0]
+                for i in range(0, len(changes), APPLY_SLICE):
+                    if i:
+                        await asyncio.sleep(0)
+                    self._apply_slice(changes[i : i + APPLY_SLICE])
+                queued.popleft()
+        finally:
+            settled, self._settled = self._settled, None
+            self._applier = None
+            if settled is not None:
+                settled.set_result(None)
+
+    async def settled(self) -> None:
+        """Return once every commit seen so far is followed."""
+        while self._settled is not None:
+            await asyncio.shield(self._settled)
+
+    @property
+    def updating(self) -> bool:
+        return self._settled is not None
 
     def keys_of(self, lease_id: int) -> Sequence[bytes]:
         return sorted(self._keys_of.get(lease_id, ()))
+
+    def key_set(self, lease_id: int) -> set[bytes]:
+        """A copy of the lease's keys, unordered."""
+        return set(self._keys_of.get(lease_id, ()))
 
     def lease_ids(self) -> list[int]:
         return list(self._keys_of)
@@ -61,6 +115,13 @@ class Attachments:
 
     async def load(self, snapshot: Snapshot) -> None:
         """Attach every live key that names a lease, from the engine's
-        leased-key records (records.py): only leased keys are read."""
-        for lease, key in await K.read_leased(snapshot):
-            self.attach(key, lease)
+        leased-key records (records.py): only leased keys are read, and
+        they are decoded and attached a slice per turn of the event loop."""
+        records = await K.read_leased(snapshot)
+        decode = K.decode_leased
+        for i in range(0, len(records), APPLY_SLICE):
+            if i:
+                await asyncio.sleep(0)
+            for record in records[i : i + APPLY_SLICE]:
+                lease, key = decode(record)
+                self.attach(key, lease)

@@ -112,6 +112,7 @@ class Lessor:
         for changes, rev in loaded:
             if rev > view.rev:
                 self._attached.apply(changes)
+        await self._attached.settled()
         orphans = [i for i in self._attached.lease_ids() if i not in self._leases]
         for lease_id in orphans:
             log.warning("keys attached to lease %x, which has no record: finishing its revoke", lease_id)
@@ -129,6 +130,7 @@ class Lessor:
             return
         self._closed = True
         await cancel_and_wait(self._task)
+        await self._attached.settled()  # a large commit being followed: a few turns more
         for lease in self._leases.values():
             lease.revoked.set()
 
@@ -147,8 +149,9 @@ class Lessor:
     def lookup(self, lease_id: int) -> Lease | None:
         return self._leases.get(lease_id)
 
-    def keys(self, lease_id: int) -> Sequence[bytes]:
+    async def keys(self, lease_id: int) -> Sequence[bytes]:
         """The committed keys attached to the lease, sorted."""
+        await self._attached.settled()
         return self._attached.keys_of(lease_id)
 
     def remaining(self, lease: Lease) -> int:
@@ -295,7 +298,8 @@ class Lessor:
         """Delete, in this txn (one revision), every key that names the lease
         in the writer's current state: the committed attachments, plus keys
         that batches not yet committed (or this one) attached."""
-        candidates = set(self._attached.keys_of(lease_id))
+        await self._attached.settled()  # a large commit is followed in slices
+        candidates = self._attached.key_set(lease_id)
         for c in txn.uncommitted_changes():
             if c.lease == lease_id and not c.deleted:
                 candidates.add(c.key)

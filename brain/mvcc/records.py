@@ -201,9 +201,10 @@ def decode_leased(engine_key: bytes) -> tuple[int, bytes]:
     return lease, engine_key[9:]
 
 
-async def read_leased(snap: Snapshot) -> list[tuple[int, bytes]]:
-    """(lease id, user key) of every leased-key record."""
-    return [decode_leased(k) for k, _ in await snap.scan(LEASED, LEASED_END, keys_only=True)]
+async def read_leased(snap: Snapshot) -> list[bytes]:
+    """Every leased-key record's engine key (decode_leased: its lease id and
+    user key)."""
+    return [k for k, _ in await snap.scan(LEASED, LEASED_END, keys_only=True)]
 
 
 def lease_key(lease_id: int) -> bytes:

@@ -58,7 +58,7 @@ class LeaseService:
         else:
             resp = pb.LeaseTimeToLiveResponse(ID=r.ID, TTL=lessor.remaining(lease), grantedTTL=lease.ttl)
             if r.keys:
-                resp.keys.extend(lessor.keys(r.ID))
+                resp.keys.extend(await lessor.keys(r.ID))
         self.header.fill(resp.header)
         return resp
 

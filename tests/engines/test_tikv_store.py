@@ -250,7 +250,7 @@ def test_a_fresh_brain_process_carries_on_from_the_same_tikv():
         store.lease_exists = lessor.exists
         assert store.rev == last and store.compact_rev == 4
         assert await value_of(store, b"key") == b"v4"
-        assert lessor.lookup(0x1234) is not None and list(lessor.keys(0x1234)) == [b"leased"]
+        assert lessor.lookup(0x1234) is not None and list(await lessor.keys(0x1234)) == [b"leased"]
         assert (await put(store, b"key", b"next life")).header.revision == last + 1
         await lessor.stop()
         await close(engine, store)
