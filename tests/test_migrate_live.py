@@ -206,7 +206,8 @@ def test_migration_target_refusals(tmp_path):
 def test_large_values_and_revisions_go_in_parts(tmp_path):
     """Keys and revisions larger than one request to the target (1 MiB;
     brain receives at most 2 MiB by default): the copied keys are split over
-    requests, a 2.8 MiB revision over parts the target joins before applying."""
+    requests, a 2.8 MiB revision over parts the target joins before applying;
+    a revision of 5,130 deletes is applied a slice at a time."""
     etcd = etcd_server(str(tmp_path), "--max-request-bytes", str(8 << 20)).start()
     target = brain_server(str(tmp_path), "--migration-target").start()
     try:
@@ -220,12 +221,17 @@ def test_large_values_and_revisions_go_in_parts(tmp_path):
                     for i in range(4)]
             kv.Txn(rpc_pb2.TxnRequest(success=puts))
             kv.Put(rpc_pb2.PutRequest(key=b"/big/base-1", value=b"small now"))
+            # a revision of more deletes than the target applies per turn of
+            # its event loop (YIELD_EVERY)
+            for t in range(40):
+                kv.Txn(rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(
+                    key=b"/big/many-%05d" % (t * 128 + i), value=b"m")) for i in range(128)]))
             kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=b"/big/", range_end=b"/big0"))
         final = revision(etcd)
         r = subprocess.run(migrate_to(etcd, target, "--once"), capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
-        assert f"migrated to revision {final} (7 keys copied, 3 revisions replayed" in r.stdout
-        for rev in (compact, compact + 1, compact + 2, final):
+        assert f"migrated to revision {final} (7 keys copied, 43 revisions replayed" in r.stdout
+        for rev in (compact, compact + 1, compact + 2, final - 1, final):
             assert kvs_at(target, rev) == kvs_at(etcd, rev), f"at revision {rev}"
         assert history(target, compact + 1, final) == history(etcd, compact + 1, final)
     finally:

@@ -23,7 +23,8 @@ from brain.etcdpb import kv_pb2, migration_pb2 as mpb
 from brain.migrate.importer import (
     META_CUT_OVER, META_SOURCE, Event, MigrationError, MigrationRefusedError, RevisionImporter, revision_changes,
 )
-from brain.mvcc.kv import Store, TxnWrite
+from brain.mvcc.kv import Change, Store, TxnWrite
+from brain.mvcc.txn_write import YIELD_EVERY
 from brain.server.status import generic, unary
 from engines.base import Engine, WriteBatch
 
@@ -195,8 +196,12 @@ def _importer(rev: int, events: list[Event]) -> Callable[[TxnWrite], Awaitable[i
     async def apply(txn: TxnWrite) -> int:
         if rev != txn.begin_rev + 1:
             raise MigrationError(f"revision {rev} does not follow revision {txn.begin_rev}")
-        prevs = [await txn.get(e.key) for e in events]
-        changes = revision_changes(rev, events, prevs)
+        changes: list[Change] = []
+        for i in range(0, len(events), YIELD_EVERY):
+            if i:
+                await asyncio.sleep(0)  # a revision of many changes lets reads run
+            some = events[i : i + YIELD_EVERY]
+            changes += revision_changes(rev, some, [await txn.get(e.key) for e in some])
         if not changes:
             raise MigrationError(f"revision {rev} changes no key this store holds")
         txn.take(changes)
