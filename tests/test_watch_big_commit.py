@@ -231,6 +231,33 @@ def test_a_commit_bigger_than_the_history_empties_it_and_later_ones_are_kept():
     assert [(e.rev, e.key) for e in events] == [(3, b"b")] and hi == 3 and h.start_rev == 3
 
 
+def test_a_big_commit_fanned_out_past_the_history_bound_empties_the_history():
+    """The fan-out of a commit stops gathering its events for the history
+    once they are more than the history holds, and empties it instead."""
+    from types import SimpleNamespace
+
+    from brain.mvcc.kv import Change
+    from brain.watch.big_commit import fan_out_in_slices
+    from brain.watch.event import WatchEvent
+    from brain.watch.history import EventHistory
+    from brain.watch.watcher_group import WatcherGroup
+
+    async def scenario() -> None:
+        for n, kept in ((150, False), (90, True)):
+            history = EventHistory(1, max_events=100)
+            history.append([WatchEvent(1, b"a", b"kv", None, False)])
+            hub = SimpleNamespace(history=history, synced=WatcherGroup())
+            changes = [Change(2, b"k%03d" % i, b"kv", None, False) for i in range(n)]
+            await fan_out_in_slices(hub, changes, 2, slice_size=40)  # type: ignore[arg-type]
+            assert history.last_rev == 2
+            if kept:
+                assert history.events == 91 and history.start_rev == 1
+            else:
+                assert history.events == 0 and history.start_rev == 3
+
+    run(scenario())
+
+
 def test_replay_of_a_big_revision_from_the_engine_lets_the_loop_turn():
     """Rebuilding a 20,000-key revision's events from the engine parses a
     slice per turn: a task running beside it gets turns (counted)."""

@@ -94,19 +94,27 @@ async def fan_out_in_slices(hub: FanoutHost, changes: Sequence[Change], rev: int
     """Deliver one commit's changes (ascending revisions, up to rev) to the
     synced watchers they concern, at most slice_size changes per turn."""
     first = changes[0].rev
-    events: list[WatchEvent] = []
+    history = hub.history
+    # the commit's events for the history, until they are more than it holds
+    events: list[WatchEvent] | None = []
     nbytes = 0
     delivery = SlicedDelivery(first, rev)
     for i in range(0, len(changes), slice_size):
         if i:
             await asyncio.sleep(0)
         part = [WatchEvent(c.rev, c.key, c.kv, c.prev, c.deleted) for c in changes[i:i + slice_size]]
-        events += part
-        nbytes += sum(e.memory() for e in part)
+        if events is not None:
+            events += part
+            nbytes += sum(e.memory() for e in part)
+            if len(events) > history.max_events or nbytes > history.max_bytes:
+                events = None  # the history would forget it whole: not kept meanwhile
         if hub.synced.size:
             # a live commit is above the compact revision: prev_kv applies
             delivery.add(hub.synced, part, 0)
-    hub.history.append(events, nbytes)
+    if events is None:
+        history.skip_to(rev)
+    else:
+        history.append(events, nbytes)
     # a watcher created meanwhile starts after rev (see since and add)
     for w in delivery.deliver(rev, _still_synced):
         w.stream.fall_behind(w, first)
