@@ -58,11 +58,13 @@ class Server:
         they get 404 or a refusal."""
         self.http_handler = http_handler
         opts = dict(options)
-        # grpcio's option names, so that one option list configures either server
+        # grpcio's option names, so that one option list configures either
+        # server; what is not given keeps Keepalive's (gRPC's) default
+        default = Keepalive()
         self.keepalive: Keepalive | None = Keepalive(
-            interval=max(1.0, opts.get("grpc.keepalive_time_ms", 2 * 60 * 60 * 1000) / 1000),
-            timeout=opts.get("grpc.keepalive_timeout_ms", 20_000) / 1000,
-            min_time=opts.get("grpc.http2.min_ping_interval_without_data_ms", 5000) / 1000,
+            interval=max(1.0, opts.get("grpc.keepalive_time_ms", default.interval * 1000) / 1000),
+            timeout=opts.get("grpc.keepalive_timeout_ms", default.timeout * 1000) / 1000,
+            min_time=opts.get("grpc.http2.min_ping_interval_without_data_ms", default.min_time * 1000) / 1000,
         )
         receive = opts.get("grpc.max_receive_message_length", DEFAULT_MAX_RECEIVE)
         self.max_receive = receive if receive >= 0 else 2**31 - 1
