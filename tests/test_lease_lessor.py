@@ -15,7 +15,7 @@ from brain.apply.txn import apply_delete, apply_put, apply_txn
 from brain.etcdpb import kv_pb2
 from brain.etcdpb import rpc_pb2 as pb
 from brain.lease import MAX_TTL, Lessor
-from brain.lease.attachments import APPLY_SLICE
+from brain.lease import attachments
 from brain.lease.expiry import ExpiryQueue
 from brain.mvcc import records as K
 from brain.mvcc.store import MVCCStore
@@ -363,16 +363,19 @@ def test_a_detached_lessor_no_longer_follows_commits(node):
     run(main())
 
 
-def test_a_large_commit_is_followed_in_slices_and_a_revoke_waits_for_it(node):
+def test_a_large_commit_is_followed_in_slices_and_a_revoke_waits_for_it(node, monkeypatch):
     """A commit attaching or detaching more keys than APPLY_SLICE is
     followed a slice per turn of the event loop (other tasks run between
-    the slices), and a revoke queued right behind it still deletes every
-    key it attached, in one revision."""
+    the slices), and a revoke started as soon as it is written, while it
+    is still being followed, deletes every key it attached, in one
+    revision (APPLY_SLICE made small, so the commit takes 40 turns)."""
+    monkeypatch.setattr(attachments, "APPLY_SLICE", 64)
+
     async def main():
         n = await node.open()
         lessor = n.lessor
         lease = await lessor.grant(1, 60)
-        keys = [b"k%06d" % i for i in range(4 * APPLY_SLICE + 5)]
+        keys = [b"k%05d" % i for i in range(40 * 64 + 5)]
 
         async def put_all(txn):
             for k in keys:
@@ -395,20 +398,22 @@ def test_a_large_commit_is_followed_in_slices_and_a_revoke_waits_for_it(node):
         assert turns - turns_before >= 2  # the loop ran other tasks between the slices
         assert (await lessor.keys(lease.id)) == keys
 
-        # a big commit followed while a revoke of its lease is queued
+        # a revoke started as soon as a big commit attaching keys to its
+        # lease is written, while the commit is still being followed
         other = await lessor.grant(2, 60)
-        more = [b"m%06d" % i for i in range(2 * APPLY_SLICE)]
+        more = [b"m%05d" % i for i in range(40 * 64)]
 
         async def put_more(txn):
             for k in more:
                 await apply_put(txn, pb.PutRequest(key=k, value=b"v", lease=other.id))
 
         await n.store.write(put_more)
-        before = n.store.rev
-        assert await lessor.revoke(other.id) == before + 1
-        assert sorted(await n.live()) == keys
+        assert lessor._attached.updating  # the revoke below starts while it is followed
+        revoked_at = await lessor.revoke(other.id)
+        assert revoked_at == n.store.rev
+        assert sorted(await n.live()) == keys  # every key of the big commit went with the revoke
         # the revoke of the first lease: its many deletes followed in slices too
-        assert await lessor.revoke(lease.id) == before + 2
+        assert await lessor.revoke(lease.id) == revoked_at + 1
         assert (await lessor.keys(lease.id)) == [] and await n.live() == {}
         assert len(lessor._attached) == 0
         stop = True

@@ -85,6 +85,11 @@ class Attachments:
                         await asyncio.sleep(0)
                     self._apply_slice(changes[i : i + APPLY_SLICE])
                 queued.popleft()
+        except BaseException:
+            # stopped half way (the loop is closing): what is queued must not
+            # be applied later, after newer commits
+            queued.clear()
+            raise
         finally:
             settled, self._settled = self._settled, None
             self._applier = None
