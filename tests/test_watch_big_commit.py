@@ -242,9 +242,20 @@ def test_a_big_commit_fanned_out_past_the_history_bound_empties_the_history():
     from brain.watch.history import EventHistory
     from brain.watch.watcher_group import WatcherGroup
 
+    class Recording(EventHistory):
+        """Records how many events each append was handed."""
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.appended: list[int] = []
+
+        def append(self, events, nbytes=None) -> None:
+            self.appended.append(len(events))
+            super().append(events, nbytes)
+
     async def scenario() -> None:
         for n, kept in ((150, False), (90, True)):
-            history = EventHistory(1, max_events=100)
+            history = Recording(1, max_events=100)
             history.append([WatchEvent(1, b"a", b"kv", None, False)])
             hub = SimpleNamespace(history=history, synced=WatcherGroup())
             changes = [Change(2, b"k%03d" % i, b"kv", None, False) for i in range(n)]
@@ -252,8 +263,11 @@ def test_a_big_commit_fanned_out_past_the_history_bound_empties_the_history():
             assert history.last_rev == 2
             if kept:
                 assert history.events == 91 and history.start_rev == 1
+                assert history.appended == [1, 90]
             else:
                 assert history.events == 0 and history.start_rev == 3
+                # the commit's events were not gathered to be handed over
+                assert history.appended == [1]
 
     run(scenario())
 
