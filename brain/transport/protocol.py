@@ -198,6 +198,7 @@ class ClientConnection(asyncio.Protocol):
             self._keepalive_check()
             return
         log.info("HTTP/2 connection from %s: no answer to a keepalive ping; closing it", self.peer)
+        self.core.discard_output()  # for a peer that is gone
         self._close_now()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -223,3 +223,13 @@ def test_priority_fields_of_a_block_continued_and_a_stream_depending_on_itself()
     )
     assert events == [] and not core.terminated
     assert parse(core.data_to_send())[-1] == (frames.RST_STREAM, 0, 3, frames.PROTOCOL_ERROR.to_bytes(4, "big"))
+
+
+def test_a_connection_error_drops_queued_output_and_sends_only_the_goaway():
+    """A response queued for a client that is then cut off is not written:
+    closing copies the GOAWAY alone, whatever the client's windows let queue."""
+    core = started()
+    core.data_to_send()
+    core.emit(b"\x00" * (4 << 20))  # as a large response's frames would be
+    core.terminate(frames.ENHANCE_YOUR_CALM, "calm")
+    assert [(t, sid) for t, _, sid, _ in parse(core.data_to_send())] == [(frames.GOAWAY, 0)]

@@ -248,6 +248,10 @@ class H2Connection(ControlFrames):
         """End the connection with GOAWAY; every open stream is gone."""
         if not self.terminated:
             self.terminated = True
+            # what is still queued (a large response, acks a flooding client
+            # never read) belongs to streams that end here: only the GOAWAY
+            # goes, so closing copies no more than that
+            self.discard_output()
             self.emit(frames.goaway(self.last_stream_id, code, message.encode()[:256]))
             self.streams.clear()
             self.blocked.clear()
