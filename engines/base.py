@@ -19,9 +19,9 @@ Why this shape:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, Sequence, cast, runtime_checkable
 
-from engines.features import EngineFeatures
+from engines.features import DeclaresFeatures, EngineFeatures
 
 
 class EngineError(Exception):
@@ -138,6 +138,24 @@ class Engine(Protocol):
     def snapshot(self) -> Snapshot: ...
 
     async def close(self) -> None: ...
+
+
+class OrderedWrites(Protocol):
+    """What an engine declaring `ordered_writes` provides (engines/features.py)."""
+
+    async def commit_snapshot(
+        self, expect: Sequence[tuple[bytes, bytes | None]], batch: WriteBatch, sync: bool = True,
+    ) -> Snapshot:
+        """commit_if (a plain write when expect is empty), returning a
+        snapshot taken after the batch took effect and before any write
+        called after it did."""
+        ...
+
+
+def ordered(engine: DeclaresFeatures) -> OrderedWrites | None:
+    """The engine as OrderedWrites, when it declares the feature (the
+    conformance suite checks that it does what it declares)."""
+    return cast(OrderedWrites, engine) if engine.features.ordered_writes else None
 
 
 def prefix_end(prefix: bytes) -> bytes | None:

@@ -24,9 +24,13 @@ class EngineFeatures:
         conditional on its revision key, and `brain serve` runs as one
         member of a cluster on the engine (brain/cluster), not alone.
     ordered_writes: writes and conditional commits take effect in the order
-        they were called, even while earlier ones are still being synced.
-        The MVCC writer then hands the engine its next batch without waiting
-        for the last one to return (two commits in flight, not one).
+        they were called, even while earlier ones are still being synced,
+        and `commit_snapshot()` (engines.base.OrderedWrites) commits a batch and hands
+        back a snapshot of exactly what that commit left. The MVCC writer
+        then hands the engine its next batch without waiting for the last
+        one to return (two commits in flight, not one), and publishes each
+        batch with its own snapshot: one taken once the call returned could
+        already hold the next batch.
     inline_sync_hint: `syncs_inline()` (InlineSyncHint) tells whether a
         synced write made now runs on the caller's thread and returns once
         durable, without suspending. The writer then commits such a batch

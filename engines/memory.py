@@ -179,10 +179,13 @@ class MemoryEngine:
 
     def snapshot(self) -> MemorySnapshot:
         with self._lock:
-            self._check()
-            seq = self._seq
-            self._live[seq] = self._live.get(seq, 0) + 1
-            return MemorySnapshot(self, seq)
+            return self._snapshot_locked()
+
+    def _snapshot_locked(self) -> MemorySnapshot:
+        self._check()
+        seq = self._seq
+        self._live[seq] = self._live.get(seq, 0) + 1
+        return MemorySnapshot(self, seq)
 
     # writes
 
@@ -198,15 +201,27 @@ class MemoryEngine:
         batch: WriteBatch,
         sync: bool = True,
     ) -> None:
-        want = check_expect(expect)
-        ops = check_batch(batch)
         with self._lock:
-            self._check()
-            for key, value in want:
-                versions = self._versions.get(key)
-                if (None if versions is None else versions[-1][1]) != value:
-                    raise ConflictError(f"commit_if: key {key!r} no longer holds the expected value")
-            self._apply(ops)
+            self._commit_locked(check_expect(expect), check_batch(batch))
+
+    async def commit_snapshot(
+        self,
+        expect: Sequence[tuple[bytes, bytes | None]],
+        batch: WriteBatch,
+        sync: bool = True,
+    ) -> MemorySnapshot:
+        """commit_if, and a snapshot of what it left (ordered_writes)."""
+        with self._lock:
+            self._commit_locked(check_expect(expect), check_batch(batch))
+            return self._snapshot_locked()
+
+    def _commit_locked(self, want: list[Op], ops: list[Op]) -> None:
+        self._check()
+        for key, value in want:
+            versions = self._versions.get(key)
+            if (None if versions is None else versions[-1][1]) != value:
+                raise ConflictError(f"commit_if: key {key!r} no longer holds the expected value")
+        self._apply(ops)
 
     def _apply(self, ops: list[Op]) -> None:
         """Commit ops as the next sequence; the caller holds the lock."""

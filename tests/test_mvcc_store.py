@@ -141,18 +141,19 @@ def test_failed_engine_write_fails_the_batch_and_the_writer_goes_on():
     async def main():
         engine = open_engine("memory")
         store = await MVCCStore.open(engine)
-        real_write = engine.write
+        # the writer's call on an engine with ordered_writes
+        real_write = engine.commit_snapshot
         calls = {"n": 0}
 
-        async def failing_write(wb, sync=True):
+        async def failing_write(expect, wb, sync=True):
             calls["n"] += 1
             if calls["n"] == 1:
                 from engines.base import EngineError
 
                 raise EngineError("injected")
-            return await real_write(wb, sync=sync)
+            return await real_write(expect, wb, sync=sync)
 
-        engine.write = failing_write
+        engine.commit_snapshot = failing_write
         with pytest.raises(DomainError) as e:
             await put(store, b"a", b"1")
         assert isinstance(e.value, RequestTimeoutError)
@@ -173,16 +174,17 @@ def test_a_bug_under_the_writer_is_no_timeout_and_is_logged_once(caplog):
     async def main():
         engine = open_engine("memory")
         store = await MVCCStore.open(engine)
-        real_write = engine.write
+        # the writer's call on an engine with ordered_writes
+        real_write = engine.commit_snapshot
         calls = {"n": 0}
 
-        async def buggy_write(wb, sync=True):
+        async def buggy_write(expect, wb, sync=True):
             calls["n"] += 1
             if calls["n"] == 1:
                 raise RuntimeError("injected bug")
-            return await real_write(wb, sync=sync)
+            return await real_write(expect, wb, sync=sync)
 
-        engine.write = buggy_write
+        engine.commit_snapshot = buggy_write
         got = await asyncio.gather(put(store, b"a", b"1"), put(store, b"b", b"1"), return_exceptions=True)
         assert all(isinstance(g, WriteFailedError) and str(g) == "RuntimeError: injected bug" for g in got), got
         assert got[0] is not got[1]

@@ -15,15 +15,16 @@ from brain.mvcc import records as K
 from brain.mvcc.kv import Change
 from brain.mvcc.store_state import StoreState
 from brain.mvcc.view import ReadView
-from engines.base import CommitUnknownError, ConflictError, EngineError, EngineFullError, WriteBatch
+from engines.base import CommitUnknownError, ConflictError, EngineError, EngineFullError, Snapshot, WriteBatch, ordered
 
 log = logging.getLogger(__name__)
 
 
 class EngineCommit(StoreState):
-    async def _commit(self, wb: WriteBatch, changes: list[Change], prev: int, rev: int, chained: bool = False) -> bool:
+    async def _commit(self, wb: WriteBatch, changes: list[Change], prev: int, rev: int, chained: bool = False) -> Snapshot | None:
         """Commit the engine writes of the batch taking the store from
-        revision prev to rev; whether they are in the engine.
+        revision prev to rev; a snapshot of the engine at rev once they are
+        in it, None when they are not.
 
         An engine that several brain processes may open (`shared`, e.g. TiKV)
         takes the batch only if its revision key still holds prev: otherwise
@@ -36,7 +37,7 @@ class EngineCommit(StoreState):
         if self._fenced:
             log.error("not committing revision %d: the outcome of an earlier commit is unknown", rev)
             self._commit_failure = RequestTimeoutError
-            return False
+            return None
         before = K.pack_rev(prev) if prev > 1 else None  # a fresh store has no revision key
         shared = self.engine.features.shared
         expect: list[tuple[bytes, bytes | None]] = [(K.META_REVISION, before)]
@@ -45,40 +46,46 @@ class EngineCommit(StoreState):
             if not fence.admits_writes():
                 log.error("not committing revision %d: this process is not the leader", rev)
                 self._commit_failure = NoLeaderError
-                return False
+                return None
             expect += fence.expectations()
+        engine = self.engine
+        pipelined = ordered(engine)
         try:
+            if pipelined is not None and fence is None:
+                # the next batch may be in the engine by the time this call
+                # returns: the engine's snapshot of this one's commit
+                return await pipelined.commit_snapshot(expect if shared or chained else (), wb, sync=self.sync)
             if fence is not None:
                 async with self.fence_lock:
-                    await self.engine.commit_if(expect, wb, sync=self.sync)
+                    await engine.commit_if(expect, wb, sync=self.sync)
             elif shared or chained:
-                await self.engine.commit_if(expect, wb, sync=self.sync)
+                await engine.commit_if(expect, wb, sync=self.sync)
             else:
-                await self.engine.write(wb, sync=self.sync)
-            return True
+                await engine.write(wb, sync=self.sync)
+            return engine.snapshot()
         except ConflictError as e:
             if not shared:
                 # queued behind a write that failed (its batch fails too)
                 log.error("engine commit of revision %d refused: the write before it did not land", rev)
-                return False
+                return None
             log.error("engine commit of revision %d refused: another brain process has written to this engine (%s)", rev, e)
             self._commit_failure = RequestTimeoutError
             await self._reload()
-            return False
+            return None
         except CommitUnknownError as e:
             log.warning("engine commit of revision %d: outcome unknown (%s); reading the revision back", rev, e)
             self._commit_failure = RequestTimeoutError
-            return await self._settle(before, rev, wb)
+            return engine.snapshot() if await self._settle(before, rev, wb) else None
         except EngineFullError as e:
             # nothing of the batch was written: the store stays at prev and
             # takes writes again once space is freed
             log.error("engine commit of revision %d failed, the disk is full: %s", rev, e)
             self._commit_failure = DiskFullError
-            return False
+            return None
         except EngineError as e:
             log.error("engine commit failed: %s", e)
             self._commit_failure = RequestTimeoutError
-            return False
+            return None
 
     async def _settle(self, before: bytes | None, rev: int, wb: WriteBatch) -> bool:
         """Whether a commit with an unknown outcome applied, from the engine's

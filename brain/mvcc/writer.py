@@ -17,7 +17,7 @@ from brain.mvcc.engine_commit import EngineCommit
 from brain.mvcc.kv import Change
 from brain.mvcc.txn_write import Batch, WriteTxn
 from brain.mvcc.view import ReadView
-from engines.base import ConflictError, EngineFullError, WriteBatch
+from engines.base import ConflictError, EngineFullError, Snapshot, WriteBatch
 from engines.features import inline_sync_hint
 
 log = logging.getLogger(__name__)
@@ -171,23 +171,24 @@ class GroupCommitWriter(EngineCommit):
         ok = True
         changes = batch.own_changes
         try:
-            commit: Awaitable[bool] | None = None
+            commit: Awaitable[Snapshot | None] | None = None
             if changes:
                 wb = encoded if encoded is not None else K.encode_batch(changes, batch.rev)
                 commit = self._commit(wb, changes, changes[0].rev - 1, batch.rev, chained=after is not None)
                 if after is not None:
                     commit = asyncio.ensure_future(commit)  # handed to the engine now
             if after is not None and not await after:
-                landed = await commit if commit is not None else False
-                if landed:  # cannot happen: the write was conditional on the batch before
+                landed = await commit if commit is not None else None
+                if landed is not None:  # cannot happen: the write was conditional on the batch before
                     log.error("revision %d committed on top of a batch that failed", batch.rev)
                 _fail_futures(done, self._commit_failure)
                 _fail_futures(compactions, self._commit_failure)
                 self.proposals_failed += len(done) + len(compactions)
                 return False
             if commit is not None:
-                if await commit:
-                    self._publish(batch, changes, len(done))
+                snap = await commit
+                if snap is not None:
+                    self._publish(batch, changes, len(done), snap)
                 else:
                     _fail_futures(done, self._commit_failure)
                     self.proposals_failed += len(done)
@@ -216,7 +217,7 @@ class GroupCommitWriter(EngineCommit):
             return False
         return ok
 
-    def _publish(self, batch: Batch, changes: list[Change], requests: int) -> None:
+    def _publish(self, batch: Batch, changes: list[Change], requests: int, snap: Snapshot) -> None:
         view = self._view
         assert view is not None
         if batch.rev <= view.rev:
@@ -224,7 +225,7 @@ class GroupCommitWriter(EngineCommit):
             # after a conflict: the same revisions, told once
             return
         self._index_apply(changes, batch.rev)
-        self._view = ReadView(self.engine.snapshot(), batch.rev, view.compact_rev, self.index)
+        self._view = ReadView(snap, batch.rev, view.compact_rev, self.index)
         self.batches += 1
         self.batched_requests += requests
         for listener in self._listeners:

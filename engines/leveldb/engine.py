@@ -243,7 +243,7 @@ class LevelDBEngine:
         return self.sync_seconds < self.inline_sync_max and not self._queued and not self._lock.locked()
 
     async def write(self, batch: WriteBatch, sync: bool = True) -> None:
-        await self._commit((), check_batch(batch), sync)
+        await self._commit((), check_batch(batch), sync, False)
 
     async def commit_if(
         self,
@@ -251,9 +251,23 @@ class LevelDBEngine:
         batch: WriteBatch,
         sync: bool = True,
     ) -> None:
-        await self._commit(check_expect(expect), check_batch(batch), sync)
+        await self._commit(check_expect(expect), check_batch(batch), sync, False)
 
-    async def _commit(self, expect: Sequence[Op], ops: list[Op], sync: bool) -> None:
+    async def commit_snapshot(
+        self,
+        expect: Sequence[tuple[bytes, bytes | None]],
+        batch: WriteBatch,
+        sync: bool = True,
+    ) -> LevelDBSnapshot:
+        """commit_if, and the snapshot of what it left (ordered_writes): taken
+        under the commit lock, before the write queued behind this one."""
+        raw = await self._commit(check_expect(expect), check_batch(batch), sync, True)
+        snap = LevelDBSnapshot(self, raw)
+        self._snapshots.add(snap)
+        return snap
+
+    async def _commit(self, expect: Sequence[Op], ops: list[Op], sync: bool, snapshot: bool) -> Any:
+        """The commit, and a plyvel snapshot taken right after it if asked."""
         self._db_open()
         sync = bool(sync)
         # inline only when no write is queued for the thread: writes take
@@ -264,15 +278,15 @@ class LevelDBEngine:
                 if sync:
                     self.synced_inline += 1
                 self._commit_locked(expect, ops, sync)
+                return self._db.snapshot() if snapshot else None
             finally:
                 self._lock.release()
-            return
         if sync:
             self.synced_on_thread += 1
         loop = asyncio.get_running_loop()
         self._queued += 1
         try:
-            await loop.run_in_executor(self._executor, self._commit_on_thread, expect, ops, sync)
+            return await loop.run_in_executor(self._executor, self._commit_on_thread, expect, ops, sync, snapshot)
         except RuntimeError:  # the executor was shut down by a concurrent close()
             if self._closed:
                 raise EngineClosedError(f"leveldb engine ({self.data_dir}) closed during a write") from None
@@ -289,9 +303,10 @@ class LevelDBEngine:
                 wb.put(key, value)
         return wb
 
-    def _commit_on_thread(self, expect: Sequence[Op], ops: list[Op], sync: bool) -> None:
+    def _commit_on_thread(self, expect: Sequence[Op], ops: list[Op], sync: bool, snapshot: bool) -> Any:
         with self._lock:
             self._commit_locked(expect, ops, sync)
+            return self._db.snapshot() if snapshot else None
 
     def _commit_locked(self, expect: Sequence[Op], ops: list[Op], sync: bool) -> None:
         db = self._db

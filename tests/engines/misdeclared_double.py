@@ -4,7 +4,10 @@ It stores its data in a MemoryEngine of its own and declares `claim`; what
 goes with the claim is broken on purpose, so that the conformance check of
 that feature has something to catch:
 - shared: each open has data of its own, so two opens share nothing;
-- ordered_writes: every write waits a random little while before it applies;
+- ordered_writes: every write waits a random little while before it applies
+  (with the flaw "late_snapshot": writes apply in order, but
+  commit_snapshot() takes its snapshot a turn of the event loop late, after
+  the calls queued behind it);
 - inline_sync_hint: syncs_inline() says True, yet every write suspends;
 - disk_size: disk_size() and bytes_written stay 0 whatever is written;
 - compact_range: there is no compact_range();
@@ -29,9 +32,10 @@ class MisdeclaredEngineDouble:
     name = "misdeclared"
     durable = False
 
-    def __init__(self, claim: str | None) -> None:
+    def __init__(self, claim: str | None, flaw: str | None = None) -> None:
         self.features = EngineFeatures(**({claim: True} if claim else {}))
         self._claim = claim
+        self._flaw = flaw
         self._data = MemoryEngine()
         self._rng = random.Random(9)
         self.bytes_written = 0
@@ -48,7 +52,7 @@ class MisdeclaredEngineDouble:
         return 0
 
     async def _before_write(self) -> None:
-        if self._claim == "ordered_writes":
+        if self._claim == "ordered_writes" and self._flaw is None:
             await asyncio.sleep(self._rng.uniform(0, 0.003))
         elif self._claim == "inline_sync_hint":
             await asyncio.sleep(0)
@@ -70,6 +74,12 @@ class MisdeclaredEngineDouble:
         await self._before_write()
         await self._data.commit_if(expect, batch, sync)
 
+    async def commit_snapshot(self, expect: Sequence[tuple[bytes, bytes | None]], batch: WriteBatch, sync: bool = True) -> MemorySnapshot:
+        await self.commit_if(expect, batch, sync)
+        if self._flaw == "late_snapshot":
+            await asyncio.sleep(0)
+        return self._data.snapshot()
+
     def snapshot(self) -> MemorySnapshot:
         return self._data.snapshot()
 
@@ -79,7 +89,8 @@ class MisdeclaredEngineDouble:
 
 @dataclass(frozen=True)
 class MisdeclaredTarget(EngineTarget):
-    """Opens a MisdeclaredEngineDouble claiming options["claim"] (None: nothing)."""
+    """Opens a MisdeclaredEngineDouble claiming options["claim"] (None:
+    nothing), with options["flaw"] if given."""
 
     def open(self, slot: str) -> Engine:
-        return MisdeclaredEngineDouble(self.options.get("claim"))
+        return MisdeclaredEngineDouble(self.options.get("claim"), self.options.get("flaw"))

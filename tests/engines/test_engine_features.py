@@ -11,6 +11,7 @@ from dataclasses import fields
 import pytest
 from misdeclared_double import MisdeclaredEngineDouble, MisdeclaredTarget
 
+from engines.base import ordered
 from engines.conformance import CHECKS, run_check
 from engines.conformance.runner import FAIL, SKIP
 from engines.features import EngineFeatures, compacting, inline_sync_hint, sized, sync_counting, timed
@@ -46,6 +47,12 @@ def test_a_feature_declared_and_not_honoured_fails_its_check(feature):
     assert result.status == FAIL and REASONS[feature] in result.detail, result.line()
 
 
+def test_a_commit_snapshot_that_holds_later_writes_fails_the_ordered_writes_check():
+    # the writes are in order; the snapshot is taken after the next ones applied
+    result = run_check(MisdeclaredTarget("misdeclared", {"claim": "ordered_writes", "flaw": "late_snapshot"}), _check("ordered_writes"))
+    assert result.status == FAIL and "(its own batch, not a later one)" in result.detail, result.line()
+
+
 @pytest.mark.parametrize("feature", FEATURES)
 def test_a_feature_not_declared_skips_its_check(feature):
     result = run_check(MisdeclaredTarget("misdeclared", {"claim": None}), _check(feature))
@@ -58,12 +65,13 @@ def test_accessors_follow_the_declaration(tmp_path):
         assert [sized(memory), compacting(memory), timed(memory), sync_counting(memory), inline_sync_hint(memory)] == [None] * 5
         # the members are there, but not declared: brain does not use them
         undeclared = MisdeclaredEngineDouble(None)
-        assert sized(undeclared) is None and inline_sync_hint(undeclared) is None
+        assert sized(undeclared) is None and inline_sync_hint(undeclared) is None and ordered(undeclared) is None
+        assert ordered(memory) is memory
         assert sized(MisdeclaredEngineDouble("disk_size")) is not None
         leveldb = LevelDBEngine(str(tmp_path / "db"))
         try:
             assert sized(leveldb) is leveldb and compacting(leveldb) is leveldb
-            assert timed(leveldb) is leveldb and sync_counting(leveldb) is leveldb
+            assert timed(leveldb) is leveldb and sync_counting(leveldb) is leveldb and ordered(leveldb) is leveldb
             hint = inline_sync_hint(leveldb)
             assert hint is not None and hint() is True
         finally:

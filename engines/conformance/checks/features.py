@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from typing import Any
+from typing import Any, cast
 
-from engines.base import ConflictError, Engine
+from engines.base import ConflictError, Engine, Snapshot, ordered
 from engines.conformance.checks.commits import COUNTER, counter_commit
 from engines.conformance.checks.data import Items, MiB, batch, model_scan
 from engines.conformance.harness import CheckContext, CheckFailed, CheckSkipped, expect, expect_eq, expect_raises, short
@@ -57,22 +57,37 @@ async def check_shared(ctx: CheckContext) -> str:
 async def check_ordered_writes(ctx: CheckContext) -> str:
     """Writes and commit_ifs started one after another, none awaited before
     the next starts, take effect in that order: each commit_if expects what
-    the call before it wrote."""
+    the call before it wrote. The snapshot commit_snapshot() returns holds
+    its own batch and none of the calls made after it."""
     engine = await ctx.open()
-    _require(engine, "ordered_writes")
+    _require(engine, "ordered_writes", "commit_snapshot")
+    pipelined = ordered(engine)
+    assert pipelined is not None
     n = 60
-    calls = [asyncio.ensure_future(engine.write(batch([(b"seq", b"0")])))]
+    calls: list[asyncio.Future[Any]] = [asyncio.ensure_future(engine.write(batch([(b"seq", b"0")])))]
     for i in range(1, n):
         step = batch([(b"seq", b"%d" % i), (b"step/%03d" % i, b"")])
         if i % 4 == 0:  # a blind write in the chain
             calls.append(asyncio.ensure_future(engine.write(step, sync=i % 8 == 0)))
+        elif i % 4 == 2:  # one that hands back its snapshot, conditional or not
+            expected = [(b"seq", b"%d" % (i - 1))] if i % 8 == 2 else []
+            calls.append(asyncio.ensure_future(pipelined.commit_snapshot(expected, step, sync=i % 3 != 0)))
         else:
             calls.append(asyncio.ensure_future(engine.commit_if([(b"seq", b"%d" % (i - 1))], step, sync=i % 3 != 0)))
     results = await asyncio.gather(*calls, return_exceptions=True)
     failed = [(i, r) for i, r in enumerate(results) if isinstance(r, BaseException)]
     expect(not failed, f"calls made in order failed ({len(failed)} of {n}), first: call {failed[0][0] if failed else 0}: {short(failed[0][1] if failed else None)}")
     expect_eq(await engine.get(b"seq"), b"%d" % (n - 1), "the value the last call wrote")
-    return f"{n} calls in flight at once"
+    for i in range(2, n, 4):
+        snap = cast(Snapshot, results[i])
+        try:
+            seen = await snap.get(b"seq")
+            later = await snap.get(b"step/%03d" % (i + 1))
+        finally:
+            snap.close()
+        expect_eq(seen, b"%d" % i, f"what the snapshot of call {i} reads (its own batch, not a later one)")
+        expect_eq(later, None, f"call {i + 1}'s key in the snapshot of call {i}")
+    return f"{n} calls in flight at once, {n // 4} of them handing back their snapshot"
 
 
 async def check_inline_sync_hint(ctx: CheckContext) -> str:
