@@ -435,4 +435,4 @@ def test_event_bytes_parse_as_etcd_events():
                 want.prev_kv.CopyFrom(kv_pb2.KeyValue.FromString(e.prev))
             assert list(r.events) == [want]
             assert pb.WatchResponse(events=[want]).SerializeToString() == e.frame(with_prev)
-            assert len(e.frame(True)) == e.size
+            assert len(e.frame(True)) <= e.size <= len(e.frame(True)) + 20  # an upper bound of the framed size

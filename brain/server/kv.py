@@ -23,6 +23,9 @@ from brain.server.status import generic, unary
 # What etcd adds around a request before its size check (the raft request's
 # header and framing), so the limit bites at the same request size.
 _RAFT_FRAMING_BYTES = 16
+# More than a PutRequest's fields add to its key and value (six tags, two
+# lengths, a lease) plus that framing.
+_PUT_FIELDS_MAX = 64
 
 
 class KVService:
@@ -62,7 +65,9 @@ class KVService:
         if quota is not None and not quota.admits_put(r):
             await quota.refuse_put(r)
         validate.check_put(r)
-        self._check_size(r)
+        # a key and value well under the limit need no size computed
+        if len(r.key) + len(r.value) + _PUT_FIELDS_MAX > self.max_request_bytes:
+            self._check_size(r)
         if is_plain(r):
             header = self.header
             return await self.store.write(lambda txn: apply_plain_put(txn, r, header))

@@ -18,10 +18,18 @@ from brain.wire.tags import EVENT_KV, EVENT_PREV_KV, EVENT_TYPE_DELETE, WATCH_RE
 _DELETE_KV = EVENT_TYPE_DELETE + EVENT_KV
 
 
+# bytes the framing of an event adds to its values, at most: the events
+# tag, three lengths of at most 5 bytes, the kv and prev_kv tags, the type
+_FRAMING_MAX = 20
+
+
 class WatchEvent:
     """A PUT or DELETE of one key at one revision, as WatchResponse.events
     bytes: `head + kv` without prev_kv, `head_prev + kv + prev_head + prev`
-    with it (only when the key had a live previous version)."""
+    with it (only when the key had a live previous version).
+
+    The heads are made the first time the event is sent (`framed`): most
+    events are only ever held in the history, and every put makes one."""
 
     __slots__ = ("rev", "key", "kv", "prev", "deleted", "head", "head_prev", "prev_head", "size")
 
@@ -31,22 +39,30 @@ class WatchEvent:
         self.kv = kv
         self.prev = prev
         self.deleted = deleted
+        self.head = b""  # not framed yet
+        # an upper bound of the framed size with prev_kv, which bounds the
+        # batches of history handed out (history.py)
+        self.size = len(kv) + (len(prev) if prev is not None else 0) + _FRAMING_MAX
+
+    def framed(self) -> WatchEvent:
+        """This event with its heads made."""
+        if self.head:
+            return self
+        kv, prev = self.kv, self.prev
         n = len(kv)
         # the framing stays here, from brain.wire's tags, rather than in a
-        # function of brain/wire: an event is made per changed key, and a
+        # function of brain/wire: an event is framed per changed key, and a
         # call per key is what this path avoids
-        kv_head = (_DELETE_KV if deleted else EVENT_KV) + varint(n)
+        kv_head = (_DELETE_KV if self.deleted else EVENT_KV) + varint(n)
         inner = len(kv_head) + n
-        self.head = WATCH_RESPONSE_EVENTS + varint(inner) + kv_head
         if prev is None:
-            self.head_prev = self.head
-            self.prev_head = b""
-            self.size = len(self.head) + n
+            self.head_prev = self.prev_head = b""
         else:
             m = len(prev)
             self.prev_head = EVENT_PREV_KV + varint(m)
             self.head_prev = WATCH_RESPONSE_EVENTS + varint(inner + len(self.prev_head) + m) + kv_head
-            self.size = len(self.head_prev) + n + len(self.prev_head) + m
+        self.head = WATCH_RESPONSE_EVENTS + varint(inner) + kv_head
+        return self
 
     @property
     def created(self) -> bool:
@@ -55,6 +71,7 @@ class WatchEvent:
 
     def frame(self, with_prev: bool) -> bytes:
         """This event's bytes as one WatchResponse.events entry."""
+        self.framed()
         if with_prev and self.prev is not None:
             return b"".join((self.head_prev, self.kv, self.prev_head, self.prev))
         return self.head + self.kv

@@ -47,6 +47,8 @@ def select_events(events: Sequence[WatchEvent], variant: int, compact_rev: int) 
         parts: list[bytes] = []
         add = parts.append
         for e in events:
+            if not e.head:
+                e.framed()
             if want_prev and e.prev is not None and e.rev > compact_rev:
                 add(e.head_prev)
                 add(e.kv)
