@@ -155,7 +155,11 @@ class OrderedWrites(Protocol):
 def ordered(engine: DeclaresFeatures) -> OrderedWrites | None:
     """The engine as OrderedWrites, when it declares the feature (the
     conformance suite checks that it does what it declares)."""
-    return cast(OrderedWrites, engine) if engine.features.ordered_writes else None
+    if not engine.features.ordered_writes:
+        return None
+    if not hasattr(engine, "commit_snapshot"):
+        raise TypeError(f"{type(engine).__name__} declares ordered_writes but has no commit_snapshot()")
+    return cast(OrderedWrites, engine)
 
 
 def prefix_end(prefix: bytes) -> bytes | None:

@@ -71,6 +71,17 @@ def test_bad_requests_match_etcd(pair):
     pair.both("Put", pb.PutRequest(key=b"after", value=b"1"), "still serving")
 
 
+def test_puts_at_the_request_size_limit_match_etcd(pair):
+    """Puts whose size is either side of max-request-bytes (with etcd's
+    framing), and either side of where brain starts computing a put's size:
+    taken or refused as etcd takes or refuses them. Not closer than a few
+    bytes: etcd's own limit moves by a byte with its member ID (the length
+    of its raft request ID's varint)."""
+    for short in (120, 70, 64, 60, 30, 21, 10):
+        pair.both("Put", pb.PutRequest(key=b"big", value=b"x" * (3 * MiB // 2 - short)), f"value of the limit - {short} bytes")
+    pair.both("Range", pb.RangeRequest(key=b"big", keys_only=True), "what was taken")
+
+
 def test_oversized_message_refused_by_transport(pair):
     """Past max-request-bytes + 512 KiB the gRPC layer refuses the message
     (the text differs between Go's and C's gRPC; the code is the same)."""

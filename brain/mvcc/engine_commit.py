@@ -75,6 +75,8 @@ class EngineCommit(StoreState):
         except CommitUnknownError as e:
             log.warning("engine commit of revision %d: outcome unknown (%s); reading the revision back", rev, e)
             self._commit_failure = RequestTimeoutError
+            # (no engine declaring ordered_writes reports an unknown outcome:
+            # with none, no later batch can be in the engine by now)
             return engine.snapshot() if await self._settle(before, rev, wb) else None
         except EngineFullError as e:
             # nothing of the batch was written: the store stays at prev and

@@ -47,6 +47,17 @@ def test_a_feature_declared_and_not_honoured_fails_its_check(feature):
     assert result.status == FAIL and REASONS[feature] in result.detail, result.line()
 
 
+def test_an_engine_declaring_ordered_writes_without_commit_snapshot_is_refused_at_open():
+    from brain.mvcc.store import MVCCStore
+
+    class NoCommitSnapshot:  # the declaration is looked at before anything else
+        features = EngineFeatures(ordered_writes=True)
+
+    engine = NoCommitSnapshot()
+    with pytest.raises(TypeError, match="declares ordered_writes but has no commit_snapshot"):
+        asyncio.run(MVCCStore.open(engine))  # type: ignore[arg-type]
+
+
 def test_a_commit_snapshot_that_holds_later_writes_fails_the_ordered_writes_check():
     # the writes are in order; the snapshot is taken after the next ones applied
     result = run_check(MisdeclaredTarget("misdeclared", {"claim": "ordered_writes", "flaw": "late_snapshot"}), _check("ordered_writes"))
