@@ -11,6 +11,11 @@ from engines.validate import check_keys, check_scan
 # Pairs a scan reads on the caller's thread before it moves to a read
 # thread (see scan): a list page reads on the loop, a whole-range list not.
 INLINE_SCAN_ITEMS = 1024
+# Scans of at most this many pairs keep the blocks they read in LevelDB's
+# block cache; longer ones (list pages, whole ranges) read past it, as
+# LevelDB advises for bulk scans: a list of every key would otherwise fill
+# the cache with blocks read once and evict the ones point reads use.
+CACHED_SCAN_ITEMS = 100
 
 
 class ReadThreads(Protocol):
@@ -31,9 +36,10 @@ async def scan(engine: ReadThreads, reader: Any, start: bytes, end: bytes | None
     a scan with more to read finishes on the engine's read threads, so a
     long scan never holds the event loop: plyvel steps its iterator without
     the GIL, and the loop runs between steps."""
+    fill_cache = 0 < limit <= CACHED_SCAN_ITEMS
     if reverse:
-        return _scan_reverse(reader, start, end, limit, keys_only)
-    it = reader.iterator(start=start, stop=end, include_value=not keys_only)
+        return _scan_reverse(reader, start, end, limit, keys_only, fill_cache)
+    it = reader.iterator(start=start, stop=end, include_value=not keys_only, fill_cache=fill_cache)
     handed_off = False
     try:
         first = limit if 0 < limit <= INLINE_SCAN_ITEMS else INLINE_SCAN_ITEMS
@@ -61,10 +67,10 @@ def _drain(it: Any, limit: int | None, keys_only: bool) -> list:
         it.close()
 
 
-def _scan_reverse(reader: Any, start: bytes, end: bytes | None, limit: int, keys_only: bool) -> list[tuple[bytes, bytes]]:
+def _scan_reverse(reader: Any, start: bytes, end: bytes | None, limit: int, keys_only: bool, fill_cache: bool) -> list[tuple[bytes, bytes]]:
     # not plyvel's iterator(reverse=True): with start and stop set it yields
     # nothing when the only key in range is start itself (plyvel 1.5.1)
-    it = reader.raw_iterator()
+    it = reader.raw_iterator(fill_cache=fill_cache)
     out: list[tuple[bytes, bytes]] = []
     try:
         if end is None:
