@@ -17,6 +17,8 @@ from brain.mvcc.store import MVCCStore
 from brain.mvcc.view import ReadView
 from engines import open_engine
 from engines.base import WriteBatch
+from engines.features import EngineFeatures
+from engines.memory import MemoryEngine
 
 KEYS = [b"k/%d" % i for i in range(4)]
 
@@ -45,6 +47,20 @@ class LateReportingEngineDouble:
         snap = await self._inner.commit_snapshot(expect, batch, sync)
         await asyncio.sleep(0.004)
         return snap
+
+
+class UnorderedEngineDouble:
+    """A test double: the memory engine, declaring no features."""
+
+    name = "unordered"
+    durable = False
+    features = EngineFeatures()
+
+    def __init__(self) -> None:
+        self._inner = MemoryEngine()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 @pytest.mark.parametrize("engine_name", ["leveldb", "memory"])
@@ -84,5 +100,26 @@ def test_each_published_view_holds_its_batch_and_no_later_one(engine_name, tmp_p
         views.clear()
         await store.close()
         await inner.close()
+
+    asyncio.run(main())
+
+
+def test_an_engine_without_ordered_writes_commits_one_batch_at_a_time(tmp_path):
+    """The writer's other way: a plain write, then the engine's snapshot,
+    one commit in flight (an engine that declares nothing)."""
+    async def main() -> None:
+        engine = UnorderedEngineDouble()
+        store = await MVCCStore.open(engine)  # type: ignore[arg-type]
+        views: list[ReadView] = []
+        store.add_listener(lambda changes, rev: views.append(store.view))
+        resps = await asyncio.gather(*(store.write(lambda txn, i=i: apply_put(txn, pb.PutRequest(key=KEYS[i % 4], value=b"%d" % i))) for i in range(40)))
+        assert sorted(r.header.revision for r in resps) == list(range(2, 42))
+        for view in views:
+            got = await view.range(b"k/", b"k0")
+            assert all(kv_pb2.KeyValue.FromString(raw).mod_revision <= view.rev for raw in got.kvs)
+        assert [v.rev for v in views] == sorted({v.rev for v in views}) and views[-1].rev == 41
+        views.clear()
+        await store.close()
+        await engine.close()
 
     asyncio.run(main())
