@@ -15,7 +15,7 @@ from brain.mvcc import records as K
 from brain.mvcc.kv import Change
 from brain.mvcc.store_state import StoreState
 from brain.mvcc.view import ReadView
-from engines.base import CommitUnknownError, ConflictError, EngineError, EngineFullError, Snapshot, WriteBatch, ordered
+from engines.base import CommitUnknownError, ConflictError, EngineError, EngineFullError, Snapshot, WriteBatch
 
 log = logging.getLogger(__name__)
 
@@ -49,20 +49,11 @@ class EngineCommit(StoreState):
                 return None
             expect += fence.expectations()
         engine = self.engine
-        pipelined = ordered(engine)
         try:
-            if pipelined is not None and fence is None:
-                # the next batch may be in the engine by the time this call
-                # returns: the engine's snapshot of this one's commit
-                return await pipelined.commit_snapshot(expect if shared or chained else (), wb, sync=self.sync)
             if fence is not None:
                 async with self.fence_lock:
-                    await engine.commit_if(expect, wb, sync=self.sync)
-            elif shared or chained:
-                await engine.commit_if(expect, wb, sync=self.sync)
-            else:
-                await engine.write(wb, sync=self.sync)
-            return engine.snapshot()
+                    return await self._write(expect, wb)
+            return await self._write(expect if shared or chained else [], wb)
         except ConflictError as e:
             if not shared:
                 # queued behind a write that failed (its batch fails too)
@@ -88,6 +79,18 @@ class EngineCommit(StoreState):
             log.error("engine commit failed: %s", e)
             self._commit_failure = RequestTimeoutError
             return None
+
+    async def _write(self, expect: list[tuple[bytes, bytes | None]], wb: WriteBatch) -> Snapshot:
+        """The engine write (conditional when expect is not empty) and a
+        snapshot of what it left: the engine's own when it may already hold
+        the next batch by the time this call returns (ordered_writes)."""
+        if self.pipelined is not None:
+            return await self.pipelined.commit_snapshot(expect, wb, sync=self.sync)
+        if expect:
+            await self.engine.commit_if(expect, wb, sync=self.sync)
+        else:
+            await self.engine.write(wb, sync=self.sync)
+        return self.engine.snapshot()
 
     async def _settle(self, before: bytes | None, rev: int, wb: WriteBatch) -> bool:
         """Whether a commit with an unknown outcome applied, from the engine's

@@ -26,7 +26,7 @@ from brain.mvcc.kv import Change, Store, WriteFn
 from brain.mvcc.txn_read import ReadTxn
 from brain.mvcc.view import ReadView
 from brain.mvcc.writer import GroupCommitWriter
-from engines.base import Engine, Snapshot, ordered
+from engines.base import Engine, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 class MVCCStore(GroupCommitWriter):
     @classmethod
     async def open(cls, engine: Engine, *, sync: bool = True) -> MVCCStore:
-        ordered(engine)  # an engine that declares ordered_writes without commit_snapshot() is refused here
         store = cls(engine, sync=sync)
         await ensure_keyset(engine)
         rev = K.decode_rev(await engine.get(K.META_REVISION), K.FRESH_REVISION)

@@ -17,7 +17,7 @@ from brain.mvcc.key_index import APPLY_SLICE, KeyIndex
 from brain.mvcc.keyset import read_keys
 from brain.mvcc.kv import Change, CommitListener, WriteFence
 from brain.mvcc.view import ReadView
-from engines.base import Engine, EngineError, Snapshot
+from engines.base import Engine, EngineError, Snapshot, ordered
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 class StoreState:
     def __init__(self, engine: Engine, *, sync: bool = True) -> None:
         self.engine = engine
+        # an engine with ordered_writes takes the next batch before the last
+        # returns, and hands back each commit's snapshot (refused here when
+        # it declares the feature without the method)
+        self.pipelined = ordered(engine)
         self.sync = sync
         self._view: ReadView | None = None
         self._loop = asyncio.get_running_loop()

@@ -80,7 +80,7 @@ class GroupCommitWriter(EngineCommit):
         still published and answered in order, and a batch built on one whose
         commit fails is failed too."""
         q = self._queue
-        depth = 2 if self.engine.features.ordered_writes else 1
+        depth = 2 if self.pipelined is not None else 1
         inflight: deque[asyncio.Task] = deque()
         pending: Batch | None = None
         loop = asyncio.get_running_loop()
