@@ -70,8 +70,10 @@ class DeclaresFeatures(Protocol):
 
 class InlineSyncHint(Protocol):
     def syncs_inline(self) -> bool:
-        """Whether a synced write made now would run on the caller's thread
-        (returning once durable, without suspending the caller)."""
+        """Whether a synced write of ordinary size made now would run on the
+        caller's thread (returning once durable, without suspending the
+        caller). An engine may still take a very large write off the
+        caller's thread."""
         ...
 
 

@@ -14,6 +14,10 @@ Threading model:
   an fsync of a fraction of a millisecond blocks the event loop for less
   than a hand-off to a thread and back costs (two wakeups and the GIL passed
   twice, with the event loop contending for it).
+- A write of more than INLINE_MAX_OPS ops (one DeleteRange or revoke of
+  very many keys) runs on the write thread whatever the syncs take: built
+  and applied there, it holds the GIL in turns, not the event loop for its
+  whole length.
 - When syncs get slow (their moving average passes `inline_sync_max`, e.g.
   a busy disk), synced writes move to a single thread owned by the engine,
   so the event loop keeps serving reads meanwhile. One thread keeps the
@@ -55,6 +59,9 @@ log = logging.getLogger(__name__)
 # Synced writes run inline while their moving average stays below this
 # (seconds); see the threading model above.
 INLINE_SYNC_MAX = 0.001
+# Writes of more ops than this run on the write thread whatever the syncs
+# take (a group commit of ordinary requests stays far below it).
+INLINE_MAX_OPS = 16384
 READ_THREADS = 2
 _SYNC_EWMA_WEIGHT = 0.1  # of the newest sync in the moving average
 
@@ -238,12 +245,13 @@ class LevelDBEngine:
     # writes
 
     def syncs_inline(self) -> bool:
-        """Whether a synced write made now would run on the caller's thread
-        (returning once durable, without suspending the caller)."""
+        """Whether a synced write of at most INLINE_MAX_OPS ops made now
+        would run on the caller's thread (returning once durable, without
+        suspending the caller)."""
         return self.sync_seconds < self.inline_sync_max and not self._queued and not self._lock.locked()
 
     async def write(self, batch: WriteBatch, sync: bool = True) -> None:
-        await self._commit((), check_batch(batch), sync, False)
+        await self._commit((), batch, sync, False)
 
     async def commit_if(
         self,
@@ -251,7 +259,7 @@ class LevelDBEngine:
         batch: WriteBatch,
         sync: bool = True,
     ) -> None:
-        await self._commit(check_expect(expect), check_batch(batch), sync, False)
+        await self._commit(check_expect(expect), batch, sync, False)
 
     async def commit_snapshot(
         self,
@@ -261,23 +269,27 @@ class LevelDBEngine:
     ) -> LevelDBSnapshot:
         """commit_if, and the snapshot of what it left (ordered_writes): taken
         under the commit lock, before the write queued behind this one."""
-        raw = await self._commit(check_expect(expect), check_batch(batch), sync, True)
+        raw = await self._commit(check_expect(expect), batch, sync, True)
         snap = LevelDBSnapshot(self, raw)
         self._snapshots.add(snap)
         return snap
 
-    async def _commit(self, expect: Sequence[Op], ops: list[Op], sync: bool, snapshot: bool) -> Any:
+    async def _commit(self, expect: Sequence[Op], batch: WriteBatch, sync: bool, snapshot: bool) -> Any:
         """The commit, and a plyvel snapshot taken right after it if asked."""
         self._db_open()
         sync = bool(sync)
         # inline only when no write is queued for the thread: writes take
-        # effect in call order (ordered_writes)
-        inline = not sync or self.sync_seconds < self.inline_sync_max
+        # effect in call order (ordered_writes); a write of very many ops
+        # (a revoke or DeleteRange of many keys) goes to the thread, where
+        # checking, building and applying it leaves the event loop the GIL
+        # in turns
+        big = isinstance(batch, WriteBatch) and len(batch.ops) > INLINE_MAX_OPS
+        inline = (not sync or self.sync_seconds < self.inline_sync_max) and not big
         if inline and not self._queued and self._lock.acquire(blocking=False):
             try:
                 if sync:
                     self.synced_inline += 1
-                self._commit_locked(expect, ops, sync)
+                self._commit_locked(expect, check_batch(batch), sync)
                 return self._db.snapshot() if snapshot else None
             finally:
                 self._lock.release()
@@ -286,7 +298,9 @@ class LevelDBEngine:
         loop = asyncio.get_running_loop()
         self._queued += 1
         try:
-            return await loop.run_in_executor(self._executor, self._commit_on_thread, expect, ops, sync, snapshot)
+            return await loop.run_in_executor(
+                self._executor, self._commit_on_thread, expect, batch if big else check_batch(batch), sync, snapshot
+            )
         except RuntimeError:  # the executor was shut down by a concurrent close()
             if self._closed:
                 raise EngineClosedError(f"leveldb engine ({self.data_dir}) closed during a write") from None
@@ -303,7 +317,9 @@ class LevelDBEngine:
                 wb.put(key, value)
         return wb
 
-    def _commit_on_thread(self, expect: Sequence[Op], ops: list[Op], sync: bool, snapshot: bool) -> Any:
+    def _commit_on_thread(self, expect: Sequence[Op], ops: list[Op] | WriteBatch, sync: bool, snapshot: bool) -> Any:
+        if isinstance(ops, WriteBatch):  # a big one, checked here
+            ops = check_batch(ops)
         with self._lock:
             self._commit_locked(expect, ops, sync)
             return self._db.snapshot() if snapshot else None

@@ -167,6 +167,46 @@ def test_leveldb_syncs_inline_while_fast_and_on_its_thread_when_slow(tmp_path):
     asyncio.run(main())
 
 
+def test_leveldb_takes_a_write_of_very_many_ops_off_the_event_loop(tmp_path, monkeypatch):
+    """A write of more than INLINE_MAX_OPS ops (a revoke or DeleteRange of
+    many keys) is checked and applied on the write thread even while syncs
+    are fast: its caller suspends, ordinary writes stay inline, call order
+    holds across the two, and a bad op in a big batch is still a TypeError."""
+    import asyncio
+
+    from engines.base import WriteBatch
+    from engines.leveldb import LevelDBEngine
+    from engines.leveldb import engine as leveldb_engine
+
+    monkeypatch.setattr(leveldb_engine, "INLINE_MAX_OPS", 50)
+
+    def batch(n: int, value: bytes) -> WriteBatch:
+        wb = WriteBatch()
+        for i in range(n):
+            wb.put(b"k%03d" % i, value)
+        return wb
+
+    async def main():
+        eng = LevelDBEngine(str(tmp_path / "db"), inline_sync_max=1.0)
+        with pytest.raises(StopIteration):  # at most INLINE_MAX_OPS: inline, no suspension
+            eng.write(batch(50, b"small")).send(None)
+        assert (eng.synced_inline, eng.synced_on_thread) == (1, 0)
+        await eng.write(batch(51, b"big"))
+        assert (eng.synced_inline, eng.synced_on_thread) == (1, 1)
+        assert await eng.get(b"k000") == b"big" and await eng.get(b"k050") == b"big"
+        # queued behind a big write, a small one is applied after it
+        await asyncio.gather(eng.write(batch(51, b"first")), eng.write(batch(1, b"second")))
+        assert await eng.get(b"k000") == b"second" and await eng.get(b"k001") == b"first"
+        bad = batch(60, b"x")
+        bad.ops.append((b"k", "not bytes"))  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            await eng.write(bad)
+        assert await eng.get(b"k") is None
+        await eng.close()
+
+    asyncio.run(main())
+
+
 def test_leveldb_long_scans_read_past_the_block_cache(tmp_path):
     """A list page or a whole-range scan reads blocks once: it leaves
     LevelDB's block cache (which point reads use) as it was; a short scan
