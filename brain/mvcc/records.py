@@ -82,6 +82,7 @@ META_LEADER_TERM = b"mleader-term"
 META_MEMBER_PREFIX = b"mmember/"
 
 _REV = struct.Struct(">Q")
+_KEY_LENGTH = struct.Struct(">I")
 pack_rev = _REV.pack
 unpack_rev = _REV.unpack
 
@@ -211,12 +212,15 @@ def lease_key(lease_id: int) -> bytes:
     return LEASE + _REV.pack(lease_id & 0xFFFFFFFFFFFFFFFF)
 
 
-def encode_key_list(keys: list[bytes]) -> bytes:
-    parts = []
+def encode_key_list(keys: Sequence[bytes]) -> bytearray:
+    """Keys, each after its length; lists encoded one after another are the
+    encoding of the keys of all of them."""
+    out = bytearray()
+    pack = _KEY_LENGTH.pack
     for k in keys:
-        parts.append(struct.pack(">I", len(k)))
-        parts.append(k)
-    return b"".join(parts)
+        out += pack(len(k))
+        out += k
+    return out
 
 
 def decode_key_list(data: bytes) -> list[bytes]:
@@ -313,8 +317,13 @@ def encode_changes(wb: WriteBatch, by_rev: dict[int, list[bytes]], changes: Sequ
 def end_batch(wb: WriteBatch, by_rev: dict[int, list[bytes]], rev: int, events: bool = True) -> None:
     """The revision log records of the changes encoded, and the store's
     revision."""
+    end_batch_encoded(wb, {r: encode_key_list(ks) for r, ks in by_rev.items()} if events else {}, rev)
+
+
+def end_batch_encoded(wb: WriteBatch, key_lists: dict[int, bytearray], rev: int) -> None:
+    """end_batch, with each revision's keys already encoded (encode_key_list):
+    a batch of very many keys encodes them a part at a time."""
     put = wb.ops.append
-    if events:
-        for r, ks in by_rev.items():
-            put((events_key(r), encode_key_list(ks)))
+    for r, encoded in key_lists.items():
+        put((events_key(r), bytes(encoded)))
     put((META_REVISION, pack_rev(rev)))

@@ -60,7 +60,13 @@ async def _encode_in_slices(changes: list[Change], rev: int) -> WriteBatch:
     for i in range(0, len(changes), ENCODE_SLICE):
         K.encode_changes(wb, by_rev, changes[i : i + ENCODE_SLICE])
         await asyncio.sleep(0)
-    K.end_batch(wb, by_rev, rev)
+    key_lists = {}
+    for r, keys in by_rev.items():
+        encoded = key_lists[r] = bytearray()
+        for i in range(0, len(keys), ENCODE_SLICE):
+            encoded += K.encode_key_list(keys[i : i + ENCODE_SLICE])
+            await asyncio.sleep(0)
+    K.end_batch_encoded(wb, key_lists, rev)
     return wb
 
 
@@ -121,10 +127,12 @@ class GroupCommitWriter(EngineCommit):
                         applied = None
                 else:
                     after = None
-                if applied is not None and not inflight and inline_now is not None and inline_now():
+                if applied is not None and not inflight and applied[3] is None and inline_now is not None and inline_now():
                     # the engine will sync on this thread, blocking: nothing
                     # to overlap, so commit and answer now rather than a
-                    # task and a turn of the event loop later
+                    # task and a turn of the event loop later (not a batch
+                    # so big it was encoded in slices: engines may write
+                    # those off the loop)
                     await self._finish(*applied)
                     pending = None
                 elif applied is not None:
