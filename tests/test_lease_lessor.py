@@ -16,6 +16,7 @@ from brain.etcdpb import kv_pb2
 from brain.etcdpb import rpc_pb2 as pb
 from brain.lease import MAX_TTL, Lessor
 from brain.lease import attachments
+from brain import sorting
 from brain.lease.expiry import ExpiryQueue
 from brain.mvcc import records as K
 from brain.mvcc.store import MVCCStore
@@ -416,6 +417,54 @@ def test_a_large_commit_is_followed_in_slices_and_a_revoke_waits_for_it(node, mo
         assert await lessor.revoke(lease.id) == revoked_at + 1
         assert (await lessor.keys(lease.id)) == [] and await n.live() == {}
         assert len(lessor._attached) == 0
+        stop = True
+        await ticking
+        await n.close()
+
+    run(main())
+
+
+def test_a_lease_with_many_keys_is_sorted_in_runs(node, monkeypatch):
+    """A lease's keys are sorted a run per turn of the loop, never in one
+    sort: TimeToLive's key list and a revoke's deletes (in key order, as
+    etcd's) come out whole and in order, the loop turning between runs
+    (SORT_RUN made small; a put not yet committed when the revoke starts
+    is deleted with the rest)."""
+    monkeypatch.setattr(sorting, "SORT_RUN", 16)
+
+    async def main():
+        n = await node.open()
+        lessor = n.lessor
+        lease = await lessor.grant(1, 60)
+        keys = [b"k%04d" % i for i in range(300)]
+        shuffled = keys[::7] + [k for i, k in enumerate(keys) if i % 7]
+
+        async def put_all(txn):
+            for k in shuffled:
+                await apply_put(txn, pb.PutRequest(key=k, value=b"v", lease=lease.id))
+
+        await n.store.write(put_all)
+        turns = 0
+        stop = False
+
+        async def ticker():
+            nonlocal turns
+            while not stop:
+                turns += 1
+                await asyncio.sleep(0)
+
+        ticking = asyncio.get_running_loop().create_task(ticker())
+        await asyncio.sleep(0)
+        assert await lessor.keys(lease.id) == keys
+        assert turns >= 300 // 16  # a turn of the loop per run, at least
+        deleted: list[bytes] = []
+        n.store.add_listener(lambda changes, rev: deleted.extend(c.key for c in changes if c.deleted))
+        late = n.put(b"k9999", lease.id)  # applied before the revoke, in the same batch or the one before
+        revoked = asyncio.ensure_future(lessor.revoke(lease.id))
+        await late
+        await revoked
+        assert deleted == keys + [b"k9999"]
+        assert await n.live() == {}
         stop = True
         await ticking
         await n.close()

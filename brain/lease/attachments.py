@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 from brain.mvcc import records as K
 from brain.mvcc.kv import Change
+from brain.sorting import sorted_in_runs
 from engines.base import Snapshot
 
 # Changes (or loaded records) followed per turn of the event loop; a commit
@@ -105,12 +106,13 @@ class Attachments:
     def updating(self) -> bool:
         return self._settled is not None
 
-    def keys_of(self, lease_id: int) -> Sequence[bytes]:
-        return sorted(self._keys_of.get(lease_id, ()))
-
-    def key_set(self, lease_id: int) -> set[bytes]:
-        """A copy of the lease's keys, unordered."""
-        return set(self._keys_of.get(lease_id, ()))
+    async def sorted_keys(self, lease_id: int, more: Iterable[bytes] = ()) -> Iterator[bytes]:
+        """The lease's keys as of now, and the keys of more not among them,
+        in order: copied at once, sorted in slices (brain/sorting.py)."""
+        attached = self._keys_of.get(lease_id, set())
+        keys = list(attached)
+        keys.extend({k for k in more if k not in attached})
+        return await sorted_in_runs(keys)
 
     def lease_ids(self) -> list[int]:
         return list(self._keys_of)

@@ -35,7 +35,7 @@ from brain.lease.expiry import ExpiryQueue
 from brain.lease.lease import MAX_TTL, MIN_TTL, Lease
 from brain.mvcc import records as K
 from brain.mvcc.kv import Change, FollowingKV, TxnWrite
-from brain.mvcc.txn_write import YIELD_EVERY
+from brain.sorting import take_all
 from engines.base import ConflictError, EngineError, EngineFullError, WriteBatch
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,9 @@ RETRY_INTERVAL = 3.0
 # Expired leases revoked per round of the expiry task; etcd revokes at most
 # 1000 per second, so a pile of expiries cannot monopolise the writer.
 REVOKE_PER_ROUND = 500
+# Keys of a revoked lease deleted per turn of the event loop (each is a read
+# and a delete, so fewer than a plain DeleteRange's YIELD_EVERY).
+DELETES_PER_TURN = 256
 
 
 class Lessor:
@@ -149,10 +152,11 @@ class Lessor:
     def lookup(self, lease_id: int) -> Lease | None:
         return self._leases.get(lease_id)
 
-    async def keys(self, lease_id: int) -> Sequence[bytes]:
-        """The committed keys attached to the lease, sorted."""
+    async def keys(self, lease_id: int) -> list[bytes]:
+        """The committed keys attached to the lease, sorted (a slice per
+        turn of the loop, see sorting.py)."""
         await self._attached.settled()
-        return self._attached.keys_of(lease_id)
+        return await take_all(await self._attached.sorted_keys(lease_id))
 
     def remaining(self, lease: Lease) -> int:
         # etcd's int64(Remaining().Seconds()): whole seconds, toward zero
@@ -299,12 +303,10 @@ class Lessor:
         in the writer's current state: the committed attachments, plus keys
         that batches not yet committed (or this one) attached."""
         await self._attached.settled()  # a large commit is followed in slices
-        candidates = self._attached.key_set(lease_id)
-        for c in txn.uncommitted_changes():
-            if c.lease == lease_id and not c.deleted:
-                candidates.add(c.key)
-        for i, key in enumerate(sorted(candidates)):  # etcd deletes in key order
-            if i % YIELD_EVERY == YIELD_EVERY - 1:
+        uncommitted = [c.key for c in txn.uncommitted_changes() if c.lease == lease_id and not c.deleted]
+        candidates = await self._attached.sorted_keys(lease_id, uncommitted)
+        for i, key in enumerate(candidates):  # etcd deletes in key order
+            if i % DELETES_PER_TURN == DELETES_PER_TURN - 1:
                 await asyncio.sleep(0)  # a lease with many keys lets reads run
             raw = await txn.get(key)
             if raw is not None and _parse_kv(raw).lease == lease_id:
