@@ -25,7 +25,7 @@ KeyValue = kv_pb2.KeyValue
 _parse_kv = KeyValue.FromString
 
 # Keys a request changes between two turns of the event loop.
-YIELD_EVERY = 4096
+YIELD_EVERY = 1024
 
 
 def _in_range(k: bytes, key: bytes, end: RangeEnd) -> bool:

@@ -25,8 +25,10 @@ log = logging.getLogger(__name__)
 # Upper bound of requests folded into one engine commit: keeps one batch's
 # apply time (and so the latency of its first request) bounded.
 MAX_BATCH = 512
-# Changes encoded per turn of the event loop in a batch of very many.
-ENCODE_SLICE = 4096
+# A batch of more changes than this is encoded in slices of ENCODE_SLICE,
+# one per turn of the event loop.
+ENCODE_AT_ONCE = 4096
+ENCODE_SLICE = 1024
 
 
 def _fail(items: list, error: Callable[[], Exception]) -> None:
@@ -163,7 +165,7 @@ class GroupCommitWriter(EngineCommit):
             batch.absorb(txn)
             done.append((fut, resp))
         encoded = None
-        if len(batch.changes) - batch.own_from > ENCODE_SLICE:  # without copying own_changes
+        if len(batch.changes) - batch.own_from > ENCODE_AT_ONCE:  # without copying own_changes
             encoded = await _encode_in_slices(batch.own_changes, batch.rev)
         return batch, done, compactions, encoded
 

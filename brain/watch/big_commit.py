@@ -30,7 +30,7 @@ from brain.watch.watcher import Watcher, WatcherState
 from brain.watch.watcher_group import WatcherGroup, WatcherSet
 
 # Changes turned into events, matched and encoded per turn of the loop.
-FANOUT_SLICE = 4096
+FANOUT_SLICE = 1024
 
 
 class FanoutHost(Protocol):
