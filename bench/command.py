@@ -72,12 +72,14 @@ def _echo(text: str) -> None:
               help="Instead of the workloads: load this many pod-sized keys into each fresh server and measure lists, "
               "counts, a probe client's latency meanwhile, memory, disk and restarts.")
 @click.option("--scale-restarts/--no-scale-restarts", default=True, show_default=True, help="With --scale: time restarts too.")
+@click.option("--scale-delete/--no-scale-delete", default=True, show_default=True,
+              help="With --scale: last, one DeleteRange of every loaded key, the probe running.")
 @click.option("--scale-unpaged/--no-scale-unpaged", default=True, show_default=True,
               help="With --scale: one unpaged range of every key too (the client holds the whole response).")
 def bench(endpoint, server_pid, server_kind, compare, rounds, workload_text, duration, inflight, list_inflight, list_keys,
           page_size, watchers, watch_streams, watch_puts, watch_put_inflight, watch_put_rate, lease_ttl, value_size, client, etcdload_bin,
           client_procs, channels, out_dir, work_dir, keep, brain_args, etcd_args, no_progress, scale, scale_restarts,
-          scale_unpaged) -> None:
+          scale_unpaged, scale_delete) -> None:
     """Benchmark etcd-compatible servers with kube-apiserver-shaped requests.
 
     Workloads: create and update (compare-and-put Txns), get (Range limit 1),
@@ -92,7 +94,7 @@ def bench(endpoint, server_pid, server_kind, compare, rounds, workload_text, dur
         from bench.scale_command import run_scale
 
         run_scale(scale, ["etcd", "brain"] if compare else [server_kind], value_size, page_size, scale_restarts,
-                  scale_unpaged, work_dir, keep, brain_args, etcd_args, out_dir, not no_progress)
+                  scale_unpaged, work_dir, keep, brain_args, etcd_args, out_dir, not no_progress, scale_delete)
         return
     if server_pid and not endpoint:
         raise click.UsageError("--server-pid goes with --endpoint")

@@ -56,6 +56,8 @@ class ScaleSettings:
     unpaged: bool = True
     # a snapshot streamed to a file (probe running), then restored
     snapshot: bool = True
+    # last, one DeleteRange of every loaded key (probe running)
+    delete: bool = True
 
 
 # -- the probe: its own process and connection ---------------------------------
@@ -334,6 +336,22 @@ def measure(srv: ManagedServer, s: ScaleSettings, echo: Callable[[str], None], p
         out["restart_kill_s"] = restart(srv, kill=True)
         echo(f"  {srv.name}: restart {out['restart_clean_s']:.1f} s (SIGTERM), {out['restart_kill_s']:.1f} s (SIGKILL)")
     return out
+
+
+def delete_everything(srv: ManagedServer, s: ScaleSettings) -> dict[str, Any]:
+    """One DeleteRange of every loaded key (a namespace of that size deleted
+    at once), the probe running: how long it takes, and the probe's figures
+    while it runs."""
+    probe = Probe(srv.endpoint, pod_key(s.keys // 2))
+    with grpc.insecure_channel(srv.endpoint, options=_UNLIMITED) as ch:
+        kv = rpc_pb2_grpc.KVStub(ch)
+        time.sleep(1)
+        t0 = time.monotonic()
+        deleted = kv.DeleteRange(pb.DeleteRangeRequest(key=PREFIX, range_end=PREFIX_END), timeout=3600).deleted
+        t1 = time.monotonic()
+        time.sleep(0.5)
+    samples = probe.stop()
+    return {"deleted": deleted, "seconds": t1 - t0, "probe": probe_figures(samples, t0, t1)}
 
 
 def server_argv_extra(kind: str) -> tuple[str, ...]:

@@ -49,8 +49,10 @@ def _progress(enabled: bool) -> Callable[[str, int], Callable[[int], None]]:
 
 
 def run_scale(keys: int, kinds: list[str], value_size: int, page_size: int, restarts: bool, unpaged: bool, work_dir: str | None,
-              keep: bool, brain_args: tuple[str, ...], etcd_args: tuple[str, ...], out_dir: str, show_progress: bool) -> None:
-    settings = scale.ScaleSettings(keys=keys, value_size=value_size, page_size=page_size, restarts=restarts, unpaged=unpaged)
+              keep: bool, brain_args: tuple[str, ...], etcd_args: tuple[str, ...], out_dir: str, show_progress: bool,
+              delete: bool = True) -> None:
+    settings = scale.ScaleSettings(keys=keys, value_size=value_size, page_size=page_size, restarts=restarts, unpaged=unpaged,
+                                   delete=delete)
     if work_dir:
         os.makedirs(work_dir, exist_ok=True)
     doc: dict[str, Any] = {
@@ -79,6 +81,10 @@ def run_scale(keys: int, kinds: list[str], value_size: int, page_size: int, rest
                 doc["migrate"] = scale_day2.migrate_from(srv, target, keys)
                 _echo(f"  brain migrate from etcd: {doc['migrate']['seconds']:.1f} s ({doc['migrate']['keys_per_s']:,.0f} keys/s)")
                 scale_day2.cleanup(target)
+            if settings.delete:  # last: the loaded keys are gone after it
+                done = doc["results"][kind]["delete_everything"] = scale.delete_everything(srv, settings)
+                _echo(f"  {kind}: DeleteRange of {done['deleted']:,} keys in {done['seconds']:.1f} s, "
+                      f"probe p99 {done['probe'].get('p99_ms', float('nan')):.1f} ms, {done['probe']['timeouts']} timeouts")
         finally:
             srv.stop()
             if not keep:

@@ -38,6 +38,10 @@ ROWS: list[tuple[str, tuple[str, ...], str, bool]] = [
     ("snapshot streamed to a file", ("snapshot_save", "seconds"), "s", False),
     ("snapshot size", ("snapshot_save", "bytes"), "MB", False),
     ("probe get p99 during the snapshot", ("probe", "snapshot", "p99_ms"), "ms", False),
+    ("one DeleteRange of every key", ("delete_everything", "seconds"), "s", False),
+    ("probe get p99 during that DeleteRange", ("delete_everything", "probe", "p99_ms"), "ms", False),
+    ("probe get max during that DeleteRange", ("delete_everything", "probe", "max_ms"), "ms", False),
+    ("probe timeouts (1 s) during that DeleteRange", ("delete_everything", "probe", "timeouts"), "", False),
     ("snapshot restored into a new data dir", ("snapshot_restore", "seconds"), "s", False),
 ]
 

@@ -97,7 +97,8 @@ def test_watch_puts_can_be_paced(brain, tmp_path):
 @pytest.mark.timeout(240)
 def test_bench_scale_compare(tmp_path):
     """--scale with --compare: both servers loaded with the same keys, every
-    figure present for each, brain's list also paced at etcd's page rate."""
+    figure present for each, brain's list also paced at etcd's page rate, the
+    migration from the loaded etcd, and last a DeleteRange of every key."""
     out = str(tmp_path / "out")
     proc = subprocess.run([sys.executable, "-m", "brain", "bench", "--out", out, "--scale", "3000", "--compare",
                            "--page-size", "100", "--work-dir", str(tmp_path / "work"), "--no-progress"],
@@ -119,9 +120,11 @@ def test_bench_scale_compare(tmp_path):
         assert r["restart_clean_s"] > 0 and r["restart_kill_s"] > 0
         assert r["snapshot_save"]["bytes"] > 3000 * 1024 and r["snapshot_restore"]["seconds"] > 0
         assert "snapshot" in r["probe"]
+        assert r["delete_everything"]["deleted"] == 3000 and r["delete_everything"]["seconds"] > 0
     assert doc["migrate"]["keys_per_s"] > 0 and "brain migrate --once" in proc.stdout
     assert "paged_list_paced" in doc["results"]["brain"]["probe"]
     assert "brain/etcd" in proc.stdout and "count-only range" in proc.stdout and "put p99, one client" in proc.stdout
+    assert "one DeleteRange of every key" in proc.stdout
     assert os.listdir(tmp_path / "work") == []
 
 
