@@ -72,6 +72,25 @@ class Node:
         return {k[1:]: kv_pb2.KeyValue.FromString(v) for k, v in items}
 
 
+class LoopTurns:
+    """Counts the turns of the event loop while it runs (a task that yields
+    at every turn), to tell work done in slices from work done at once."""
+
+    def __init__(self) -> None:
+        self.turns = 0
+        self._stop = False
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        while not self._stop:
+            self.turns += 1
+            await asyncio.sleep(0)
+
+    async def stop(self) -> None:
+        self._stop = True
+        await self._task
+
+
 @pytest.fixture
 def node(engine_name, tmp_path):
     return Node(engine_name, str(tmp_path / "data"), min_ttl=1)
@@ -382,21 +401,12 @@ def test_a_large_commit_is_followed_in_slices_and_a_revoke_waits_for_it(node, mo
             for k in keys:
                 await apply_put(txn, pb.PutRequest(key=k, value=b"v", lease=lease.id))
 
-        turns = 0
-        stop = False
-
-        async def ticker():
-            nonlocal turns
-            while not stop:
-                turns += 1
-                await asyncio.sleep(0)
-
-        ticking = asyncio.get_running_loop().create_task(ticker())
+        loop_turns = LoopTurns()
         await n.store.write(put_all)
         assert lessor._attached.updating  # followed in slices, not at once
-        turns_before = turns
+        turns_before = loop_turns.turns
         await lessor._attached.settled()
-        assert turns - turns_before >= 2  # the loop ran other tasks between the slices
+        assert loop_turns.turns - turns_before >= 2  # the loop ran other tasks between the slices
         assert (await lessor.keys(lease.id)) == keys
 
         # a revoke started as soon as a big commit attaching keys to its
@@ -417,8 +427,7 @@ def test_a_large_commit_is_followed_in_slices_and_a_revoke_waits_for_it(node, mo
         assert await lessor.revoke(lease.id) == revoked_at + 1
         assert (await lessor.keys(lease.id)) == [] and await n.live() == {}
         assert len(lessor._attached) == 0
-        stop = True
-        await ticking
+        await loop_turns.stop()
         await n.close()
 
     run(main())
@@ -444,19 +453,11 @@ def test_a_lease_with_many_keys_is_sorted_in_runs(node, monkeypatch):
                 await apply_put(txn, pb.PutRequest(key=k, value=b"v", lease=lease.id))
 
         await n.store.write(put_all)
-        turns = 0
-        stop = False
-
-        async def ticker():
-            nonlocal turns
-            while not stop:
-                turns += 1
-                await asyncio.sleep(0)
-
-        ticking = asyncio.get_running_loop().create_task(ticker())
+        loop_turns = LoopTurns()
         await asyncio.sleep(0)
+        turns_before = loop_turns.turns
         assert await lessor.keys(lease.id) == keys
-        assert turns >= 300 // 16  # a turn of the loop per run, at least
+        assert loop_turns.turns - turns_before >= 300 // 16  # a turn of the loop per run, at least
         deleted: list[bytes] = []
         n.store.add_listener(lambda changes, rev: deleted.extend(c.key for c in changes if c.deleted))
         late = n.put(b"k9999", lease.id)  # applied before the revoke, in the same batch or the one before
@@ -465,8 +466,7 @@ def test_a_lease_with_many_keys_is_sorted_in_runs(node, monkeypatch):
         await revoked
         assert deleted == keys + [b"k9999"]
         assert await n.live() == {}
-        stop = True
-        await ticking
+        await loop_turns.stop()
         await n.close()
 
     run(main())
