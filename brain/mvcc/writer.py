@@ -26,8 +26,10 @@ log = logging.getLogger(__name__)
 # apply time (and so the latency of its first request) bounded.
 MAX_BATCH = 512
 # A batch of more changes than this is encoded in slices of ENCODE_SLICE,
-# one per turn of the event loop.
-ENCODE_AT_ONCE = 4096
+# one per turn of the event loop, and committed by a task. A change makes at
+# most 5 engine ops, so a batch encoded at once stays within the ops that
+# the LevelDB engine writes inline (its INLINE_MAX_OPS).
+ENCODE_AT_ONCE = 2048
 ENCODE_SLICE = 1024
 
 
