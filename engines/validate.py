@@ -45,15 +45,25 @@ def check_scan(start: object, end: object, limit: object) -> tuple[bytes, bytes 
 
 
 def check_batch(batch: object) -> list[Op]:
+    return check_ops(batch_ops(batch))
+
+
+def batch_ops(batch: object) -> list[Op]:
+    """A copy of the batch's ops, not checked yet (check_ops): taken when the
+    write is called, so the engine never keeps a list the caller may change."""
     if not isinstance(batch, WriteBatch):
         raise TypeError(f"write takes a WriteBatch, not {type(batch).__name__}")
-    ops = batch.ops
+    return list(batch.ops)
+
+
+def check_ops(ops: list[Op]) -> list[Op]:
+    """ops, or their checked conversions when not all are bytes already."""
     # the usual batch, every key and value already bytes: one pass, no copies
     for k, v in ops:
         if type(k) is not bytes or (v is not None and type(v) is not bytes):
             break
     else:
-        return list(ops)
+        return ops
     return [(check_key(k), None if v is None else check_value(v)) for k, v in ops]
 
 

@@ -50,7 +50,7 @@ from engines.base import ConflictError, EngineClosedError, EngineError, EngineFe
 from engines.leveldb import files
 from engines.leveldb.files import DiskRoom
 from engines.leveldb.reads import LevelDBSnapshot, scan
-from engines.validate import Op, check_batch, check_expect, check_keys, check_scan
+from engines.validate import Op, batch_ops, check_expect, check_keys, check_ops, check_scan
 from engines.timings import DurationHistogram
 from engines.wal import DEFAULT_SEGMENT_SIZE, WriteAheadLog
 
@@ -276,20 +276,23 @@ class LevelDBEngine:
 
     async def _commit(self, expect: Sequence[Op], batch: WriteBatch, sync: bool, snapshot: bool) -> Any:
         """The commit, and a plyvel snapshot taken right after it if asked."""
+        # a write of very many ops (a revoke or DeleteRange of many keys) is
+        # checked, built and applied on the write thread, leaving the event
+        # loop the GIL in turns
+        ops = batch_ops(batch)
+        big = len(ops) > INLINE_MAX_OPS
+        if not big:
+            ops = check_ops(ops)
         self._db_open()
         sync = bool(sync)
         # inline only when no write is queued for the thread: writes take
-        # effect in call order (ordered_writes); a write of very many ops
-        # (a revoke or DeleteRange of many keys) goes to the thread, where
-        # checking, building and applying it leaves the event loop the GIL
-        # in turns
-        big = isinstance(batch, WriteBatch) and len(batch.ops) > INLINE_MAX_OPS
+        # effect in call order (ordered_writes)
         inline = (not sync or self.sync_seconds < self.inline_sync_max) and not big
         if inline and not self._queued and self._lock.acquire(blocking=False):
             try:
                 if sync:
                     self.synced_inline += 1
-                self._commit_locked(expect, check_batch(batch), sync)
+                self._commit_locked(expect, ops, sync)
                 return self._db.snapshot() if snapshot else None
             finally:
                 self._lock.release()
@@ -299,7 +302,7 @@ class LevelDBEngine:
         self._queued += 1
         try:
             return await loop.run_in_executor(
-                self._executor, self._commit_on_thread, expect, batch if big else check_batch(batch), sync, snapshot
+                self._executor, self._commit_on_thread, expect, ops, sync, snapshot, big
             )
         except RuntimeError:  # the executor was shut down by a concurrent close()
             if self._closed:
@@ -317,9 +320,9 @@ class LevelDBEngine:
                 wb.put(key, value)
         return wb
 
-    def _commit_on_thread(self, expect: Sequence[Op], ops: list[Op] | WriteBatch, sync: bool, snapshot: bool) -> Any:
-        if isinstance(ops, WriteBatch):  # a big one, checked here
-            ops = check_batch(ops)
+    def _commit_on_thread(self, expect: Sequence[Op], ops: list[Op], sync: bool, snapshot: bool, unchecked: bool = False) -> Any:
+        if unchecked:  # a big batch: its ops are checked here, off the loop
+            ops = check_ops(ops)
         with self._lock:
             self._commit_locked(expect, ops, sync)
             return self._db.snapshot() if snapshot else None
