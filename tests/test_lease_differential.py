@@ -12,6 +12,7 @@ import pytest
 from brain.etcdpb import rpc_pb2 as pb
 from brain.etcdpb import rpc_pb2_grpc
 from brain.lease import MAX_TTL
+from brain.server.lease import _KEYS, MANY_KEYS
 from differential import Mismatch, Outcome, normalize
 from servers import ServerProcess, brain_server, etcd_server
 
@@ -216,6 +217,31 @@ def test_time_to_live_and_leases_list(pair):
     for lease_id in (4001, 4002, 4003):
         pair.same("lease", "LeaseRevoke", revoke(lease_id))
     assert not pair.same("lease", "LeaseLeases", pb.LeaseLeasesRequest()).leases
+
+
+def test_time_to_live_of_a_lease_with_many_keys(pair):
+    """More keys than brain puts into a message on the event loop
+    (MANY_KEYS): the answer is framed in pieces on a thread, and equals
+    etcd's."""
+    n = MANY_KEYS + 300
+    pair.same("lease", "LeaseGrant", grant(300, 6001))
+    for side in (pair.etcd, pair.brain):
+        for i in range(0, n, 128):
+            ops = [pb.RequestOp(request_put=put(b"many/%05d" % j, 6001)) for j in range(i, min(n, i + 128))]
+            side.kv.Txn(pb.TxnRequest(success=ops), timeout=10)
+    assert len(pair.same("lease", "LeaseTimeToLive", ttl_req(6001, True)).keys) == n
+    pair.same("lease", "LeaseRevoke", revoke(6001))
+
+
+def test_keys_in_pieces_are_protobufs_own_encoding():
+    keys = [b"k%d" % i for i in range(10)] + [b"x" * 2000, b""]
+    whole = pb.LeaseTimeToLiveResponse(ID=7, TTL=5, grantedTTL=9, keys=keys)
+    whole.header.revision = 12
+    head = pb.LeaseTimeToLiveResponse(ID=7, TTL=5, grantedTTL=9)
+    head.header.revision = 12
+    pieces = _KEYS.pieces(head.SerializeToString(), keys, b"", 3)
+    assert len(pieces.parts) == 6 and pieces.size == len(pieces.join())
+    assert pieces.join() == whole.SerializeToString()
 
 
 def _wait_gone(side: Side, key: bytes, start: float, limit: float) -> float:

@@ -102,7 +102,8 @@ async def serialized_range(reader: Reader, r: RangeRequest, header: ResponseHead
     head = RangeResponse(header=header).SerializeToString()
     tail = RangeResponse(more=more, count=rr.count).SerializeToString()
     if large:
-        pieces = await asyncio.to_thread(_framed_in_pieces, head, kvs, tail)
+        # framed on a thread, LARGE_RANGE values per piece
+        pieces = await asyncio.to_thread(_KVS.pieces, head, kvs, tail, LARGE_RANGE)
         del kvs
         await drop_in_slices(rr.kvs)
         return pieces
@@ -110,17 +111,6 @@ async def serialized_range(reader: Reader, r: RangeRequest, header: ResponseHead
     parts += _KVS.frame(kvs)
     parts.append(tail)
     return b"".join(parts)
-
-
-def _framed_in_pieces(head: bytes, kvs: list[bytes], tail: bytes) -> Pieces:
-    """A large page framed in pieces of LARGE_RANGE values, on a thread:
-    each join holds the GIL only briefly."""
-    parts = [head]
-    frame = _KVS.frame
-    for i in range(0, len(kvs), LARGE_RANGE):
-        parts.append(b"".join(frame(kvs[i : i + LARGE_RANGE])))
-    parts.append(tail)
-    return Pieces(parts, sum(map(len, parts)))
 
 
 def _finish_serialized(rr: RawRange, r: RangeRequest, header: ResponseHeader, filters: bool) -> bytes:

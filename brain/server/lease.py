@@ -1,6 +1,7 @@
 """etcdserverpb.Lease: LeaseGrant, LeaseRevoke, LeaseKeepAlive, LeaseTimeToLive, LeaseLeases."""
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import AsyncIterator, Callable
 
@@ -12,10 +13,17 @@ from brain.lease import Lessor
 from brain.server.header import Header
 from brain.server.quota import LEASE_OVERHEAD, SpaceQuota
 from brain.server.status import bidi_stream, generic, unary
+from brain.wire import LengthPrefixes, Pieces
+from brain.wire.tags import LEASE_TIME_TO_LIVE_RESPONSE_KEYS
 
 log = logging.getLogger(__name__)
 
 pb = rpc_pb2
+
+_KEYS = LengthPrefixes(LEASE_TIME_TO_LIVE_RESPONSE_KEYS, upto=1 << 10)
+# A TimeToLive answer with more keys than this is serialized on a thread, in
+# pieces of this many keys.
+MANY_KEYS = 4096
 
 
 class LeaseService:
@@ -48,7 +56,7 @@ class LeaseService:
         self.header.fill(resp.header)
         return resp
 
-    async def time_to_live(self, r: pb.LeaseTimeToLiveRequest) -> pb.LeaseTimeToLiveResponse:
+    async def time_to_live(self, r: pb.LeaseTimeToLiveRequest) -> pb.LeaseTimeToLiveResponse | Pieces:
         self._check()
         lessor = self.lessor
         lease = lessor.lookup(r.ID)
@@ -58,7 +66,13 @@ class LeaseService:
         else:
             resp = pb.LeaseTimeToLiveResponse(ID=r.ID, TTL=lessor.remaining(lease), grantedTTL=lease.ttl)
             if r.keys:
-                resp.keys.extend(await lessor.keys(r.ID))
+                keys = await lessor.keys(r.ID)
+                if len(keys) > MANY_KEYS:
+                    # copying the keys into the message and serializing it
+                    # would hold the loop for a time in proportion to them
+                    self.header.fill(resp.header)
+                    return await asyncio.to_thread(_KEYS.pieces, resp.SerializeToString(), keys, b"", MANY_KEYS)
+                resp.keys.extend(keys)
         self.header.fill(resp.header)
         return resp
 

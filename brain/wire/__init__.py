@@ -75,6 +75,16 @@ class LengthPrefixes:
             add(v)
         return out
 
+    def pieces(self, head: bytes, values: list[bytes], tail: bytes, per_piece: int) -> Pieces:
+        """head, every value framed, then tail, as Pieces of per_piece values
+        each. Meant for a thread: each join holds the GIL only briefly."""
+        parts = [head]
+        frame = self.frame
+        for i in range(0, len(values), per_piece):
+            parts.append(b"".join(frame(values[i : i + per_piece])))
+        parts.append(tail)
+        return Pieces(parts, sum(map(len, parts)))
+
 
 @dataclass(frozen=True, slots=True)
 class Pieces:

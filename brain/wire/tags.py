@@ -40,6 +40,10 @@ RESPONSE_HEADER_RAFT_TERM = field_tag(rpc_pb2.ResponseHeader, "raft_term")
 RANGE_REQUEST_KEY = field_tag(rpc_pb2.RangeRequest, "key")
 RANGE_RESPONSE_KVS = field_tag(rpc_pb2.RangeResponse, "kvs")
 
+# LeaseTimeToLive: keys is the response's last field, so a serialized
+# response without keys followed by the framed keys is the whole of it
+LEASE_TIME_TO_LIVE_RESPONSE_KEYS = field_tag(rpc_pb2.LeaseTimeToLiveResponse, "keys")
+
 # the write responses
 PUT_RESPONSE_HEADER = field_tag(rpc_pb2.PutResponse, "header")
 DELETE_RANGE_RESPONSE_HEADER = field_tag(rpc_pb2.DeleteRangeResponse, "header")
