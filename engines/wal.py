@@ -43,7 +43,7 @@ import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Callable, Sequence
+from typing import Callable, Sequence, overload
 
 from engines.timings import DurationHistogram
 
@@ -64,23 +64,34 @@ _CRC = struct.Struct("<I")
 _LENGTHS = struct.Struct("<II")
 _COUNT = struct.Struct("<I")
 _DELETE = 0xFFFFFFFF
+_LIMIT_CHECK_EVERY = 1024  # ops encoded between two checks of the length
 
 
-def encode_ops(ops: Sequence[Op]) -> bytearray:
+@overload
+def encode_ops(ops: Sequence[Op]) -> bytearray: ...
+@overload
+def encode_ops(ops: Sequence[Op], limit: int) -> bytearray | None: ...
+def encode_ops(ops: Sequence[Op], limit: int | None = None) -> bytearray | None:
+    """The log's encoding of a batch's ops; None, found early, when it would
+    be longer than limit bytes (a batch too big for a segment is not logged,
+    so encoding the whole of it would be wasted)."""
     # into a bytearray, not a list of parts joined: a list of millions of
     # parts is a young container the garbage collector walks at every
     # collection while it is being built (a revoke's batch took 137 ms)
     out = bytearray(_COUNT.pack(len(ops)))
     pack = _LENGTHS.pack
-    for key, value in ops:
-        if value is None:
-            out += pack(len(key), _DELETE)
-            out += key
-        else:
-            out += pack(len(key), len(value))
-            out += key
-            out += value
-    return out
+    for i in range(0, len(ops), _LIMIT_CHECK_EVERY):
+        if limit is not None and len(out) > limit:
+            return None
+        for key, value in ops[i : i + _LIMIT_CHECK_EVERY]:
+            if value is None:
+                out += pack(len(key), _DELETE)
+                out += key
+            else:
+                out += pack(len(key), len(value))
+                out += key
+                out += value
+    return None if limit is not None and len(out) > limit else out
 
 
 def decode_ops(payload: bytes) -> list[Op]:
@@ -208,12 +219,12 @@ class WriteAheadLog:
         is on disk. Returns a mark for undo(), or None when the batch is too
         large for a segment: everything before it is then durable in the
         engine, and the caller must write the batch with the engine's own sync."""
-        payload = encode_ops(ops)
-        length = _HEADER.size + len(payload)
-        if length > self.segment_size:
+        payload = encode_ops(ops, self.segment_size - _HEADER.size)
+        if payload is None:
             self._fresh_run()
             self.unlogged += 1
             return None
+        length = _HEADER.size + len(payload)
         if self._pos + length > self.segment_size:
             self._switch()
         mark = (self._seg, self._pos, self._seq)

@@ -30,6 +30,13 @@ def test_ops_encode_and_decode(ops):
     assert decode_ops(encode_ops(ops)) == ops
 
 
+@given(st.lists(st.tuples(st.binary(min_size=1, max_size=4), st.one_of(st.none(), st.binary(max_size=30))), max_size=3000),
+       st.integers(0, 40_000))
+def test_ops_too_long_for_a_limit_are_not_encoded(ops, limit):
+    whole = encode_ops(ops)
+    assert encode_ops(ops, limit) == (whole if len(whole) <= limit else None)
+
+
 def _copy_leveldb_files(src: str, dst: str) -> None:
     os.makedirs(dst)
     for name in os.listdir(src):
