@@ -44,6 +44,7 @@ from typing import Sequence
 
 from brain.etcdpb import kv_pb2
 from brain.mvcc.kv import Change
+from brain.wire.stored import tombstone, tombstone_suffix
 from engines.base import Snapshot, WriteBatch
 
 _parse_kv = kv_pb2.KeyValue.FromString
@@ -251,8 +252,9 @@ def is_tombstone(raw: bytes) -> bool:
 
 
 def encode_tombstone(key: bytes, rev: int) -> bytes:
-    """The version a delete of key at rev stores: {key, mod_revision}."""
-    return kv_pb2.KeyValue(key=key, mod_revision=rev).SerializeToString()
+    """The version a delete of key at rev stores: {key, mod_revision}
+    (many keys at one revision: wire.stored.tombstone)."""
+    return tombstone(key, tombstone_suffix(rev))
 
 
 async def read_live(snap: Snapshot, keys: list[bytes]) -> list[bytes | None]:

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from brain.mvcc.errors import CompactedError, FutureRevisionError
 from brain.etcdpb import kv_pb2
-from brain.mvcc import records as K
 from brain.mvcc.kv import Change, RangeEnd, RawRange, TxnWrite
 from brain.mvcc.view import ReadView
+from brain.wire.stored import tombstone, tombstone_suffix
 
 KeyValue = kv_pb2.KeyValue
 _parse_kv = KeyValue.FromString
@@ -177,15 +177,17 @@ class WriteTxn:
         if not found.kvs:
             return 0, self.rev()
         rev = self.begin_rev + 1
+        suffix = tombstone_suffix(rev)
+        latest, add = self.latest, self.changes.append
         for i, raw in enumerate(found.kvs):
             if i % YIELD_EVERY == YIELD_EVERY - 1:
                 # a large delete lets reads run (the writer applies nothing
                 # else meanwhile; reads use the committed view)
                 await asyncio.sleep(0)
             p = _parse_kv(raw)
-            tomb = K.encode_tombstone(p.key, rev)
-            self.latest[p.key] = None
-            self.changes.append(Change(rev, p.key, tomb, raw, True, 0, p.lease, p.mod_revision))
+            key = p.key
+            latest[key] = None
+            add(Change(rev, key, tombstone(key, suffix), raw, True, 0, p.lease, p.mod_revision))
         return len(found.kvs), rev
 
     def take(self, changes: list[Change]) -> None:

@@ -56,6 +56,10 @@ TXN_RESPONSE_RESPONSES = field_tag(rpc_pb2.TxnResponse, "responses")
 # succeeded = true (false, proto3's default, is left out)
 TXN_RESPONSE_SUCCEEDED_TRUE = TXN_RESPONSE_SUCCEEDED + varint(1)
 
+# mvccpb.KeyValue: a delete's tombstone (brain/wire/stored.py)
+KEY_VALUE_KEY = field_tag(kv_pb2.KeyValue, "key")
+KEY_VALUE_MOD_REVISION = field_tag(kv_pb2.KeyValue, "mod_revision")
+
 # mvccpb.Event and etcdserverpb.WatchResponse
 EVENT_TYPE = field_tag(kv_pb2.Event, "type")
 EVENT_KV = field_tag(kv_pb2.Event, "kv")
