@@ -309,8 +309,10 @@ class Lessor:
             if i % DELETES_PER_TURN == DELETES_PER_TURN - 1:
                 await asyncio.sleep(0)  # a lease with many keys lets reads run
             raw = await txn.get(key)
-            if raw is not None and _parse_kv(raw).lease == lease_id:
-                await txn.delete_range(key, None)
+            if raw is not None:
+                kv = _parse_kv(raw)
+                if kv.lease == lease_id:
+                    txn.delete_live(raw, kv)
 
     # -- persistence ---------------------------------------------------------------
 

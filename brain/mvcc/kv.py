@@ -144,6 +144,13 @@ class TxnWrite(TxnRead, Protocol):
         """Delete the keys in [key, end) live now: (how many, rev() after)."""
         ...
 
+    def delete_live(self, raw: bytes, kv: Any) -> int:
+        """Delete one key that get() has just returned live: raw as it
+        returned it, kv its parsed KeyValue. Returns R + 1. For a caller that
+        reads each key before deciding (a revoke checks each key's lease),
+        so the key is not read a second time."""
+        ...
+
     def take(self, changes: list[Change]) -> None:
         """Another store's changes at R + 1, each as that store made it (a
         migration's import, brain/migrate); prev of each change must be

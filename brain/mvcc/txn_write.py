@@ -178,17 +178,24 @@ class WriteTxn:
             return 0, self.rev()
         rev = self.begin_rev + 1
         suffix = tombstone_suffix(rev)
-        latest, add = self.latest, self.changes.append
+        delete = self._delete
         for i, raw in enumerate(found.kvs):
             if i % YIELD_EVERY == YIELD_EVERY - 1:
                 # a large delete lets reads run (the writer applies nothing
                 # else meanwhile; reads use the committed view)
                 await asyncio.sleep(0)
-            p = _parse_kv(raw)
-            key = p.key
-            latest[key] = None
-            add(Change(rev, key, tombstone(key, suffix), raw, True, 0, p.lease, p.mod_revision))
+            delete(raw, _parse_kv(raw), rev, suffix)
         return len(found.kvs), rev
+
+    def delete_live(self, raw: bytes, kv: KeyValue) -> int:
+        rev = self.begin_rev + 1
+        self._delete(raw, kv, rev, tombstone_suffix(rev))
+        return rev
+
+    def _delete(self, raw: bytes, kv: KeyValue, rev: int, suffix: bytes) -> None:
+        key = kv.key
+        self.latest[key] = None
+        self.changes.append(Change(rev, key, tombstone(key, suffix), raw, True, 0, kv.lease, kv.mod_revision))
 
     def take(self, changes: list[Change]) -> None:
         """Another store's changes at revision begin_rev + 1, each as that
