@@ -294,23 +294,25 @@ def encode_changes(wb: WriteBatch, by_rev: dict[int, list[bytes]], changes: Sequ
     """The records of changes, added to wb (a batch may be encoded a part at
     a time, in order; end_batch closes it)."""
     put = wb.ops.append
+    pack = _REV.pack
     for c in changes:
         key = c.key
+        history = history_prefix(key)  # escaped once for both records
         if c.prev is not None:
             # the replaced version leaves the index: its history record
             # takes the full KeyValue (see above)
-            put((history_key(key, c.prev_rev), c.prev))
+            put((history + pack(c.prev_rev), c.prev))
             if c.prev_lease and (c.deleted or c.lease != c.prev_lease):
                 put((leased_key(c.prev_lease, key), None))
         else:
             put((KEYSET + key, b""))
         if c.deleted:
             put((INDEX + key, None))
-            put((history_key(key, c.rev), c.kv))
+            put((history + pack(c.rev), c.kv))
             put((KEYSET + key, None))
         else:
             put((INDEX + key, c.kv))
-            put((history_key(key, c.rev), LIVE))
+            put((history + pack(c.rev), LIVE))
             if c.lease and c.lease != c.prev_lease:
                 put((leased_key(c.lease, key), b""))
         by_rev.setdefault(c.rev, []).append(key)

@@ -69,7 +69,7 @@ class Batch:
 
 
 class WriteTxn:
-    __slots__ = ("batch", "begin_rev", "changes", "latest", "lease_exists")
+    __slots__ = ("batch", "begin_rev", "changes", "latest", "lease_exists", "_tombstone_suffix")
 
     def __init__(self, batch: Batch, lease_exists=None) -> None:
         self.batch = batch
@@ -77,6 +77,7 @@ class WriteTxn:
         self.changes: list[Change] = []
         self.latest: dict[bytes, bytes | None] = {}
         self.lease_exists = lease_exists
+        self._tombstone_suffix: bytes | None = None
 
     # -- reads -------------------------------------------------------------
 
@@ -189,7 +190,10 @@ class WriteTxn:
 
     def delete_live(self, raw: bytes, kv: KeyValue) -> int:
         rev = self.begin_rev + 1
-        self._delete(raw, kv, rev, tombstone_suffix(rev))
+        suffix = self._tombstone_suffix
+        if suffix is None:  # once per txn: a revoke calls this for every key
+            suffix = self._tombstone_suffix = tombstone_suffix(rev)
+        self._delete(raw, kv, rev, suffix)
         return rev
 
     def _delete(self, raw: bytes, kv: KeyValue, rev: int, suffix: bytes) -> None:
