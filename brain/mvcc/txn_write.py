@@ -52,7 +52,12 @@ class Batch:
         still in flight (pipelining: apply the next batch during the fsync)."""
         if pending is None:
             return cls(view, view.rev)
-        kept = [c for c in pending.changes if c.rev > view.rev]
+        changes = pending.changes
+        if not changes or changes[0].rev > view.rev:
+            # none committed yet (the usual case while a commit is in
+            # flight): the pending batch's own overlay, copied whole
+            return cls(view, pending.rev, dict(pending.latest), list(changes), len(changes))
+        kept = [c for c in changes if c.rev > view.rev]
         latest = {c.key: (None if c.deleted else c.kv) for c in kept}
         return cls(view, pending.rev, latest, kept, len(kept))
 
