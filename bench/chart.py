@@ -93,6 +93,9 @@ def _axis_formatter():
     return FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v >= 1000 else f"{v:g}")
 
 
+_RATIO_FLOOR = 0.01
+
+
 def _ratio_row(ax, workloads: list[dict[str, Any]]) -> None:
     """Horizontal bars on a log axis, 1 in the middle: each workload's rate
     ratio and latency ratio, green where brain did better, red where worse."""
@@ -120,6 +123,9 @@ def _ratio_row(ax, workloads: list[dict[str, Any]]) -> None:
         ax.text(0.5, 0.5, "no workload ran on both servers", ha="center", va="center", transform=ax.transAxes)
         return
     y = np.arange(len(values))[::-1]
+    # a log axis has no 0: a ratio of 0 (brain drained in under a
+    # millisecond) is drawn at the floor, its label still the true one
+    labelled, values = values, [max(v, _RATIO_FLOOR) for v in values]
     ax.barh(y, [v - 1 for v in values], left=1, color=colors, height=0.6)
     ax.set_xscale("log")
     lo, hi = min(values + [1.0]), max(values + [1.0])
@@ -128,8 +134,8 @@ def _ratio_row(ax, workloads: list[dict[str, Any]]) -> None:
     ax.axvline(1.0, color="black", linewidth=1)
     ax.set_yticks(y)
     ax.set_yticklabels(labels, fontsize=9)
-    for yi, v in zip(y, values):
-        ax.text(v * (1.06 if v >= 1 else 1 / 1.06), yi, f"{v:.2f}x", va="center", ha="left" if v >= 1 else "right", fontsize=9, fontweight="bold")
+    for yi, v, shown_v in zip(y, values, labelled):
+        ax.text(v * (1.06 if v >= 1 else 1 / 1.06), yi, f"{shown_v:.2f}x", va="center", ha="left" if v >= 1 else "right", fontsize=9, fontweight="bold")
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
     # plain 0.5x / 2x ticks: the default log ticks read as 5x10^-1

@@ -148,3 +148,23 @@ def test_serve_does_not_import_bench(tmp_path):
     loaded = _started_modules(server.log_tail(10_000_000))
     assert {"brain.serve_command", "brain.server.kv", "brain.watch.hub"} <= loaded
     assert not {m for m in loaded if m == "bench" or m.startswith("bench.")}
+
+
+def test_chart_shows_a_ratio_of_zero(tmp_path):
+    """brain drained its watch events at once (0 ms against etcd's 238 ms):
+    the ratio row, on a log axis, still draws."""
+    if importlib.util.find_spec("matplotlib") is None:
+        pytest.skip("matplotlib is not installed: no chart to check")
+    from bench.chart import write_png
+
+    watch = {
+        "name": "watch", "title": "watch fan-out", "unit": "events/s", "client": "etcdload",
+        "latency_metric": "drain_ms", "ratio": {"ops_per_s": 1.17, "drain_ms": 0.0},
+        "median": {"etcd": {"ops_per_s": 344361.8, "drain_ms": 238.1}, "brain": {"ops_per_s": 403442.0, "drain_ms": 0.0}},
+    }
+    doc = {"workloads": [watch], "order": ["etcd", "brain"], "mode": "compare", "rounds": 1,
+           "settings": {"duration": 5.0}, "host": {"cpus": 2}}
+    path = str(tmp_path / "chart.png")
+    write_png(doc, path)
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
