@@ -223,39 +223,103 @@ def test_a_long_compaction_logs_its_progress(tmp_path, monkeypatch, caplog):
     assert lines[-1] == "compaction at 301 finished"
 
 
-def test_a_batch_queued_behind_a_failed_write_fails_too(tmp_path):
-    """On LevelDB the next batch's write is handed to the engine while the
-    last one is still being synced, conditional on the revision key: when
-    the first write fails, the one queued behind it (built on it) fails too,
-    and the next request gets the revision the failed ones did not use."""
+def _slow_next_commit(engine, fail: bool) -> list[bool]:
+    """Make the LevelDB engine's next commit take 0.3 s (and fail, with
+    fail); returns the conditional flags of its commits from now on."""
     import time
 
     from engines.base import EngineError
 
-    async def main():
-        engine = open_engine("leveldb", data_dir=str(tmp_path / "db"), inline_sync_max=0.0)  # syncs on the thread
-        store = await MVCCStore.open(engine)
-        real = engine._commit_locked
-        calls: list[bool] = []
+    real = engine._commit_locked
+    calls: list[bool] = []
 
-        def failing_once(expect, ops, sync):  # on the engine's write thread
-            calls.append(bool(expect))
-            if len(calls) == 1:
-                time.sleep(0.3)
+    def slow_once(expect, ops, sync):  # on the engine's write thread
+        calls.append(bool(expect))
+        if len(calls) == 1:
+            time.sleep(0.3)
+            if fail:
                 raise EngineError("injected: disk write failed")
-            return real(expect, ops, sync)
+        return real(expect, ops, sync)
 
-        engine._commit_locked = failing_once
+    engine._commit_locked = slow_once
+    return calls
+
+
+async def _store_syncing_on_thread(tmp_path) -> tuple:
+    engine = open_engine("leveldb", data_dir=str(tmp_path / "db"), inline_sync_max=0.0)
+    return engine, await MVCCStore.open(engine)
+
+
+def test_requests_arriving_during_a_commit_share_the_next_one(tmp_path):
+    """Group commit: every request that arrives while a commit is in flight
+    is applied to the one open batch, committed in one engine write once
+    that commit is done; each still gets its own revision."""
+
+    async def main():
+        engine, store = await _store_syncing_on_thread(tmp_path)
+        calls = _slow_next_commit(engine, fail=False)
+        first = asyncio.ensure_future(put(store, b"a", b"1"))
+        await asyncio.sleep(0.1)  # the first batch is being written
+        rest = []
+        for i in range(10):  # one at a time, each applied before the next arrives
+            rest.append(asyncio.ensure_future(put(store, b"k%d" % i, b"v")))
+            await asyncio.sleep(0.005)
+        assert not first.done() and not any(r.done() for r in rest)
+        got = await asyncio.gather(first, *rest)
+        assert [r.header.revision for r in got] == list(range(2, 13))
+        assert len(calls) == 2 and store.batches == 2
+        assert (await store.view.range(b"a", b"z")).count == 11
+        await store.close()
+        await engine.close()
+
+    run(main())
+
+
+def test_a_batch_built_on_a_failed_write_fails_too(tmp_path):
+    """A batch opened while the write before it is in flight is built on
+    that write's changes: when the write fails, the batch fails without
+    reaching the engine, and the next request gets the revision the failed
+    ones did not use."""
+
+    async def main():
+        engine, store = await _store_syncing_on_thread(tmp_path)
+        calls = _slow_next_commit(engine, fail=True)
         first = asyncio.ensure_future(put(store, b"a", b"1"))
         await asyncio.sleep(0.1)  # the first batch is being written
         second = asyncio.ensure_future(put(store, b"b", b"2"))
         got = await asyncio.gather(first, second, return_exceptions=True)
         assert isinstance(got[0], RequestTimeoutError) and isinstance(got[1], RequestTimeoutError), got
-        assert calls == [False, True]  # the second went to the engine queued, conditional
+        assert calls == [False]
         third = await put(store, b"c", b"3")
         assert third.header.revision == 2
         rr = await store.view.range(b"a", b"z")
         assert rr.count == 1 and store.rev == 2
+        await store.close()
+        await engine.close()
+
+    run(main())
+
+
+def test_a_full_batch_queued_behind_a_failed_write_fails_too(tmp_path, monkeypatch):
+    """On LevelDB a batch that fills while the write before it is in flight
+    is handed to the engine at once, queued behind that write and
+    conditional on the revision key: when the first write fails, the one
+    queued behind it fails too."""
+    from brain.mvcc import writer
+
+    monkeypatch.setattr(writer, "MAX_BATCH", 4)
+
+    async def main():
+        engine, store = await _store_syncing_on_thread(tmp_path)
+        calls = _slow_next_commit(engine, fail=True)
+        first = asyncio.ensure_future(put(store, b"a", b"1"))
+        await asyncio.sleep(0.1)  # the first batch is being written
+        full = [asyncio.ensure_future(put(store, b"k%d" % i, b"v")) for i in range(4)]
+        got = await asyncio.gather(first, *full, return_exceptions=True)
+        assert all(isinstance(g, RequestTimeoutError) for g in got), got
+        assert calls == [False, True]  # the full batch went to the engine queued, conditional
+        third = await put(store, b"c", b"3")
+        assert third.header.revision == 2
         await store.close()
         await engine.close()
 

@@ -20,14 +20,18 @@ class Inbox:
 
     def put(self, item: Any) -> None:
         self.items.append(item)
+        self.wake()
+
+    def wake(self) -> None:
+        """Let a wait() return, items or not."""
         w = self._waiter
         if w is not None:
             self._waiter = None
             if not w.done():
                 w.set_result(None)
 
-    async def get(self) -> Any:
-        while not self.items:
-            self._waiter = self._loop.create_future()
-            await self._waiter
-        return self.items.popleft()
+    async def wait(self) -> None:
+        """Until there are items or wake() is called."""
+        if not self.items:
+            w = self._waiter = self._loop.create_future()
+            await w

@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Any, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
 
 from brain.errors import DiskFullError, NoLeaderError, RequestTimeoutError
 from brain.mvcc.errors import CompactedError, FutureRevisionError, WriteFailedError
@@ -74,64 +75,87 @@ async def _encode_in_slices(changes: list[Change], rev: int) -> WriteBatch:
     return wb
 
 
+@dataclass(slots=True)
+class _OpenBatch:
+    """A batch being applied and not yet handed to the engine: it takes
+    every request that arrives while the commit before it is in flight."""
+
+    batch: Batch
+    # the commit of the batch this one is built on, in flight when it opened
+    follows: asyncio.Task | None
+    items: list = field(default_factory=list)
+    done: list = field(default_factory=list)
+    compactions: list = field(default_factory=list)
+
+
 class GroupCommitWriter(EngineCommit):
     # -- the writer ----------------------------------------------------------
 
     async def _write_loop(self) -> None:
-        """Collect queued requests, apply them as one batch, commit it.
+        """Apply queued requests to one open batch, commit it, repeat.
 
-        Pipelined: while one batch's engine write (the fsync) is in flight,
-        the next batch is applied on top of it. On an engine that applies
-        writes in the order they are made (`ordered_writes`), the next
-        batch's write is also handed to the engine at once, queued behind
-        the one being synced, so the engine never waits for the event loop
-        between two syncs; every such write is conditional on the revision
-        key, so one queued behind a write that failed fails too. Batches are
-        still published and answered in order, and a batch built on one whose
-        commit fails is failed too."""
+        Group commit: while one batch's engine write (the fsync) is in
+        flight, the next batch stays open and every request that arrives
+        meanwhile is applied to it; it is sealed and handed to the engine
+        once that write is done. A request thus waits for at most the one
+        commit in flight before its own, and a commit carries everything
+        that arrived during the one before. A batch that fills (MAX_BATCH
+        requests) is sealed at once: on an engine that applies writes in the
+        order they are made (`ordered_writes`), its write is handed to the
+        engine queued behind the one being synced, conditional on the
+        revision key, so it fails if that one did. Batches are published and
+        answered in order, and a batch built on one whose commit fails is
+        failed too."""
         q = self._queue
         depth = 2 if self.pipelined is not None else 1
         inflight: deque[asyncio.Task] = deque()
-        pending: Batch | None = None
+        pending: Batch | None = None  # the last batch handed to the engine
+        open_: _OpenBatch | None = None
+        stop = False
         loop = asyncio.get_running_loop()
         inline_now = inline_sync_hint(self.engine)
+        wake = q.wake
         while True:
-            item = await q.get()
-            stop = item is None
-            items = [] if stop else [item]
+            if not stop:
+                await q.wait()
+            items: list = []
             waiting = q.items
-            while not stop and len(items) < MAX_BATCH and waiting:
+            room = MAX_BATCH - (len(open_.items) if open_ is not None else 0)
+            while not stop and len(items) < room and waiting:
                 nxt = waiting.popleft()
                 if nxt is None:
                     stop = True
                     break
                 items.append(nxt)
+            while inflight and inflight[0].done():
+                inflight.popleft()
             if items:
-                last = inflight[-1] if inflight else None
-                chained = last is not None and not last.done()
+                if open_ is None:
+                    last = inflight[-1] if inflight else None
+                    open_ = _OpenBatch(Batch.on(self._view, pending if last is not None else None), last)  # type: ignore[arg-type]
                 try:
-                    applied = await self._apply(items, pending if chained else None)
+                    await self._apply(open_, items)
                 except Exception as e:  # never let the writer die: fail the batch instead
                     log.exception("applying a write batch failed")
-                    self.proposals_failed += sum(1 for _, f in items if not f.done())
-                    _fail(items, _bug(e))
-                    applied = None
-                # at most `depth` commits in flight: group commit needs the
-                # requests that arrive meanwhile to gather into one batch
+                    self.proposals_failed += sum(1 for _, f in open_.items if not f.done())
+                    _fail(open_.items, _bug(e))
+                    open_ = None
+            if open_ is not None and (stop or len(open_.items) >= MAX_BATCH or not inflight or inflight[-1].done()):
+                sealed, open_ = open_, None
+                encoded = None
+                if len(sealed.batch.changes) - sealed.batch.own_from > ENCODE_AT_ONCE:  # without copying own_changes
+                    encoded = await _encode_in_slices(sealed.batch.own_changes, sealed.batch.rev)
                 while len(inflight) >= depth or (inflight and inflight[0].done()):
                     await inflight.popleft()
-                if applied is not None and chained:
-                    assert last is not None
-                    if not last.done():
-                        after = last  # its write goes first; this one waits on it
-                    elif last.result():
-                        after = None
-                    else:
-                        _fail(items, RequestTimeoutError)  # built on a batch that did not land
-                        applied = None
-                else:
-                    after = None
-                if applied is not None and not inflight and applied[3] is None and inline_now is not None and inline_now():
+                last = sealed.follows
+                after = None
+                if last is not None and not last.done():
+                    after = last  # its write goes first; this one waits on it
+                elif last is not None and not last.result():
+                    _fail(sealed.items, RequestTimeoutError)  # built on a batch that did not land
+                    continue
+                applied = (sealed.batch, sealed.done, sealed.compactions, encoded)
+                if not inflight and encoded is None and inline_now is not None and inline_now():
                     # the engine will sync on this thread, blocking: nothing
                     # to overlap, so commit and answer now rather than a
                     # task and a turn of the event loop later (not a batch
@@ -139,22 +163,24 @@ class GroupCommitWriter(EngineCommit):
                     # those off the loop)
                     await self._finish(*applied)
                     pending = None
-                elif applied is not None:
-                    inflight.append(loop.create_task(self._finish(*applied, after=after)))
-                    pending = applied[0]
-            if stop:
+                else:
+                    task = loop.create_task(self._finish(*applied, after=after))
+                    task.add_done_callback(lambda _: wake())  # the open batch's turn
+                    inflight.append(task)
+                    pending = sealed.batch
+            if stop and open_ is None:
                 while inflight:
                     await inflight.popleft()
                 return
 
-    async def _apply(self, items: list, pending: Batch | None) -> tuple[Batch, list, list, WriteBatch | None] | None:
-        batch = Batch.on(self._view, pending)  # type: ignore[arg-type]
-        done: list[tuple[asyncio.Future, Any]] = []
-        compactions: list[tuple[asyncio.Future, int]] = []
+    async def _apply(self, open_: _OpenBatch, items: list) -> None:
+        batch = open_.batch
         lease_exists = self.lease_exists
-        for fn, fut in items:
+        for item in items:
+            open_.items.append(item)
+            fn, fut = item
             if isinstance(fn, tuple):
-                compactions.append((fut, fn[1]))
+                open_.compactions.append((fut, fn[1]))
                 continue
             txn = WriteTxn(batch, lease_exists)
             try:
@@ -165,11 +191,7 @@ class GroupCommitWriter(EngineCommit):
                 self.proposals_committed += 1
                 continue
             batch.absorb(txn)
-            done.append((fut, resp))
-        encoded = None
-        if len(batch.changes) - batch.own_from > ENCODE_AT_ONCE:  # without copying own_changes
-            encoded = await _encode_in_slices(batch.own_changes, batch.rev)
-        return batch, done, compactions, encoded
+            open_.done.append((fut, resp))
 
     async def _finish(
         self, batch: Batch, done: list, compactions: list, encoded: WriteBatch | None, after: asyncio.Task | None = None,
