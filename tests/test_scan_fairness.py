@@ -48,3 +48,36 @@ def test_gets_complete_while_a_large_list_runs(tmp_path):
     gets, size = asyncio.run(main())
     assert size > KEYS * 1000
     assert gets >= 20, f"only {gets} gets completed while the list ran"
+
+
+def test_gets_complete_while_a_list_page_is_read(tmp_path):
+    """A kube-apiserver list page (limit 500) reads the most of its pairs on
+    a read thread: the loop answers other clients' gets meanwhile instead
+    of after the page."""
+
+    async def main() -> int:
+        engine = open_engine("leveldb", data_dir=str(tmp_path / "db"))
+        store = await MVCCStore.open(engine)
+        try:
+            reqs = [pb.PutRequest(key=b"pods/%06d" % j, value=b"v" * 1000) for j in range(2000)]
+
+            async def put_all(txn):
+                for r in reqs:
+                    await apply_put(txn, r)
+            await store.write(put_all)
+            header = pb.ResponseHeader(revision=store.rev)
+            gets = 0
+            for _ in range(5):
+                page = asyncio.ensure_future(serialized_range(store.view, pb.RangeRequest(key=b"pods/", range_end=b"pods0", limit=500), header))
+                await asyncio.sleep(0)  # the page starts
+                while not page.done():
+                    assert len((await store.view.range(b"pods/000007", None)).kvs) == 1
+                    gets += 1
+                    await asyncio.sleep(0)
+                assert len(page.result()) > 500 * 1000
+            return gets
+        finally:
+            await store.close()
+            await engine.close()
+
+    assert asyncio.run(main()) >= 5

@@ -9,8 +9,11 @@ from engines.base import EngineClosedError, check_key
 from engines.validate import check_keys, check_scan
 
 # Pairs a scan reads on the caller's thread before it moves to a read
-# thread (see scan): a list page reads on the loop, a whole-range list not.
-INLINE_SCAN_ITEMS = 1024
+# thread (see scan): a short range reads on the loop; the rest of a list
+# page (kube-apiserver's are 500 pairs) on a thread, where plyvel steps the
+# iterator without the GIL, so requests of other clients are served between
+# its steps rather than after the page.
+INLINE_SCAN_ITEMS = 128
 # Scans of at most this many pairs keep the blocks they read in LevelDB's
 # block cache; longer ones (list pages, whole ranges) read past it, as
 # LevelDB advises for bulk scans: a list of every key would otherwise fill
