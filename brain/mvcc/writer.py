@@ -81,10 +81,8 @@ class _OpenBatch:
     every request that arrives while the commit before it is in flight."""
 
     batch: Batch
-    # the batch this one is built on, in flight when it opened: its task,
-    # and whether its engine write landed (known before it is published)
+    # the commit of the batch this one is built on, in flight when it opened
     follows: asyncio.Task | None
-    follows_landed: asyncio.Future | None
     items: list = field(default_factory=list)
     done: list = field(default_factory=list)
     compactions: list = field(default_factory=list)
@@ -99,8 +97,7 @@ class GroupCommitWriter(EngineCommit):
         Group commit: while one batch's engine write (the fsync) is in
         flight, the next batch stays open and every request that arrives
         meanwhile is applied to it; it is sealed and handed to the engine
-        once that write is done (while the batch before is still being
-        published, on engines that take writes in order). A request thus waits for at most the one
+        once that write is done. A request thus waits for at most the one
         commit in flight before its own, and a commit carries everything
         that arrived during the one before. A batch that fills (MAX_BATCH
         requests) is sealed at once: on an engine that applies writes in the
@@ -113,7 +110,6 @@ class GroupCommitWriter(EngineCommit):
         depth = 2 if self.pipelined is not None else 1
         inflight: deque[asyncio.Task] = deque()
         pending: Batch | None = None  # the last batch handed to the engine
-        landed: asyncio.Future | None = None  # whether its write landed
         open_: _OpenBatch | None = None
         stop = False
         loop = asyncio.get_running_loop()
@@ -136,10 +132,7 @@ class GroupCommitWriter(EngineCommit):
             if items:
                 if open_ is None:
                     last = inflight[-1] if inflight else None
-                    open_ = _OpenBatch(
-                        Batch.on(self._view, pending if last is not None else None),  # type: ignore[arg-type]
-                        last, landed if last is not None else None,
-                    )
+                    open_ = _OpenBatch(Batch.on(self._view, pending if last is not None else None), last)  # type: ignore[arg-type]
                 try:
                     await self._apply(open_, items)
                 except Exception as e:  # never let the writer die: fail the batch instead
@@ -147,19 +140,20 @@ class GroupCommitWriter(EngineCommit):
                     self.proposals_failed += sum(1 for _, f in open_.items if not f.done())
                     _fail(open_.items, _bug(e))
                     open_ = None
-            if open_ is not None and (stop or len(open_.items) >= MAX_BATCH or open_.follows_landed is None or open_.follows_landed.done()):
+            if open_ is not None and (stop or len(open_.items) >= MAX_BATCH or not inflight or inflight[-1].done()):
                 sealed, open_ = open_, None
                 encoded = None
                 if len(sealed.batch.changes) - sealed.batch.own_from > ENCODE_AT_ONCE:  # without copying own_changes
                     encoded = await _encode_in_slices(sealed.batch.own_changes, sealed.batch.rev)
                 while len(inflight) >= depth or (inflight and inflight[0].done()):
                     await inflight.popleft()
-                last, last_landed = sealed.follows, sealed.follows_landed
-                if last_landed is not None and last_landed.done() and not last_landed.result():
+                last = sealed.follows
+                after = None
+                if last is not None and not last.done():
+                    after = last  # its write goes first; this one waits on it
+                elif last is not None and not last.result():
                     _fail(sealed.items, RequestTimeoutError)  # built on a batch that did not land
                     continue
-                # its write goes first; this one is published after it
-                after = last if last is not None and not last.done() else None
                 applied = (sealed.batch, sealed.done, sealed.compactions, encoded)
                 if not inflight and encoded is None and inline_now is not None and inline_now():
                     # the engine will sync on this thread, blocking: nothing
@@ -170,9 +164,9 @@ class GroupCommitWriter(EngineCommit):
                     await self._finish(*applied)
                     pending = None
                 else:
-                    landed = loop.create_future()
-                    landed.add_done_callback(lambda _: wake())  # the open batch's turn
-                    inflight.append(loop.create_task(self._finish(*applied, after=after, landed=landed)))
+                    task = loop.create_task(self._finish(*applied, after=after))
+                    task.add_done_callback(lambda _: wake())  # the open batch's turn
+                    inflight.append(task)
                     pending = sealed.batch
             if stop and open_ is None:
                 while inflight:
@@ -200,26 +194,14 @@ class GroupCommitWriter(EngineCommit):
             open_.done.append((fut, resp))
 
     async def _finish(
-        self, batch: Batch, done: list, compactions: list, encoded: WriteBatch | None,
-        after: asyncio.Task | None = None, landed: asyncio.Future | None = None,
+        self, batch: Batch, done: list, compactions: list, encoded: WriteBatch | None, after: asyncio.Task | None = None,
     ) -> bool:
         """Write the batch to the engine, publish it, answer its requests.
         Returns whether the batch's changes (if any) are committed.
 
         after: the batch this one was built on, still in flight; this one's
         write goes to the engine now, but it is published only after that
-        one, and fails if that one did. landed: told whether the engine
-        write landed as soon as that is known, before the batch is published."""
-        try:
-            return await self._write_and_publish(batch, done, compactions, encoded, after, landed)
-        finally:
-            if landed is not None and not landed.done():
-                landed.set_result(False)
-
-    async def _write_and_publish(
-        self, batch: Batch, done: list, compactions: list, encoded: WriteBatch | None,
-        after: asyncio.Task | None, landed: asyncio.Future | None,
-    ) -> bool:
+        one, and fails if that one did."""
         ok = True
         changes = batch.own_changes
         try:
@@ -230,8 +212,8 @@ class GroupCommitWriter(EngineCommit):
                 if after is not None:
                     commit = asyncio.ensure_future(commit)  # handed to the engine now
             if after is not None and not await after:
-                wrote = await commit if commit is not None else None
-                if wrote is not None:  # cannot happen: the write was conditional on the batch before
+                landed = await commit if commit is not None else None
+                if landed is not None:  # cannot happen: the write was conditional on the batch before
                     log.error("revision %d committed on top of a batch that failed", batch.rev)
                 _fail_futures(done, self._commit_failure)
                 _fail_futures(compactions, self._commit_failure)
@@ -239,8 +221,6 @@ class GroupCommitWriter(EngineCommit):
                 return False
             if commit is not None:
                 snap = await commit
-                if landed is not None:
-                    landed.set_result(snap is not None)
                 if snap is not None:
                     self._publish(batch, changes, len(done), snap)
                 else:
