@@ -214,12 +214,14 @@ def test_a_batch_too_large_for_a_segment_is_not_undone_by_a_replay(tmp_path):
     async def go():
         eng = LevelDBEngine(path, wal_segment_size=4096)
         await eng.write(_batch([(b"k", b"old"), (b"other", b"1")]))
-        await eng.write(_batch([(b"k", b"new"), (b"big", b"x" * 10_000)]))
+        before = eng.bytes_written
+        await eng.write(_batch([(b"k", b"new"), (b"big", b"x" * 10_000), (b"other", None)]))
         assert eng._wal is not None and eng._wal.unlogged == 1
+        assert eng.bytes_written - before == len(b"knew") + len(b"big") + 10_000 + len(b"other")
         await eng.write(_batch([(b"after", b"2")]))
         await eng.close()
         eng = LevelDBEngine(path, wal_segment_size=4096)
-        assert await _contents(eng) == {b"k": b"new", b"other": b"1", b"big": b"x" * 10_000, b"after": b"2"}
+        assert await _contents(eng) == {b"k": b"new", b"big": b"x" * 10_000, b"after": b"2"}
         await eng.close()
 
     asyncio.run(go())
