@@ -277,12 +277,11 @@ class LevelDBEngine:
     async def _commit(self, expect: Sequence[Op], batch: WriteBatch, sync: bool, snapshot: bool) -> Any:
         """The commit, and a plyvel snapshot taken right after it if asked."""
         # a write of very many ops (a revoke or DeleteRange of many keys) is
-        # checked, built and applied on the write thread, leaving the event
-        # loop the GIL in turns
-        ops = batch_ops(batch)
-        big = len(ops) > INLINE_MAX_OPS
-        if not big:
-            ops = check_ops(ops)
+        # copied, checked, built and applied on the write thread, leaving the
+        # event loop the GIL in turns (the caller leaves its batch alone
+        # while the write is pending)
+        big = isinstance(batch, WriteBatch) and len(batch.ops) > INLINE_MAX_OPS
+        ops = batch.ops if big else check_ops(batch_ops(batch))
         self._db_open()
         sync = bool(sync)
         # inline only when no write is queued for the thread: writes take
@@ -338,8 +337,8 @@ class LevelDBEngine:
         return wb, size
 
     def _commit_on_thread(self, expect: Sequence[Op], ops: list[Op], sync: bool, snapshot: bool, unchecked: bool = False) -> Any:
-        if unchecked:  # a big batch: its ops are checked here, off the loop
-            ops = check_ops(ops)
+        if unchecked:  # a big batch: its ops are copied and checked here, off the loop
+            ops = check_ops(list(ops))
         with self._lock:
             self._commit_locked(expect, ops, sync)
             return self._db.snapshot() if snapshot else None
