@@ -83,7 +83,8 @@ def run_scale(keys: int, kinds: list[str], value_size: int, page_size: int, rest
                 scale_day2.cleanup(target)
             if settings.delete:  # last: the loaded keys are gone after it
                 done = doc["results"][kind]["delete_everything"] = scale.delete_everything(srv, settings)
-                _echo(f"  {kind}: DeleteRange of {done['deleted']:,} keys in {done['seconds']:.1f} s, "
+                answered = f" (answered {done['error']}; the keys were gone after that long)" if "error" in done else ""
+                _echo(f"  {kind}: DeleteRange of {done['deleted']:,} keys in {done['seconds']:.1f} s{answered}, "
                       f"probe p99 {done['probe'].get('p99_ms', float('nan')):.1f} ms, {done['probe']['timeouts']} timeouts")
         finally:
             srv.stop()

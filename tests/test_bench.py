@@ -168,3 +168,27 @@ def test_chart_shows_a_ratio_of_zero(tmp_path):
     write_png(doc, path)
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_delete_answered_with_an_error_is_timed_until_its_keys_are_gone(brain):
+    """etcd may answer a huge DeleteRange "request timed out" and apply it
+    all the same: the scale run then times it until a count of the loaded
+    keys is 0, and says what is left if that never comes."""
+    import threading
+    import time
+
+    import grpc
+
+    from bench.scale import PREFIX, PREFIX_END, _wait_until_gone, pod_key
+
+    with grpc.insecure_channel(brain.endpoint) as ch:
+        kv = rpc_pb2_grpc.KVStub(ch)
+        for i in range(20):
+            kv.Put(rpc_pb2.PutRequest(key=pod_key(i), value=b"v"))
+        assert _wait_until_gone(kv, max_s=0) == 20
+        later = threading.Timer(0.5, lambda: kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=PREFIX, range_end=PREFIX_END)))
+        t0 = time.monotonic()
+        later.start()
+        assert _wait_until_gone(kv, poll_s=0.05, max_s=30) == 0
+        assert time.monotonic() - t0 >= 0.5
+        later.join()
