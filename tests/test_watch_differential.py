@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 
 import grpc
 import pytest
@@ -98,7 +99,23 @@ def progress() -> pb.WatchRequest:
     return pb.WatchRequest(progress_request=pb.WatchProgressRequest())
 
 
-def timeline(resps: list[pb.WatchResponse], wid: int) -> list[str]:
+@dataclass(frozen=True)
+class Told:
+    """One thing a watch was told: a reply without events (ids cleared) or
+    one event. Compared as a message; rendered as text only when read (a
+    big revision is told as hundreds of thousands of events)."""
+
+    kind: str  # "reply" or "event"
+    msg: object
+
+    def __str__(self) -> str:
+        return f"{self.kind} " + text_format.MessageToString(self.msg, as_one_line=True)
+
+    def __contains__(self, text: str) -> bool:
+        return text in str(self)
+
+
+def timeline(resps: list[pb.WatchResponse], wid: int) -> list[Told]:
     """What watch wid was told, in order: replies without events whole (ids
     cleared), events one by one (their framing and header dropped)."""
     out = []
@@ -106,11 +123,9 @@ def timeline(resps: list[pb.WatchResponse], wid: int) -> list[str]:
         if r.watch_id != wid:
             continue
         if not r.events:
-            n = normalize(r)
-            out.append("reply " + text_format.MessageToString(n, as_one_line=True))
+            out.append(Told("reply", normalize(r)))
             continue
-        for e in r.events:
-            out.append("event " + text_format.MessageToString(e, as_one_line=True))
+        out.extend(Told("event", e) for e in r.events)
     return out
 
 
@@ -174,12 +189,12 @@ class Pair:
             s.read_until(lambda r: r.watch_id == SENTINEL_ID and any(e.kv.mod_revision == rev for e in r.events))
             s.quiet(quiet)
 
-    def compare(self, streams: list[Stream], wids: list[int]) -> dict[int, list[str]]:
+    def compare(self, streams: list[Stream], wids: list[int]) -> dict[int, list[Told]]:
         etcd, brain = streams
         out = {}
         for wid in wids:
             a, b = timeline(etcd.seen, wid), timeline(brain.seen, wid)
-            assert a == b, f"watch {wid}\netcd:\n" + "\n".join(a) + "\nbrain:\n" + "\n".join(b)
+            assert a == b, f"watch {wid}\netcd:\n" + "\n".join(map(str, a)) + "\nbrain:\n" + "\n".join(map(str, b))
             out[wid] = a
         return out
 
