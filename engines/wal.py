@@ -190,7 +190,6 @@ class WriteAheadLog:
         self.unlogged = 0  # batches too large for a segment, written with the engine's own sync
         # the appends' fdatasyncs (etcd_disk_wal_fsync_duration_seconds)
         self.fsync_durations = fsync_durations if fsync_durations is not None else DurationHistogram()
-        self.last_length = 0  # bytes of the last record appended
 
     # -- recovery ----------------------------------------------------------
 
@@ -230,7 +229,6 @@ class WriteAheadLog:
         mark = (self._seg, self._pos, self._seq)
         self._write(_record(self._seq, payload), sync)
         self._seq += 1
-        self.last_length = length
         return mark
 
     def undo(self, mark: tuple[int, int, int]) -> None:

@@ -155,8 +155,8 @@ class LevelDBEngine:
         # set once an append to LevelDB's own log failed for lack of space
         # (see _commit_locked)
         self._log_torn: str | None = None
-        # bytes of the writes made since the open (as brain's log encodes
-        # them): about what the database grew by, which keeps a size
+        # bytes of the keys and values written since the open: about what
+        # the database grew by, which keeps a size
         # measured now and then (the space quota's) current
         self.bytes_written = 0
         self.sync_seconds = 0.0  # moving average of synced writes' duration
@@ -169,7 +169,7 @@ class LevelDBEngine:
         wal = WriteAheadLog(self.data_dir, self._sync_leveldb_logs, segment_size, self.fsync_durations)
         try:
             for ops in wal.recover():
-                self._write_batch(ops, False).write()
+                self._write_batch(ops, False)[0].write()
             self._sync_leveldb_logs()
         except BaseException:
             wal.close()
@@ -310,20 +310,9 @@ class LevelDBEngine:
         finally:
             self._queued -= 1
 
-    def _write_batch(self, ops: Sequence[Op], sync: bool) -> Any:
-        wb = self._db.write_batch(sync=sync)
-        put, delete = wb.put, wb.delete
-        for key, value in ops:
-            if value is None:
-                delete(key)
-            else:
-                put(key, value)
-        return wb
-
-    def _write_batch_counted(self, ops: Sequence[Op], sync: bool) -> tuple[Any, int]:
-        """_write_batch, and the bytes of the ops: for a batch the log does
-        not hold (its length is not known), counted in the same pass rather
-        than a second one over millions of ops."""
+    def _write_batch(self, ops: Sequence[Op], sync: bool) -> tuple[Any, int]:
+        """LevelDB's batch of the ops, and their bytes (counted in the same
+        pass: a batch may hold millions of ops)."""
         wb = self._db.write_batch(sync=sync)
         put, delete = wb.put, wb.delete
         size = 0
@@ -366,10 +355,7 @@ class LevelDBEngine:
         # logged: LevelDB need not sync (a batch too large for the log, mark
         # None, is synced by LevelDB itself)
         leveldb_syncs = sync and mark is None
-        if mark is None:
-            wb, size = self._write_batch_counted(ops, leveldb_syncs)
-        else:
-            wb, size = self._write_batch(ops, leveldb_syncs), wal.last_length  # type: ignore[union-attr]
+        wb, size = self._write_batch(ops, leveldb_syncs)
         t_write = time.perf_counter()
         try:
             wb.write()
