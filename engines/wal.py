@@ -28,10 +28,12 @@ that one ends just before it. Replaying ops the engine already has is
 harmless: every op is a blind put or delete and they are replayed in order
 up to the newest, so every key ends with its last value.
 
-A batch too large for an empty segment is not logged: the log makes
-everything before it durable in the engine, starts a fresh run (one seq
-skipped, so recovery cannot join it to what came before) and the engine
-writes the batch with its own sync.
+A batch larger than max_logged_bytes (or than an empty segment) is not
+logged: the log makes everything before it durable in the engine, starts a
+fresh run (one seq skipped, so recovery cannot join it to what came before)
+and the engine writes the batch with its own sync. What the log saves is a
+sync's fixed cost; a batch of many megabytes costs its bytes, and logging
+it would write them twice.
 """
 from __future__ import annotations
 
@@ -53,6 +55,7 @@ Op = tuple[bytes, bytes | None]
 
 SEGMENT_NAMES = ("brain-wal.0", "brain-wal.1")
 DEFAULT_SEGMENT_SIZE = 64 << 20
+DEFAULT_MAX_LOGGED_BYTES = 8 << 20
 # segments grow ahead of the writer in zero-filled chunks, so a new engine
 # does not write the whole log up front
 _CHUNK = 1 << 20
@@ -168,11 +171,14 @@ class WriteAheadLog:
         checkpoint: Callable[[], None],
         segment_size: int = DEFAULT_SEGMENT_SIZE,
         fsync_durations: DurationHistogram | None = None,
+        max_logged_bytes: int = DEFAULT_MAX_LOGGED_BYTES,
     ) -> None:
         if segment_size < 4096:
             raise ValueError(f"write-ahead log segments must be at least 4096 bytes, not {segment_size}")
         self.directory = directory
         self.segment_size = segment_size
+        # the longest payload logged
+        self._max_payload = min(max_logged_bytes, segment_size - _HEADER.size)
         self._checkpoint = checkpoint
         self._fds: list[int] = []
         self._sizes: list[int] = []
@@ -187,7 +193,7 @@ class WriteAheadLog:
         self._pending: list[Future[None] | None] = [None, None]
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-checkpoint")
         self.checkpoints = 0
-        self.unlogged = 0  # batches too large for a segment, written with the engine's own sync
+        self.unlogged = 0  # batches too large to log, written with the engine's own sync
         # the appends' fdatasyncs (etcd_disk_wal_fsync_duration_seconds)
         self.fsync_durations = fsync_durations if fsync_durations is not None else DurationHistogram()
 
@@ -216,9 +222,9 @@ class WriteAheadLog:
     def append(self, ops: Sequence[Op], sync: bool) -> tuple[int, int, int] | None:
         """Log a batch before the engine applies it; with sync, return once it
         is on disk. Returns a mark for undo(), or None when the batch is too
-        large for a segment: everything before it is then durable in the
-        engine, and the caller must write the batch with the engine's own sync."""
-        payload = encode_ops(ops, self.segment_size - _HEADER.size)
+        large to log: everything before it is then durable in the engine,
+        and the caller must write the batch with the engine's own sync."""
+        payload = encode_ops(ops, self._max_payload)
         if payload is None:
             self._fresh_run()
             self.unlogged += 1

@@ -227,6 +227,21 @@ def test_a_batch_too_large_for_a_segment_is_not_undone_by_a_replay(tmp_path):
     asyncio.run(go())
 
 
+def test_a_batch_over_max_logged_bytes_is_not_logged(tmp_path):
+    """A batch that fits a segment but is over max_logged_bytes goes to the
+    engine's own sync, as one too large for a segment does; smaller ones
+    before and after it are logged."""
+    checkpoints = []
+    wal = WriteAheadLog(str(tmp_path), lambda: checkpoints.append(1), segment_size=1 << 20, max_logged_bytes=4096)
+    wal.recover()
+    wal.start()
+    assert wal.append([(b"a", b"x" * 1000)], True) is not None
+    assert wal.append([(b"b", b"x" * 5000)], True) is None
+    assert wal.unlogged == 1 and checkpoints  # what came before is made durable in the engine first
+    assert wal.append([(b"c", b"x" * 1000)], True) is not None
+    wal.close()
+
+
 def _segment(path: str, i: int) -> bytes:
     with open(os.path.join(path, SEGMENT_NAMES[i]), "rb") as f:
         return f.read()
