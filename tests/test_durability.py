@@ -114,3 +114,58 @@ def test_sigterm_ends_open_watch_streams_at_once(tmp_path):
             assert rpc_pb2_grpc.KVStub(c).Range(rpc_pb2.RangeRequest(key=b"w")).kvs[0].value == b"1"
     finally:
         srv.stop()
+
+
+def _load(kv, n: int, tag: bytes) -> int:
+    for i in range(0, n, 100):
+        ops = [
+            rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=b"big/%06d" % j, value=tag + b"x" * 1024))
+            for j in range(i, min(i + 100, n))
+        ]
+        rev = kv.Txn(rpc_pb2.TxnRequest(success=ops), timeout=30).header.revision
+    return rev
+
+
+def test_a_big_delete_range_killed_midway_lands_whole_or_not_at_all(tmp_path):
+    """SIGKILL at points through a DeleteRange of 20,000 keys (whose copies of
+    the deleted versions go to the engine ahead of its own batch): after the
+    restart the delete is either wholly there at the next revision or not
+    there at all, and every version before it still reads back."""
+    n = 20_000
+    srv = brain_server(str(tmp_path)).start()
+    outcomes = []
+    try:
+        for round_, delay in enumerate((0.05, 0.2, 0.4, 0.8)):
+            tag = b"r%d-" % round_
+            with srv.channel() as ch:
+                loaded = _load(rpc_pb2_grpc.KVStub(ch), n, tag)
+            threading.Thread(
+                target=lambda: _delete_quietly(srv.endpoint), daemon=True,
+            ).start()
+            time.sleep(delay)
+            srv.kill()
+            srv.start()
+            with srv.channel() as ch:
+                kv = rpc_pb2_grpc.KVStub(ch)
+                now = kv.Range(rpc_pb2.RangeRequest(key=b"big/", range_end=b"big0", count_only=True), timeout=30)
+                if now.header.revision == loaded:
+                    assert now.count == n
+                    outcomes.append("not applied")
+                else:
+                    assert now.header.revision == loaded + 1 and now.count == 0
+                    outcomes.append("applied")
+                old = kv.Range(rpc_pb2.RangeRequest(key=b"big/", range_end=b"big0", revision=loaded), timeout=30)
+                assert len(old.kvs) == n and all(x.value == tag + b"x" * 1024 for x in old.kvs)
+                if now.count:  # the next round loads over an empty range
+                    kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=b"big/", range_end=b"big0"), timeout=60)
+    finally:
+        srv.stop()
+    print("outcomes:", outcomes)
+
+
+def _delete_quietly(endpoint: str) -> None:
+    try:
+        with grpc.insecure_channel(endpoint) as ch:
+            rpc_pb2_grpc.KVStub(ch).DeleteRange(rpc_pb2.DeleteRangeRequest(key=b"big/", range_end=b"big0"), timeout=60)
+    except grpc.RpcError:
+        pass  # killed before it answered

@@ -14,7 +14,7 @@ from brain.etcdpb import rpc_pb2 as pb
 from brain.mvcc import records as K
 from brain.mvcc.store import MVCCStore
 from engines import open_engine
-from engines.base import WriteBatch
+from engines.base import EngineError, WriteBatch
 
 
 @pytest.fixture(params=["leveldb", "memory"])
@@ -369,3 +369,46 @@ def test_a_batch_of_very_many_changes_is_encoded_in_slices():
     revs = {c.rev for c in changes}
     assert len(revs) == 4
     assert turns >= -(-n // ENCODE_SLICE) + len(revs)
+
+
+def test_a_huge_batch_writes_copies_of_committed_versions_ahead(monkeypatch):
+    """The copies of replaced versions committed at or below the committed
+    revision go to the engine in chunks of their own, before the batch; the
+    rest (copies of versions the batch itself or one in flight wrote
+    included) stays in the batch, whose records are otherwise those of
+    encode_batch. A chunk whose write fails goes back into the batch."""
+    from brain.mvcc import copy_ahead
+    from brain.mvcc.copy_ahead import CopyAhead
+    from brain.mvcc.kv import Change
+    from brain.mvcc.writer import ENCODE_SLICE, _encode_in_slices
+
+    monkeypatch.setattr(copy_ahead, "CHUNK", 1000)
+    n = ENCODE_SLICE * 4
+    changes = [
+        Change(20, b"k%06d" % i, b"tomb", b"old%d" % i, True, prev_rev=3 + i % 3)
+        for i in range(n)
+    ]
+    committed = 4  # versions at revision 5 are in flight: never copied ahead
+    full = K.encode_batch(changes, 20).ops
+    ahead = [(K.history_key(c.key, c.prev_rev), c.prev) for c in changes if c.prev_rev <= committed]
+    rest = [op for op in full if op not in set(ahead)]
+    assert ahead and len(rest) == len(full) - len(ahead)
+
+    async def main(fail_chunk: int) -> tuple[list, list]:
+        chunks: list = []
+
+        async def write(chunk: WriteBatch) -> None:
+            chunks.append(list(chunk.ops))
+            await asyncio.sleep(0)
+            if len(chunks) == fail_chunk:
+                raise EngineError("disk trouble")
+
+        wb = await _encode_in_slices(changes, 20, CopyAhead(write, committed))
+        return chunks, wb.ops
+
+    chunks, ops = asyncio.run(main(0))
+    assert [op for chunk in chunks for op in chunk] == ahead
+    assert len(chunks) > 1 and all(len(chunk) < copy_ahead.CHUNK + ENCODE_SLICE for chunk in chunks)
+    assert ops == rest
+    chunks, ops = asyncio.run(main(2))
+    assert ops == chunks[1] + rest

@@ -52,6 +52,9 @@ class Change:
     lease: int = 0
     prev_lease: int = 0
     prev_rev: int = 0
+    # prev's copy into its history record was written ahead of the batch
+    # (brain/mvcc/copy_ahead.py)
+    copied: bool = False
 
 
 # Called after each durable commit, on the event loop, with the commit's

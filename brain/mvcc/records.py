@@ -290,10 +290,19 @@ def encode_batch(changes: Sequence[Change], rev: int, events: bool = True) -> Wr
     return wb
 
 
-def encode_changes(wb: WriteBatch, by_rev: dict[int, list[bytes]], changes: Sequence[Change]) -> None:
+def encode_changes(
+    wb: WriteBatch, by_rev: dict[int, list[bytes]], changes: Sequence[Change],
+    copies: list[tuple[bytes, bytes | None]] | None = None, committed: int = 0,
+) -> None:
     """The records of changes, added to wb (a batch may be encoded a part at
-    a time, in order; end_batch closes it)."""
+    a time, in order; end_batch closes it).
+
+    copies: where the copies of replaced versions committed at or below
+    revision committed go instead of wb, to be written ahead of it
+    (brain/mvcc/copy_ahead.py); a change whose copy is taken already
+    (copied) makes none there. Without copies, every copy goes into wb."""
     put = wb.ops.append
+    copy = put if copies is None else copies.append
     pack = _REV.pack
     for c in changes:
         key = c.key
@@ -301,7 +310,10 @@ def encode_changes(wb: WriteBatch, by_rev: dict[int, list[bytes]], changes: Sequ
         if c.prev is not None:
             # the replaced version leaves the index: its history record
             # takes the full KeyValue (see above)
-            put((history + pack(c.prev_rev), c.prev))
+            if c.prev_rev > committed:
+                put((history + pack(c.prev_rev), c.prev))
+            elif not c.copied:
+                copy((history + pack(c.prev_rev), c.prev))
             if c.prev_lease and (c.deleted or c.lease != c.prev_lease):
                 put((leased_key(c.prev_lease, key), None))
         else:

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Awaitable, Callable
 
+from brain.mvcc import records as K
+from brain.mvcc.copy_ahead import MIN_KEYS, CopyAhead
 from brain.mvcc.errors import CompactedError, FutureRevisionError
 from brain.etcdpb import kv_pb2
 from brain.mvcc.kv import Change, RangeEnd, RawRange, TxnWrite
 from brain.mvcc.view import ReadView
 from brain.wire.stored import tombstone, tombstone_suffix
+from engines.base import WriteBatch
 
 KeyValue = kv_pb2.KeyValue
 _parse_kv = KeyValue.FromString
@@ -45,6 +49,10 @@ class Batch:
     # follows (changes[:own_from]), then this batch's own
     changes: list[Change] = field(default_factory=list)
     own_from: int = 0
+    # how copies of committed versions are written ahead of the batch; None
+    # where the engine is shared (copy_ahead.py)
+    copy_writer: Callable[[WriteBatch], Awaitable[None]] | None = None
+    copies: CopyAhead | None = None
 
     @classmethod
     def on(cls, view: ReadView, pending: Batch | None = None) -> Batch:
@@ -64,6 +72,13 @@ class Batch:
     @property
     def own_changes(self) -> list[Change]:
         return self.changes[self.own_from :] if self.own_from else self.changes
+
+    def copy_ahead(self) -> CopyAhead | None:
+        """The batch's copies ahead, started at the first call; None where
+        the engine does not allow them."""
+        if self.copies is None and self.copy_writer is not None:
+            self.copies = CopyAhead(self.copy_writer, self.view.rev)
+        return self.copies
 
     def absorb(self, txn: WriteTxn) -> None:
         if not txn.changes:
@@ -185,12 +200,21 @@ class WriteTxn:
         rev = self.begin_rev + 1
         suffix = tombstone_suffix(rev)
         delete = self._delete
+        # a big delete writes the copies of committed versions ahead of its
+        # batch, while it goes on (copy_ahead.py)
+        copies = self.batch.copy_ahead() if len(found.kvs) >= MIN_KEYS else None
         for i, raw in enumerate(found.kvs):
             if i % YIELD_EVERY == YIELD_EVERY - 1:
+                if copies is not None:
+                    copies.send_full()
                 # a large delete lets reads run (the writer applies nothing
                 # else meanwhile; reads use the committed view)
                 await asyncio.sleep(0)
-            delete(raw, _parse_kv(raw), rev, suffix)
+            kv = _parse_kv(raw)
+            copied = copies is not None and kv.mod_revision <= copies.committed
+            if copied:
+                copies.buffer.append((K.history_key(kv.key, kv.mod_revision), raw))  # type: ignore[union-attr]
+            delete(raw, kv, rev, suffix, copied)
         return len(found.kvs), rev
 
     def delete_live(self, raw: bytes, kv: KeyValue) -> int:
@@ -201,10 +225,10 @@ class WriteTxn:
         self._delete(raw, kv, rev, suffix)
         return rev
 
-    def _delete(self, raw: bytes, kv: KeyValue, rev: int, suffix: bytes) -> None:
+    def _delete(self, raw: bytes, kv: KeyValue, rev: int, suffix: bytes, copied: bool = False) -> None:
         key = kv.key
         self.latest[key] = None
-        self.changes.append(Change(rev, key, tombstone(key, suffix), raw, True, 0, kv.lease, kv.mod_revision))
+        self.changes.append(Change(rev, key, tombstone(key, suffix), raw, True, 0, kv.lease, kv.mod_revision, copied))
 
     def take(self, changes: list[Change]) -> None:
         """Another store's changes at revision begin_rev + 1, each as that

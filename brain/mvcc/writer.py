@@ -14,6 +14,7 @@ from typing import Awaitable, Callable
 from brain.errors import DiskFullError, NoLeaderError, RequestTimeoutError
 from brain.mvcc.errors import CompactedError, FutureRevisionError, WriteFailedError
 from brain.mvcc import records as K
+from brain.mvcc.copy_ahead import CopyAhead
 from brain.mvcc.engine_commit import EngineCommit
 from brain.mvcc.kv import Change
 from brain.mvcc.txn_write import Batch, WriteTxn
@@ -55,15 +56,20 @@ def _bug(e: Exception) -> Callable[[], Exception]:
     return lambda: WriteFailedError(f"{type(e).__name__}: {e}")
 
 
-async def _encode_in_slices(changes: list[Change], rev: int) -> WriteBatch:
+async def _encode_in_slices(changes: list[Change], rev: int, copies: CopyAhead | None = None) -> WriteBatch:
     """encode_batch for a batch of very many changes (one DeleteRange or
     lease revoke of a large range), a slice per turn of the event loop. Run
     while the batch is applied, before the next one is built, so the engine
-    still takes the batches in revision order."""
+    still takes the batches in revision order. With copies, the copies of
+    committed versions are written ahead of the batch (copy_ahead.py), and
+    this returns once they are in the engine."""
     wb = WriteBatch()
     by_rev: dict[int, list[bytes]] = {}
+    committed = copies.committed if copies is not None else 0
     for i in range(0, len(changes), ENCODE_SLICE):
-        K.encode_changes(wb, by_rev, changes[i : i + ENCODE_SLICE])
+        K.encode_changes(wb, by_rev, changes[i : i + ENCODE_SLICE], copies.buffer if copies is not None else None, committed)
+        if copies is not None:
+            copies.send_full()
         await asyncio.sleep(0)
     key_lists = {}
     for r, keys in by_rev.items():
@@ -72,6 +78,9 @@ async def _encode_in_slices(changes: list[Change], rev: int) -> WriteBatch:
             encoded += K.encode_key_list(keys[i : i + ENCODE_SLICE])
             await asyncio.sleep(0)
     K.end_batch_encoded(wb, key_lists, rev)
+    if copies is not None:
+        failed = await copies.finish(rev)
+        wb.ops[:0] = failed
     return wb
 
 
@@ -133,6 +142,8 @@ class GroupCommitWriter(EngineCommit):
                 if open_ is None:
                     last = inflight[-1] if inflight else None
                     open_ = _OpenBatch(Batch.on(self._view, pending if last is not None else None), last)  # type: ignore[arg-type]
+                    if not self.engine.features.shared:
+                        open_.batch.copy_writer = self._write_copies
                 try:
                     await self._apply(open_, items)
                 except Exception as e:  # never let the writer die: fail the batch instead
@@ -143,8 +154,11 @@ class GroupCommitWriter(EngineCommit):
             if open_ is not None and (stop or len(open_.items) >= MAX_BATCH or not inflight or inflight[-1].done()):
                 sealed, open_ = open_, None
                 encoded = None
-                if len(sealed.batch.changes) - sealed.batch.own_from > ENCODE_AT_ONCE:  # without copying own_changes
-                    encoded = await _encode_in_slices(sealed.batch.own_changes, sealed.batch.rev)
+                big = len(sealed.batch.changes) - sealed.batch.own_from > ENCODE_AT_ONCE  # without copying own_changes
+                # a big DeleteRange may have started copies ahead already
+                copies = sealed.batch.copy_ahead() if big else sealed.batch.copies
+                if big or copies is not None:
+                    encoded = await _encode_in_slices(sealed.batch.own_changes, sealed.batch.rev, copies)
                 while len(inflight) >= depth or (inflight and inflight[0].done()):
                     await inflight.popleft()
                 last = sealed.follows
@@ -172,6 +186,10 @@ class GroupCommitWriter(EngineCommit):
                 while inflight:
                     await inflight.popleft()
                 return
+
+    async def _write_copies(self, chunk: WriteBatch) -> None:
+        """A batch's copies written ahead of it (copy_ahead.py)."""
+        await self.engine.write(chunk, sync=self.sync)
 
     async def _apply(self, open_: _OpenBatch, items: list) -> None:
         batch = open_.batch
