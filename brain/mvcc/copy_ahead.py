@@ -36,12 +36,6 @@ CHUNK = 32768
 MIN_KEYS = 4096
 
 
-def _retrieve(fut: asyncio.Future) -> None:
-    # a batch that fails before it is sealed never waits for its copies
-    if not fut.cancelled():
-        fut.exception()
-
-
 @dataclass(slots=True)
 class CopyAhead:
     """The copies of one batch written ahead of it. Each copy goes into
@@ -52,7 +46,8 @@ class CopyAhead:
     # versions at or below this revision are committed (durable)
     committed: int
     buffer: list[Op] = field(default_factory=list)
-    _writes: list[tuple[asyncio.Future, WriteBatch]] = field(default_factory=list)
+    # one per chunk sent: the copies whose write failed (none once it landed)
+    _writes: list[asyncio.Future[list[Op]]] = field(default_factory=list)
 
     @property
     def started(self) -> bool:
@@ -64,23 +59,27 @@ class CopyAhead:
             self._send()
 
     def _send(self) -> None:
-        chunk = WriteBatch(self.buffer)
-        self.buffer = []
-        fut = asyncio.ensure_future(self.write(chunk))
-        fut.add_done_callback(_retrieve)
-        self._writes.append((fut, chunk))
+        chunk, self.buffer = self.buffer, []
+        self._writes.append(asyncio.ensure_future(self._write(WriteBatch(chunk))))
 
-    async def finish(self, rev: int) -> list[Op]:
+    async def _write(self, chunk: WriteBatch) -> list[Op]:
+        # a chunk that landed is let go at once; only a failed one is kept,
+        # for the batch to carry (and one the batch never waits for, when
+        # it fails before it is sealed, ends here too)
+        try:
+            await self.write(chunk)
+        except Exception as e:
+            log.warning("writing %d copies ahead of their batch failed (%s); the batch carries them", len(chunk), e)
+            return chunk.ops
+        return []
+
+    async def finish(self) -> list[Op]:
         """Send what is buffered and wait for every write. Returns the copies
-        whose write failed: they must go into the batch (of revision rev)."""
+        whose write failed: they must go into the batch."""
         if self.buffer:
             self._send()
+        writes, self._writes = self._writes, []
         failed: list[Op] = []
-        for fut, chunk in self._writes:
-            try:
-                await fut
-            except Exception as e:
-                log.warning("writing %d copies ahead of revision %d failed (%s); they go into its batch", len(chunk), rev, e)
-                failed += chunk.ops
-        self._writes = []
+        for fut in writes:
+            failed += await fut
         return failed

@@ -79,7 +79,7 @@ async def _encode_in_slices(changes: list[Change], rev: int, copies: CopyAhead |
             await asyncio.sleep(0)
     K.end_batch_encoded(wb, key_lists, rev)
     if copies is not None:
-        failed = await copies.finish(rev)
+        failed = await copies.finish()
         wb.ops[:0] = failed
     return wb
 
