@@ -211,9 +211,10 @@ class WriteTxn:
                 # else meanwhile; reads use the committed view)
                 await asyncio.sleep(0)
             kv = _parse_kv(raw)
-            copied = copies is not None and kv.mod_revision <= copies.committed
-            if copied:
-                copies.buffer.append((K.history_key(kv.key, kv.mod_revision), raw))  # type: ignore[union-attr]
+            copied = False
+            if copies is not None and kv.mod_revision <= copies.committed:
+                copies.buffer.append((K.history_key(kv.key, kv.mod_revision), raw))
+                copied = True
             delete(raw, kv, rev, suffix, copied)
         return len(found.kvs), rev
 
